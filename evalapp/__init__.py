@@ -1,0 +1,5 @@
+"""EmpathEval project package and the study domain."""
+
+from .celery import app as celery_app
+
+__all__ = ["celery_app"]

@@ -1,0 +1,16 @@
+from django import forms
+from django.conf import settings
+
+
+class PromptImportForm(forms.Form):
+    file = forms.FileField(
+        help_text=(
+            f"CSV (id,text[,topic,split,reference]), JSONL (generic, chat messages, transcripts or "
+            f"CounselChat questions) or a .txt of <USER>/<AI> transcripts. At most "
+            f"{settings.PROMPT_IMPORT_MAX_BYTES // (1024 * 1024)} MB, {settings.PROMPT_MAX_CHARS:,} characters a message."
+        )
+    )
+    split = forms.CharField(required=False, max_length=50, help_text="Import only prompts of this split, e.g. test.")
+    sample = forms.IntegerField(required=False, min_value=1, help_text="Import a random sample of this many prompts.")
+    seed = forms.IntegerField(required=False, initial=0, help_text="Seed for the sample, recorded so it can be redrawn.")
+    redact = forms.BooleanField(required=False, help_text="Replace e-mail addresses, phone numbers and URLs.")

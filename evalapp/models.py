@@ -1,0 +1,221 @@
+"""The study domain: what is asked, by which model arms, and how it is scored."""
+
+import secrets
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+
+# The two scales are the study's fixed instrument, stored as two columns so the
+# database itself keeps every score in range (a CheckConstraint cannot look up
+# a per-study range in another table). Their names and anchors are editable.
+SCALE_KEYS = ("empathy", "fluency")
+SCALE_MIN = 1
+SCALE_MAX = 10
+
+
+def default_scales() -> list[dict]:
+    return [
+        {
+            "key": "empathy",
+            "name": "Empathy and Support",
+            "min": SCALE_MIN,
+            "max": SCALE_MAX,
+            "anchors": {
+                "1": "Dismissive, cold or harmful",
+                "5": "Polite but generic; some acknowledgement of feelings",
+                "10": "Warm, validating and genuinely supportive",
+            },
+        },
+        {
+            "key": "fluency",
+            "name": "Fluency and Response Quality",
+            "min": SCALE_MIN,
+            "max": SCALE_MAX,
+            "anchors": {
+                "1": "Incoherent, off-topic or broken",
+                "5": "Understandable with noticeable errors or rambling",
+                "10": "Clear, coherent, well-organised and on point",
+            },
+        },
+    ]
+
+
+def validate_scales(value: list[dict]) -> None:
+    if not isinstance(value, list) or [s.get("key") for s in value] != list(SCALE_KEYS):
+        raise ValidationError(f"Scales must be a list with the keys {', '.join(SCALE_KEYS)} in that order.")
+    for scale in value:
+        if not str(scale.get("name", "")).strip():
+            raise ValidationError(f"Scale {scale['key']} needs a name.")
+        if scale.get("min") != SCALE_MIN or scale.get("max") != SCALE_MAX:
+            raise ValidationError(f"Scale {scale['key']} must run from {SCALE_MIN} to {SCALE_MAX}.")
+        anchors = scale.get("anchors", {})
+        if not isinstance(anchors, dict) or set(anchors) != {"1", "5", "10"}:
+            raise ValidationError(f"Scale {scale['key']} needs anchor labels for 1, 5 and 10.")
+
+
+def validate_messages(value: list[dict]) -> None:
+    if not isinstance(value, list) or not value:
+        raise ValidationError("A conversation needs at least one message.")
+    for message in value:
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise ValidationError("Each message needs a role of 'user' or 'assistant'.")
+        if not isinstance(message.get("content"), str) or not message["content"].strip():
+            raise ValidationError("Each message needs non-empty text content.")
+    if value[-1]["role"] != "user":
+        raise ValidationError("A conversation must end with a user turn.")
+
+
+def new_public_id() -> str:
+    # Raters see this id, so it must carry no order or arm information.
+    return secrets.token_urlsafe(12)
+
+
+def new_blind_code() -> str:
+    return secrets.token_hex(4).upper()
+
+
+class StudyStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    GENERATING = "generating", "Generating"
+    RATING = "rating", "Rating"
+    ADJUDICATING = "adjudicating", "Adjudicating"
+    CLOSED = "closed", "Closed"
+
+
+class Study(models.Model):
+    Status = StudyStatus
+
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="owned_studies")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
+    scales = models.JSONField(default=default_scales, validators=[validate_scales])
+    ratings_per_response = models.PositiveSmallIntegerField(default=3)
+    # An item needs adjudication when its ratings on a scale span at least this many points.
+    disagreement_threshold = models.PositiveSmallIntegerField(default=3)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "studies"
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(ratings_per_response__gte=1), name="study_ratings_per_response_gte_1"),
+            models.CheckConstraint(
+                condition=Q(disagreement_threshold__gte=1) & Q(disagreement_threshold__lte=SCALE_MAX - SCALE_MIN),
+                name="study_disagreement_threshold_in_scale",
+            ),
+            models.CheckConstraint(condition=Q(status__in=StudyStatus.values), name="study_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Prompt(models.Model):
+    class Split(models.TextChoices):
+        TRAIN = "train", "Train"
+        VAL = "val", "Validation"
+        TEST = "test", "Test"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="prompts")
+    external_id = models.CharField(max_length=200)
+    # The conversation so far as [{role, content}], ending with the user turn to answer.
+    messages = models.JSONField(validators=[validate_messages])
+    topic = models.CharField(max_length=100, blank=True)
+    source = models.CharField(max_length=100, blank=True)
+    # Free text because sources mix splits per question (CounselChat has "test+train").
+    split = models.CharField(max_length=50, blank=True)
+    reference = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "external_id"], name="prompt_unique_external_id_per_study"),
+            models.CheckConstraint(condition=~Q(external_id=""), name="prompt_external_id_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+    @property
+    def last_user_message(self) -> str:
+        return self.messages[-1]["content"]
+
+    @property
+    def history(self) -> list[dict]:
+        return self.messages[:-1]
+
+
+class Arm(models.Model):
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="arms")
+    label = models.CharField(max_length=100, help_text="Researcher-facing only; raters never see it.")
+    blind_code = models.CharField(max_length=16, default=new_blind_code)
+    base_model = models.CharField(max_length=500, default="bundled")
+    adapter = models.CharField(max_length=500, blank=True, help_text="Adapter reference; empty for the base model.")
+    system_prompt = models.TextField(blank=True)
+    generation_params = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "label"], name="arm_unique_label_per_study"),
+            models.UniqueConstraint(fields=["study", "blind_code"], name="arm_unique_blind_code_per_study"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.study_id}:{self.label}"
+
+
+class Response(models.Model):
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
+    arm = models.ForeignKey(Arm, on_delete=models.CASCADE, related_name="responses")
+    sample_index = models.PositiveSmallIntegerField(default=0)
+    public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
+    text = models.TextField()
+    # seed, parameters, weight and adapter sha256, versions, device, token counts, seconds
+    provenance = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["prompt", "arm", "sample_index"], name="response_unique_prompt_arm_sample"),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+
+class Rating(models.Model):
+    response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="ratings")
+    rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="ratings")
+    empathy = models.PositiveSmallIntegerField()
+    fluency = models.PositiveSmallIntegerField()
+    unsafe = models.BooleanField(default=False)
+    comment = models.TextField(blank=True)
+    seconds_on_item = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["response", "rater"], name="rating_unique_response_rater"),
+            models.CheckConstraint(
+                condition=Q(empathy__gte=SCALE_MIN) & Q(empathy__lte=SCALE_MAX), name="rating_empathy_in_scale"
+            ),
+            models.CheckConstraint(
+                condition=Q(fluency__gte=SCALE_MIN) & Q(fluency__lte=SCALE_MAX), name="rating_fluency_in_scale"
+            ),
+            models.CheckConstraint(
+                condition=Q(seconds_on_item__isnull=True) | Q(seconds_on_item__gte=0), name="rating_seconds_non_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.response_id} by {self.rater_id}"

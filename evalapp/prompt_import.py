@@ -1,0 +1,380 @@
+"""Parsing prompt files into conversations, with a report of every bad row.
+
+Pure: bytes in, parsed prompts and problems out. `services.study_import_prompts`
+does the database work around it. Formats:
+
+- CSV with columns ``id,text`` and optionally ``topic,split,reference,source``;
+- JSONL, one object a line, each one of: ``{"id", "text", ...}`` (generic),
+  ``{"id", "messages": [{"role", "content"}, ...]}`` (chat),
+  ``{"id", "transcript": "<USER> ... <AI> ..."}`` (tagged transcript), or a
+  CounselChat question (``question_id``, ``text``, ``topic``, ``splits``);
+- ``.txt``: tagged ``<USER>``/``<AI>`` transcripts separated by lines of ``---``.
+
+A tagged transcript gives one prompt per user turn, each carrying the
+conversation before it; the AI turn that followed becomes its reference answer.
+"""
+
+import csv
+import html
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import nh3
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+COUNSELCHAT_QUESTIONS = DATA_DIR / "counselchat_questions.jsonl"
+COUNSELCHAT_ANSWERS = DATA_DIR / "counselchat_answers.csv"
+
+CSV_REQUIRED = ("id", "text")
+CSV_OPTIONAL = ("topic", "split", "reference", "source")
+MAX_ID_CHARS = 200
+
+_HTML_TAG = re.compile(r"<\s*/?\s*[a-zA-Z][a-zA-Z0-9]*(\s[^<>]*)?/?\s*>|<!--.*?-->", re.S)
+_TURN_TAG = re.compile(r"<(USER|AI)>\s*:?", re.I)
+_TRANSCRIPT_SEPARATOR = re.compile(r"^\s*---+\s*$", re.M)
+PII_PATTERNS = {
+    "e-mail address": (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), "[EMAIL]"),
+    "URL": (re.compile(r"\b(?:https?://|www\.)[^\s<>\"']+", re.I), "[URL]"),
+    # Nine or more digits with the usual separators; shorter runs are years and ages.
+    "phone number": (re.compile(r"(?<![\w.])\+?\(?\d(?:[\s().-]{0,2}\d){8,14}(?![\w])"), "[PHONE]"),
+}
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    row: int
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"row {self.row}" if self.row else "file"
+        return f"{where}, {self.field}: {self.reason}"
+
+
+@dataclass
+class ParsedPrompt:
+    row: int
+    external_id: str
+    messages: list[dict]
+    topic: str = ""
+    source: str = ""
+    split: str = ""
+    reference: str = ""
+
+
+@dataclass
+class ParseResult:
+    format: str = ""
+    prompts: list[ParsedPrompt] = field(default_factory=list)
+    errors: list[RowProblem] = field(default_factory=list)
+    warnings: list[RowProblem] = field(default_factory=list)
+
+
+class _RowError(Exception):
+    def __init__(self, field_name: str, reason: str):
+        super().__init__(reason)
+        self.field = field_name
+        self.reason = reason
+
+
+def find_pii(text: str) -> list[str]:
+    return [kind for kind, (pattern, _) in PII_PATTERNS.items() if pattern.search(text)]
+
+
+def redact_pii(text: str) -> str:
+    for pattern, replacement in PII_PATTERNS.values():
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def strip_html(text: str) -> str:
+    # nh3 (ammonia) drops script/style content and keeps the words of every other tag.
+    cleaned = nh3.clean(text, tags=set(), strip_comments=True)
+    return html.unescape(cleaned)
+
+
+def parse_prompt_file(
+    data: bytes,
+    filename: str,
+    *,
+    max_bytes: int,
+    max_chars: int,
+    redact: bool = False,
+) -> ParseResult:
+    result = ParseResult()
+    if len(data) > max_bytes:
+        result.errors.append(RowProblem(0, "file", f"is {len(data):,} bytes; the limit is {max_bytes:,} bytes"))
+        return result
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        result.errors.append(
+            RowProblem(0, "file", f"is not UTF-8 (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); save it as UTF-8")
+        )
+        return result
+    if not text.strip():
+        result.errors.append(RowProblem(0, "file", "is empty"))
+        return result
+
+    suffix = Path(filename).suffix.lower()
+    if suffix == ".csv":
+        result.format = "csv"
+        rows = _csv_rows(text, result)
+    elif suffix in (".jsonl", ".ndjson", ".json"):
+        result.format = "jsonl"
+        rows = _jsonl_rows(text, result)
+    elif suffix == ".txt":
+        result.format = "transcript"
+        rows = _txt_rows(text)
+    else:
+        result.errors.append(RowProblem(0, "file", f"has an unknown type {suffix or '(none)'}; use .csv, .jsonl or .txt"))
+        return result
+
+    seen: dict[str, int] = {}
+    for row_number, raw in rows:
+        try:
+            parsed = raw()
+        except _RowError as exc:
+            result.errors.append(RowProblem(row_number, exc.field, exc.reason))
+            continue
+        for prompt in parsed:
+            problems = _clean_prompt(prompt, max_chars=max_chars, redact=redact, warnings=result.warnings)
+            if problems:
+                result.errors.extend(problems)
+                continue
+            if prompt.external_id in seen:
+                result.errors.append(
+                    RowProblem(row_number, "id", f"{prompt.external_id!r} is also used in row {seen[prompt.external_id]}")
+                )
+                continue
+            seen[prompt.external_id] = row_number
+            result.prompts.append(prompt)
+    if not result.prompts and not result.errors:
+        result.errors.append(RowProblem(0, "file", "contains no prompts"))
+    return result
+
+
+def _clean_prompt(prompt: ParsedPrompt, *, max_chars: int, redact: bool, warnings: list) -> list[RowProblem]:
+    problems = []
+    row = prompt.row
+    prompt.external_id = prompt.external_id.strip()
+    if not prompt.external_id:
+        problems.append(RowProblem(row, "id", "is empty"))
+    elif len(prompt.external_id) > MAX_ID_CHARS:
+        problems.append(RowProblem(row, "id", f"is longer than {MAX_ID_CHARS} characters"))
+    for index, message in enumerate(prompt.messages):
+        name = "text" if len(prompt.messages) == 1 else f"messages[{index}]"
+        message["content"] = _clean_text(message["content"], row, name, redact, warnings)
+        if not message["content"]:
+            problems.append(RowProblem(row, name, "is empty or whitespace only"))
+        elif len(message["content"]) > max_chars:
+            problems.append(
+                RowProblem(row, name, f"is {len(message['content']):,} characters; the limit is {max_chars:,}")
+            )
+    if prompt.messages and prompt.messages[-1]["role"] != "user":
+        problems.append(RowProblem(row, "messages", "must end with a user turn"))
+    if prompt.reference:
+        prompt.reference = _clean_text(prompt.reference, row, "reference", redact, warnings)
+    return problems
+
+
+def _clean_text(text: str, row: int, name: str, redact: bool, warnings: list) -> str:
+    if _HTML_TAG.search(text):
+        text = strip_html(text)
+        warnings.append(RowProblem(row, name, "HTML tags removed, words kept"))
+    text = "\n".join(line.rstrip() for line in text.strip().splitlines())
+    found = find_pii(text)
+    if found:
+        action = "redacted" if redact else "kept; import with redaction to remove"
+        warnings.append(RowProblem(row, name, f"contains {', '.join(found)} ({action})"))
+        if redact:
+            text = redact_pii(text)
+    return text
+
+
+def _csv_rows(text: str, result: ParseResult) -> Iterator[tuple[int, object]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = [name.strip().lower() for name in (reader.fieldnames or [])]
+    missing = [name for name in CSV_REQUIRED if name not in header]
+    if missing:
+        result.errors.append(RowProblem(1, "header", f"missing column(s) {', '.join(missing)}; found {', '.join(header) or 'none'}"))
+        return
+    reader.fieldnames = header
+    for index, record in enumerate(reader):
+        row_number = index + 2  # as a spreadsheet numbers it, the header being row 1
+        if None in record:
+            yield row_number, _fail("row", "has more cells than the header")
+            continue
+
+        def build(record=record, row_number=row_number):
+            # Cells starting with = + - @ are kept verbatim as text; exports neutralise them.
+            return [
+                ParsedPrompt(
+                    row=row_number,
+                    external_id=record.get("id") or "",
+                    messages=[{"role": "user", "content": record.get("text") or ""}],
+                    topic=(record.get("topic") or "").strip(),
+                    split=(record.get("split") or "").strip(),
+                    reference=record.get("reference") or "",
+                    source=(record.get("source") or "csv").strip(),
+                )
+            ]
+
+        yield row_number, build
+
+
+def _jsonl_rows(text: str, result: ParseResult) -> Iterator[tuple[int, object]]:
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield line_number, _fail("json", f"is not valid JSON ({exc.msg})")
+            continue
+        if not isinstance(obj, dict):
+            yield line_number, _fail("json", "must be an object")
+            continue
+        yield line_number, (lambda obj=obj, n=line_number: _from_json_object(obj, n))
+
+
+def _from_json_object(obj: dict, row: int) -> list[ParsedPrompt]:
+    if "question_id" in obj:
+        return [_counselchat_question(obj, row)]
+    external_id = _json_id(obj)
+    common = {
+        "topic": _json_str(obj, "topic"),
+        "split": _json_str(obj, "split"),
+        "reference": _json_str(obj, "reference"),
+    }
+    if "messages" in obj:
+        messages = obj["messages"]
+        if not isinstance(messages, list) or not messages:
+            raise _RowError("messages", "must be a non-empty list of {role, content}")
+        clean = []
+        for index, message in enumerate(messages):
+            if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+                raise _RowError(f"messages[{index}]", "needs a text 'content'")
+            role = message.get("role")
+            if role == "system":
+                raise _RowError(f"messages[{index}]", "system messages belong to an arm, not a prompt")
+            if role not in ("user", "assistant"):
+                raise _RowError(f"messages[{index}]", f"has role {role!r}; use 'user' or 'assistant'")
+            clean.append({"role": role, "content": message["content"]})
+        return [ParsedPrompt(row=row, external_id=external_id, messages=clean, source=_json_str(obj, "source") or "chat", **common)]
+    if "transcript" in obj:
+        return _transcript_prompts(_json_str(obj, "transcript"), external_id, row, obj)
+    if "text" not in obj:
+        raise _RowError("text", "is missing; each line needs 'text', 'messages' or 'transcript'")
+    return [
+        ParsedPrompt(
+            row=row,
+            external_id=external_id,
+            messages=[{"role": "user", "content": _json_str(obj, "text")}],
+            source=_json_str(obj, "source") or "jsonl",
+            **common,
+        )
+    ]
+
+
+def _counselchat_question(obj: dict, row: int) -> ParsedPrompt:
+    splits = obj.get("splits") or []
+    if not isinstance(splits, list):
+        raise _RowError("splits", "must be a list")
+    source_ids = obj.get("source_question_ids") or []
+    return ParsedPrompt(
+        row=row,
+        external_id=_json_str(obj, "question_id"),
+        messages=[{"role": "user", "content": _json_str(obj, "text") or _json_str(obj, "title")}],
+        topic=_json_str(obj, "topic"),
+        # A question can have answers in several splits; "test+train" keeps that visible.
+        split="+".join(sorted(str(s) for s in splits)),
+        reference=_best_counselchat_answer(tuple(source_ids)),
+        source="counselchat",
+    )
+
+
+@cache
+def _counselchat_answers() -> dict[str, tuple[int, str]]:
+    best: dict[str, tuple[int, str]] = {}
+    if not COUNSELCHAT_ANSWERS.exists():
+        return best
+    with COUNSELCHAT_ANSWERS.open(encoding="utf-8", newline="") as handle:
+        for record in csv.DictReader(handle):
+            upvotes = int(record.get("upvotes") or 0)
+            key = record["questionID"]
+            if key not in best or upvotes > best[key][0]:
+                best[key] = (upvotes, record["answerText"])
+    return best
+
+
+def _best_counselchat_answer(source_ids: tuple) -> str:
+    answers = _counselchat_answers()
+    candidates = [answers[str(i)] for i in source_ids if str(i) in answers]
+    return max(candidates)[1] if candidates else ""
+
+
+def _txt_rows(text: str) -> Iterator[tuple[int, object]]:
+    for number, chunk in enumerate(_TRANSCRIPT_SEPARATOR.split(text), start=1):
+        if chunk.strip():
+            yield number, (lambda chunk=chunk, n=number: _transcript_prompts(chunk, f"t{n}", n, {}))
+
+
+def _transcript_prompts(transcript: str, external_id: str, row: int, obj: dict) -> list[ParsedPrompt]:
+    parts = _TURN_TAG.split(transcript)
+    if parts[0].strip():
+        raise _RowError("transcript", "must start with a <USER> or <AI> tag")
+    turns = [
+        {"role": "user" if tag.upper() == "USER" else "assistant", "content": content.strip()}
+        for tag, content in zip(parts[1::2], parts[2::2], strict=True)
+    ]
+    if not any(turn["role"] == "user" for turn in turns):
+        raise _RowError("transcript", "has no <USER> turn")
+    prompts = []
+    for index, turn in enumerate(turns):
+        if turn["role"] != "user":
+            continue
+        following = turns[index + 1] if index + 1 < len(turns) else None
+        number = sum(1 for t in turns[: index + 1] if t["role"] == "user")
+        prompts.append(
+            ParsedPrompt(
+                row=row,
+                external_id=f"{external_id}-u{number}",
+                messages=[dict(t) for t in turns[: index + 1]],
+                topic=_json_str(obj, "topic"),
+                split=_json_str(obj, "split"),
+                reference=following["content"] if following and following["role"] == "assistant" else "",
+                source="transcript",
+            )
+        )
+    return prompts
+
+
+def _json_id(obj: dict) -> str:
+    if "id" not in obj:
+        raise _RowError("id", "is missing")
+    value = obj["id"]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise _RowError("id", "must be a string or an integer")
+    return str(value)
+
+
+def _json_str(obj: dict, key: str) -> str:
+    value = obj.get(key, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _RowError(key, "must be a string")
+    return value
+
+
+def _fail(field_name: str, reason: str):
+    def raise_it():
+        raise _RowError(field_name, reason)
+
+    return raise_it

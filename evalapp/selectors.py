@@ -1,0 +1,21 @@
+"""Reads of the study domain."""
+
+from django.db.models import Count, QuerySet
+
+from .models import Arm, Prompt, Study
+
+
+def study_prompts(*, study: Study) -> QuerySet[Prompt]:
+    return study.prompts.order_by("id")
+
+
+def study_arms_with_counts(*, study: Study) -> QuerySet[Arm]:
+    return study.arms.annotate(n_responses=Count("responses")).order_by("id")
+
+
+def study_counts(*, study: Study) -> dict[str, int]:
+    return {
+        "prompts": study.prompts.count(),
+        "arms": study.arms.count(),
+        "responses": Arm.objects.filter(study=study).aggregate(n=Count("responses"))["n"] or 0,
+    }

@@ -1,0 +1,158 @@
+"""Writes to the study domain. Views, commands and tasks call these; they hold no logic."""
+
+import random
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from .models import Arm, Prompt, Study
+from .prompt_import import ParsedPrompt, RowProblem, parse_prompt_file
+
+
+@dataclass
+class ImportReport:
+    format: str = ""
+    rows_in_file: int = 0
+    selected: int = 0
+    created: int = 0
+    unchanged: int = 0
+    errors: list[RowProblem] = field(default_factory=list)
+    warnings: list[RowProblem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def summary(self) -> str:
+        if not self.ok:
+            return f"Nothing imported: {len(self.errors)} problem(s) found."
+        return (
+            f"Imported {self.created} new prompt(s); {self.unchanged} already in the study unchanged "
+            f"({self.selected} selected of {self.rows_in_file} in the file)."
+        )
+
+
+def study_import_prompts(
+    *,
+    study: Study,
+    data: bytes,
+    filename: str,
+    split: str | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    redact: bool = False,
+) -> ImportReport:
+    """Import all prompts of a file or none of them.
+
+    Re-importing the same file adds nothing; an id already in the study with a
+    different conversation is an error, never a silent overwrite.
+    """
+    parsed = parse_prompt_file(
+        data,
+        filename,
+        max_bytes=settings.PROMPT_IMPORT_MAX_BYTES,
+        max_chars=settings.PROMPT_MAX_CHARS,
+        redact=redact,
+    )
+    report = ImportReport(format=parsed.format, rows_in_file=len(parsed.prompts), warnings=parsed.warnings)
+    report.errors.extend(parsed.errors)
+    if report.errors:
+        return report
+
+    selected = parsed.prompts
+    if split:
+        selected = [p for p in selected if p.split == split]
+    if sample is not None:
+        if sample < 1:
+            report.errors.append(RowProblem(0, "sample", "must be at least 1"))
+            return report
+        if sample > len(selected):
+            report.errors.append(
+                RowProblem(0, "sample", f"asks for {sample} prompts but only {len(selected)} match")
+            )
+            return report
+        # Sorting first makes the sample depend on the seed and the ids, not on file order.
+        ordered = sorted(selected, key=lambda p: p.external_id)
+        selected = sorted(random.Random(seed).sample(ordered, sample), key=lambda p: p.row)
+    if not selected:
+        report.errors.append(RowProblem(0, "split", f"no prompt has split {split!r}"))
+        return report
+    report.selected = len(selected)
+
+    with transaction.atomic():
+        existing = {
+            p.external_id: p
+            for p in Prompt.objects.select_for_update().filter(
+                study=study, external_id__in=[p.external_id for p in selected]
+            )
+        }
+        new = []
+        for prompt in selected:
+            current = existing.get(prompt.external_id)
+            if current is None:
+                new.append(prompt)
+            elif _same(current, prompt):
+                report.unchanged += 1
+            else:
+                report.errors.append(
+                    RowProblem(prompt.row, "id", f"{prompt.external_id!r} is already in the study with different content")
+                )
+        if report.errors:
+            report.unchanged = 0
+            return report
+        try:
+            with transaction.atomic():
+                Prompt.objects.bulk_create(_prompt_row(study, p) for p in new)
+        except IntegrityError:
+            # A concurrent import of the same ids won the race; ours writes nothing.
+            report.errors.append(RowProblem(0, "file", "another import of the same ids ran at the same time; try again"))
+            report.unchanged = 0
+            return report
+        report.created = len(new)
+    return report
+
+
+def _same(current: Prompt, incoming: ParsedPrompt) -> bool:
+    return current.messages == incoming.messages and current.reference == incoming.reference
+
+
+def _prompt_row(study: Study, prompt: ParsedPrompt) -> Prompt:
+    return Prompt(
+        study=study,
+        external_id=prompt.external_id,
+        messages=prompt.messages,
+        topic=prompt.topic[:100],
+        source=prompt.source[:100],
+        split=prompt.split[:50],
+        reference=prompt.reference,
+    )
+
+
+def study_create(*, owner, title: str, description: str = "", **fields) -> Study:
+    study = Study(owner=owner, title=title, description=description, **fields)
+    study.full_clean()
+    study.save()
+    return study
+
+
+def arm_create(
+    *,
+    study: Study,
+    label: str,
+    base_model: str = "bundled",
+    adapter: str = "",
+    system_prompt: str = "",
+    generation_params: dict | None = None,
+) -> Arm:
+    arm = Arm(
+        study=study,
+        label=label,
+        base_model=base_model,
+        adapter=adapter,
+        system_prompt=system_prompt,
+        generation_params=generation_params or {},
+    )
+    arm.full_clean(validate_constraints=False)
+    arm.save()
+    return arm

@@ -1,0 +1,14 @@
+"""Tests run against the real PostgreSQL (DATABASE_URL overrides)."""
+
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+
+from .base import *  # noqa: E402,F403
+from .env import env_str  # noqa: E402
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+DEBUG = False
+WHITENOISE_AUTOREFRESH = True  # no collectstatic in tests
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+TEST_REDIS_URL = env_str("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

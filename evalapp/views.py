@@ -1,0 +1,66 @@
+"""Server-rendered pages. Every study is fetched through raters.access."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from raters.access import get_study_for, roles_in, studies_for
+from raters.models import Role
+
+from . import selectors
+from .forms import PromptImportForm
+from .services import study_import_prompts
+
+
+@login_required
+def study_list(request):
+    studies = studies_for(request.user).select_related("owner").order_by("-created_at")
+    return render(request, "evalapp/study_list.html", {"studies": studies})
+
+
+@login_required
+def study_detail(request, study_id: int):
+    study = get_study_for(request.user, study_id)
+    return _render_study(request, study, PromptImportForm(), None)
+
+
+@login_required
+@require_POST
+def study_import(request, study_id: int):
+    study = get_study_for(request.user, study_id, roles=[Role.RESEARCHER])
+    form = PromptImportForm(request.POST, request.FILES)
+    report = None
+    if form.is_valid():
+        upload = form.cleaned_data["file"]
+        report = study_import_prompts(
+            study=study,
+            data=upload.read(),
+            filename=upload.name,
+            split=form.cleaned_data["split"] or None,
+            sample=form.cleaned_data["sample"],
+            seed=form.cleaned_data["seed"] or 0,
+            redact=form.cleaned_data["redact"],
+        )
+        if report.ok:
+            messages.success(request, report.summary())
+            if not report.warnings:
+                return redirect("study_detail", study_id=study.id)
+    status = 400 if report is None or not report.ok else 200
+    return _render_study(request, study, form, report, status=status)
+
+
+def _render_study(request, study, form, report, status=200):
+    roles = roles_in(request.user, study)
+    context = {"study": study, "roles": roles, "is_researcher": Role.RESEARCHER in roles}
+    if Role.RESEARCHER in roles:
+        page = Paginator(selectors.study_prompts(study=study), 50).get_page(request.GET.get("page"))
+        context.update(
+            counts=selectors.study_counts(study=study),
+            arms=selectors.study_arms_with_counts(study=study),
+            prompts_page=page,
+            import_form=form,
+            report=report,
+        )
+    return render(request, "evalapp/study_detail.html", context, status=status)

@@ -1,0 +1,1 @@
+"""Model loading, generation and LoRA training; usable without Django."""

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ModelserverConfig(AppConfig):
+    name = "modelserver"
+    verbose_name = "Model server"
