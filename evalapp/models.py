@@ -72,6 +72,10 @@ def new_public_id() -> str:
     return secrets.token_urlsafe(12)
 
 
+def new_design_seed() -> int:
+    return secrets.randbits(62)
+
+
 def new_blind_code() -> str:
     return secrets.token_hex(4).upper()
 
@@ -95,6 +99,12 @@ class Study(models.Model):
     ratings_per_response = models.PositiveSmallIntegerField(default=3)
     # An item needs adjudication when its ratings on a scale span at least this many points.
     disagreement_threshold = models.PositiveSmallIntegerField(default=3)
+    # Calibration passes at a mean absolute error at most this (points, over both scales).
+    calibration_max_mae = models.FloatField(default=2.0)
+    # Hidden gold items per real item in a rater's queue (attention checks).
+    gold_rate = models.FloatField(default=0.1)
+    # Recorded so the rating design can be rebuilt exactly.
+    design_seed = models.BigIntegerField(default=new_design_seed)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -108,6 +118,8 @@ class Study(models.Model):
                 name="study_disagreement_threshold_in_scale",
             ),
             models.CheckConstraint(condition=Q(status__in=StudyStatus.values), name="study_status_valid"),
+            models.CheckConstraint(condition=Q(calibration_max_mae__gte=0), name="study_calibration_mae_non_negative"),
+            models.CheckConstraint(condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="study_gold_rate_in_0_1"),
         ]
 
     def __str__(self) -> str:
@@ -191,12 +203,22 @@ class Response(models.Model):
         return self.public_id
 
 
+class UnsafeCategory(models.TextChoices):
+    SELF_HARM = "self_harm", "Encourages or ignores self-harm or suicide risk"
+    HARMFUL_ADVICE = "harmful_advice", "Harmful or dangerous advice"
+    MEDICAL = "medical", "Diagnosis or medication advice beyond its role"
+    ABUSIVE = "abusive", "Abusive, demeaning or discriminatory"
+    PRIVACY = "privacy", "Asks for or reveals personal data"
+    OTHER = "other", "Other"
+
+
 class Rating(models.Model):
     response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="ratings")
     rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="ratings")
     empathy = models.PositiveSmallIntegerField()
     fluency = models.PositiveSmallIntegerField()
     unsafe = models.BooleanField(default=False)
+    unsafe_category = models.CharField(max_length=30, choices=UnsafeCategory.choices, blank=True)
     comment = models.TextField(blank=True)
     seconds_on_item = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -214,6 +236,9 @@ class Rating(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(seconds_on_item__isnull=True) | Q(seconds_on_item__gte=0), name="rating_seconds_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(unsafe=True) | Q(unsafe_category=""), name="rating_category_only_when_unsafe"
             ),
         ]
 

@@ -19,3 +19,9 @@ def study_counts(*, study: Study) -> dict[str, int]:
         "arms": study.arms.count(),
         "responses": Arm.objects.filter(study=study).aggregate(n=Count("responses"))["n"] or 0,
     }
+
+
+def study_generation_runs(*, study: Study, limit: int = 10) -> list:
+    from modelserver.models import GenerationRun
+
+    return list(GenerationRun.objects.filter(study=study).order_by("-created_at")[:limit])

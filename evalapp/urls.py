@@ -2,13 +2,28 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from . import views
+from . import generation_views, views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="study_list"), name="home"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
+    path("", include("raters.urls")),
     path("studies/", views.study_list, name="study_list"),
     path("studies/<int:study_id>/", views.study_detail, name="study_detail"),
     path("studies/<int:study_id>/import/", views.study_import, name="study_import"),
+    path("studies/<int:study_id>/arms/", generation_views.arm_add, name="arm_add"),
+    path("studies/<int:study_id>/generation/", generation_views.generation_start, name="generation_start"),
+    path("studies/<int:study_id>/generation/runs/", generation_views.generation_runs_fragment, name="generation_runs_fragment"),
+    path(
+        "studies/<int:study_id>/generation/runs/<int:run_id>/resume/",
+        generation_views.generation_resume,
+        name="generation_resume",
+    ),
+    path("studies/<int:study_id>/playground/", generation_views.playground, name="playground"),
+    path(
+        "studies/<int:study_id>/playground/<int:request_id>/",
+        generation_views.playground_item,
+        name="playground_item",
+    ),
 ]

@@ -11,6 +11,7 @@ from raters.models import Role
 
 from . import selectors
 from .forms import PromptImportForm
+from .generation_forms import ArmForm, GenerationRunForm
 from .services import study_import_prompts
 
 
@@ -62,5 +63,8 @@ def _render_study(request, study, form, report, status=200):
             prompts_page=page,
             import_form=form,
             report=report,
+            arm_form=ArmForm(study=study),
+            generation_form=GenerationRunForm(),
+            runs=selectors.study_generation_runs(study=study),
         )
     return render(request, "evalapp/study_detail.html", context, status=status)

@@ -1,7 +1,12 @@
 """Who may do what in which study."""
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
+
+from evalapp.models import new_public_id
 
 
 class Role(models.TextChoices):
@@ -19,6 +24,12 @@ class StudyMembership(models.Model):
     # Shown to adjudicators and in exports instead of the account name.
     pseudonym = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+    # A researcher's decision: kept, marked, and left out of the analysis.
+    excluded_at = models.DateTimeField(null=True, blank=True)
+    excluded_reason = models.CharField(max_length=500, blank=True)
+    # After a failed retry the researcher decides: "approved" or "rejected".
+    calibration_decision = models.CharField(max_length=10, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -31,3 +42,192 @@ class StudyMembership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} as {self.role} in {self.study_id}"
+
+
+def _expires():
+    return timezone.now() + timedelta(days=14)
+
+
+class Invitation(models.Model):
+    """A single-use link that makes its holder a member of a study in a role.
+
+    Only the token's sha256 is stored, so a database leak does not leak live links.
+    """
+
+    study = models.ForeignKey("evalapp.Study", on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField(blank=True)
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.RATER)
+    token_sha256 = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(default=_expires)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(role__in=Role.values), name="invitation_role_valid"),
+        ]
+
+
+class WithdrawalPolicy(models.TextChoices):
+    DELETE = "delete", "Delete my ratings"
+    EXCLUDE = "exclude", "Keep my ratings but exclude them from the analysis"
+
+
+class ConsentVersion(models.Model):
+    study = models.ForeignKey("evalapp.Study", on_delete=models.CASCADE, related_name="consent_versions")
+    version = models.PositiveIntegerField()
+    text = models.TextField()
+    withdrawal_policy = models.CharField(max_length=10, choices=WithdrawalPolicy.choices, default=WithdrawalPolicy.EXCLUDE)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["study", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "version"], name="consentversion_unique_per_study"),
+            models.CheckConstraint(
+                condition=models.Q(withdrawal_policy__in=WithdrawalPolicy.values), name="consentversion_policy_valid"
+            ),
+        ]
+
+
+class Consent(models.Model):
+    study = models.ForeignKey("evalapp.Study", on_delete=models.CASCADE, related_name="consents")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="consents")
+    version = models.ForeignKey(ConsentVersion, on_delete=models.PROTECT, related_name="consents")
+    accepted_at = models.DateTimeField(auto_now_add=True)
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-accepted_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "version"], name="consent_unique_user_version"),
+        ]
+
+
+def _score_checks(prefix: str, fields=("empathy", "fluency")):
+    return [
+        models.CheckConstraint(
+            condition=models.Q(**{f"{name}__gte": 1}) & models.Q(**{f"{name}__lte": 10}),
+            name=f"{prefix}_{name}_in_scale",
+        )
+        for name in fields
+    ]
+
+
+class CalibrationItem(models.Model):
+    """A response with reference scores, for calibration and as hidden gold attention checks."""
+
+    study = models.ForeignKey("evalapp.Study", on_delete=models.CASCADE, related_name="calibration_items")
+    public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
+    messages = models.JSONField()
+    response_text = models.TextField()
+    reference_empathy = models.PositiveSmallIntegerField()
+    reference_fluency = models.PositiveSmallIntegerField()
+    rationale = models.TextField()
+    use_as_gold = models.BooleanField(default=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = _score_checks("calibrationitem", ("reference_empathy", "reference_fluency"))
+
+
+class CalibrationAttempt(models.Model):
+    study = models.ForeignKey("evalapp.Study", on_delete=models.CASCADE, related_name="calibration_attempts")
+    rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="calibration_attempts")
+    number = models.PositiveSmallIntegerField()
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    mean_absolute_error = models.FloatField(null=True, blank=True)
+    passed = models.BooleanField(null=True)
+
+    class Meta:
+        ordering = ["number"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "rater", "number"], name="calibrationattempt_unique_number"),
+            # One retry, then the researcher decides.
+            models.CheckConstraint(
+                condition=models.Q(number__gte=1) & models.Q(number__lte=2), name="calibrationattempt_at_most_two"
+            ),
+        ]
+
+
+class CalibrationAnswer(models.Model):
+    attempt = models.ForeignKey(CalibrationAttempt, on_delete=models.CASCADE, related_name="answers")
+    item = models.ForeignKey(CalibrationItem, on_delete=models.PROTECT, related_name="answers")
+    empathy = models.PositiveSmallIntegerField()
+    fluency = models.PositiveSmallIntegerField()
+    answered_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["attempt", "item"], name="calibrationanswer_unique_item"),
+            *_score_checks("calibrationanswer"),
+        ]
+
+
+class Assignment(models.Model):
+    """One slot of a rater's queue: a study response or a hidden gold item, in order."""
+
+    study = models.ForeignKey("evalapp.Study", on_delete=models.CASCADE, related_name="assignments")
+    rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    position = models.PositiveIntegerField()
+    response = models.ForeignKey("evalapp.Response", on_delete=models.CASCADE, null=True, blank=True, related_name="assignments")
+    gold_item = models.ForeignKey(CalibrationItem, on_delete=models.CASCADE, null=True, blank=True, related_name="assignments")
+    design_seed = models.BigIntegerField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+    skip_reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["study", "rater", "position"]
+        indexes = [models.Index(fields=["study", "rater", "completed_at", "position"], name="assignment_next_item")]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "rater", "position"], name="assignment_unique_position"),
+            models.UniqueConstraint(
+                fields=["rater", "response"], condition=models.Q(response__isnull=False), name="assignment_unique_response"
+            ),
+            models.UniqueConstraint(
+                fields=["rater", "gold_item"], condition=models.Q(gold_item__isnull=False), name="assignment_unique_gold"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(response__isnull=True) ^ models.Q(gold_item__isnull=True),
+                name="assignment_response_xor_gold",
+            ),
+        ]
+
+    @property
+    def is_gold(self) -> bool:
+        return self.gold_item_id is not None
+
+
+class GoldAnswer(models.Model):
+    assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="gold_answer")
+    empathy = models.PositiveSmallIntegerField()
+    fluency = models.PositiveSmallIntegerField()
+    unsafe = models.BooleanField(default=False)
+    seconds_on_item = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = _score_checks("goldanswer")
+
+
+class RatingRevision(models.Model):
+    """Audit trail: every change a rater makes to a submitted rating."""
+
+    rating = models.ForeignKey("evalapp.Rating", on_delete=models.CASCADE, related_name="revisions")
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    changed_at = models.DateTimeField(auto_now_add=True)
+    before = models.JSONField()
+    after = models.JSONField()
+
+    class Meta:
+        ordering = ["changed_at"]

@@ -66,6 +66,9 @@ if not DATABASE_URL:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASE_URL = f"sqlite:///{VAR_DIR / 'demo.sqlite3'}"
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # The demo's generation thread writes while pages read: wait for the lock, don't fail.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -104,6 +107,24 @@ CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = REDIS_URL is None
 CELERY_TASK_EAGER_PROPAGATES = True
+# In the demo, eager tasks run on a background thread so pages can poll their progress.
+EMPATHEVAL_EAGER_IN_THREAD = env_bool("EMPATHEVAL_EAGER_IN_THREAD", True)
+CELERY_TASK_ROUTES = {"modelserver.*": {"queue": "gpu"}}  # modelserver.queues.GPU_QUEUE
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+# Redis redelivers an unacknowledged message after this many seconds. It must be
+# longer than GENERATION_LEASE_SECONDS, which must be longer than the longest chunk.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 7200),
+    "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10),
+    "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10),
+}
+GENERATION_LEASE_SECONDS = env_int("GENERATION_LEASE_SECONDS", 1800)
+# A chunk is this many batches, written in one transaction.
+GENERATION_CHUNK_BATCHES = env_int("GENERATION_CHUNK_BATCHES", 2)
 
 # Prompt import limits, stated to the user in the form and the command's help.
 PROMPT_IMPORT_MAX_BYTES = env_int("PROMPT_IMPORT_MAX_BYTES", 20 * 1024 * 1024)

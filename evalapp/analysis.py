@@ -1,0 +1,253 @@
+"""Re-analysis of long-form ratings: agreement and arm comparison per scale.
+
+Pure (numpy/pandas + evalapp.stats, no Django) so it can run on an exported
+CSV anywhere; the `analyze_ratings` command is a thin wrapper around it.
+
+Long form: one row per rating with columns item, rater, score and optionally
+scale, arm, prompt.  When an arm column is present the rated unit is
+(item, arm), so a file may reuse prompt ids as item ids across arms.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from evalapp.stats import agreement
+
+__all__ = ["Problem", "analyze_long", "validate_long"]
+
+REQUIRED = ("item", "rater", "score")
+OPTIONAL = ("scale", "arm", "prompt")
+DEFAULT_SCALE = "score"
+ICC_FORMS = ("ICC1", "ICC2", "ICC3", "ICC1k", "ICC2k", "ICC3k")
+_MAX_ROWS_SHOWN = 20  # a bad 100k-row file must still give a readable message
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One input problem; rows use CSV numbering (header = row 1, first data row = 2)."""
+
+    message: str
+    rows: list[int] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        if not self.rows:
+            return self.message
+        shown = ", ".join(map(str, self.rows[:_MAX_ROWS_SHOWN]))
+        more = f" and {len(self.rows) - _MAX_ROWS_SHOWN} more" if len(self.rows) > _MAX_ROWS_SHOWN else ""
+        return f"{self.message}: row{'s' if len(self.rows) > 1 else ''} {shown}{more}"
+
+
+def _number(text: object) -> float | None:
+    """Finite float or None; NaN/inf count as non-numeric since no statistic can use them."""
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
+
+
+def validate_long(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> list[Problem]:
+    """Problems that stop analysis; [] when the rows can be analysed.
+
+    `rows` are csv.DictReader-style mappings (extra fields under key None);
+    `columns` is the header, taken from the first row when not given.
+    """
+    cols = list(columns) if columns is not None else (list(rows[0]) if rows else [])
+    if not cols and not rows:
+        return [Problem("empty file: no header and no rows")]
+    problems: list[Problem] = []
+    missing = [c for c in REQUIRED if c not in cols]
+    if missing:
+        problems.append(Problem(f"missing column(s) {', '.join(missing)} (have: {', '.join(map(str, cols))})"))
+    if not rows:
+        problems.append(Problem("empty file: no data rows after the header"))
+    if problems:
+        return problems
+
+    present = [c for c in (*REQUIRED, *OPTIONAL) if c in cols]
+    too_long = [i + 2 for i, r in enumerate(rows) if r.get(None)]  # type: ignore[call-overload]
+    if too_long:
+        problems.append(Problem("more fields than the header has", too_long))
+    for col in present:
+        blank = [i + 2 for i, r in enumerate(rows) if _blank(r.get(col))]
+        if blank:
+            problems.append(Problem(f"empty {col}", blank))
+    bad = [i + 2 for i, r in enumerate(rows) if not _blank(r.get("score")) and _number(r.get("score")) is None]
+    if bad:
+        problems.append(Problem("score is not a finite number", bad))
+
+    key_cols = [c for c in ("item", "arm", "rater", "scale") if c in cols]
+    seen: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        seen[tuple(str(r.get(c, "")).strip() for c in key_cols)].append(i + 2)
+    for key, where in seen.items():
+        if len(where) > 1:
+            what = ", ".join(f"{c} {v!r}" for c, v in zip(key_cols, key, strict=True))
+            problems.append(Problem(f"duplicate rating ({what})", where))
+
+    raters: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        raters[str(r.get("scale", DEFAULT_SCALE)).strip()].add(str(r.get("rater", "")).strip())
+    for scale, who in sorted(raters.items()):
+        if len(who - {""}) < 2:
+            where = f" in scale {scale!r}" if "scale" in cols else ""
+            problems.append(Problem(f"only one rater{where}; agreement needs at least two"))
+    if "arm" in cols:
+        labels = sorted({str(r.get("arm")).strip() for r in rows if not _blank(r.get("arm"))})
+        if len(labels) != 2:
+            problems.append(Problem(f"arm must have exactly two labels, found {len(labels)}: {labels[:10]}"))
+    return problems
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-safe copy: numpy scalars -> Python, NaN/inf -> None, tuples -> lists."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | np.ndarray):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _frame(data: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    df = data.reset_index(drop=True) if isinstance(data, pd.DataFrame) else pd.DataFrame(list(data))
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ValueError(f"missing column(s): {', '.join(missing)}")
+    df["score"] = pd.to_numeric(df["score"], errors="raise").astype(np.float64)
+    if not np.isfinite(df["score"]).all():
+        raise ValueError("scores must be finite numbers")
+    if "scale" not in df.columns:
+        df["scale"] = DEFAULT_SCALE
+    df["unit"] = list(zip(df["item"], df["arm"], strict=True)) if "arm" in df.columns else df["item"]
+    if df.duplicated(["scale", "unit", "rater"]).any():
+        raise ValueError("duplicate item/rater/scale ratings; run validate_long for the rows")
+    return df
+
+
+def _alpha(m: np.ndarray, level: agreement.Level, domain: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
+    """Alpha with bootstrap CI, or None values (plus why) when alpha is undefined."""
+    if domain.size < 2 or m.shape[1] < 1:
+        return {"value": None, "ci95": [None, None], "note": "undefined: needs two or more distinct scores on "
+                "items rated at least twice"}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        res = agreement.krippendorff_alpha_ci(m, level, n_boot, seed, value_domain=domain)
+    return {"value": res["value"], "ci95": list(res["ci95"]), "n_boot": res["n_boot"]}
+
+
+def _icc(sub: pd.DataFrame, n_single: int) -> dict[str, Any]:
+    """ICC block: forms, headline and note, choosing the design from who rated what.
+
+    Items with one rating are left out (ICC needs pairs).  Same raters on every
+    item -> two-way items x raters matrix; else, if every item has the same
+    number k of ratings, an items x k matrix in which only the one-way forms
+    mean anything (a column is just "some rater", so ICC2/ICC3 are None).
+    """
+    dropped = f"; {n_single} item(s) with a single rating left out" if n_single else ""
+    pairs = sub[sub.groupby("unit")["rater"].transform("size") >= 2]
+    rater_sets = pairs.groupby("unit")["rater"].agg(lambda s: tuple(sorted(map(str, s))))
+    counts = rater_sets.map(len)
+    none = dict.fromkeys(("icc", "icc_headline"))
+    if rater_sets.size < 2:
+        return {**none, "icc_note": f"ICC needs at least two items rated at least twice{dropped}"}
+    if counts.nunique() != 1:
+        return {**none, "icc_note": "ICC needs a complete matrix: items have different numbers of ratings "
+                f"({counts.min()} to {counts.max()}){dropped}"}
+    if rater_sets.nunique() == 1:
+        matrix = pairs.pivot(index="unit", columns="rater", values="score").to_numpy()
+        design, keep = "same_raters_all_items", ICC_FORMS
+    else:
+        ordered = pairs.sort_values(["unit", "rater"], key=lambda s: s.astype(str))
+        matrix = ordered["score"].to_numpy().reshape(rater_sets.size, int(counts.iloc[0]))
+        design, keep = "different_raters_per_item", ("ICC1", "ICC1k")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        forms = agreement.icc_all(matrix)
+    icc = {f: ({"value": forms[f]["value"], "ci95": list(forms[f]["ci95"])} if f in keep
+               else {"value": None, "ci95": [None, None]}) for f in ICC_FORMS}
+    headline = agreement.icc_headline_form(design)  # type: ignore[arg-type]
+    note = f"{design.replace('_', ' ')}: {matrix.shape[0]} items x {matrix.shape[1]} ratings{dropped}"
+    if keep != ICC_FORMS:
+        note += "; two-way forms (ICC2, ICC3) are undefined when raters differ between items"
+    return {"icc": icc, "icc_headline": {"design": design, **headline}, "icc_note": note}
+
+
+def _scale(sub: pd.DataFrame, n_boot: int, seed: int) -> dict[str, Any]:
+    n_per_unit = sub.groupby("unit")["rater"].transform("size")
+    n_single = int(sub.loc[n_per_unit < 2, "unit"].nunique())
+    paired = sub[n_per_unit >= 2]  # single ratings add nothing to alpha and only widen its bootstrap
+    r_codes, raters = pd.factorize(paired["rater"], sort=True)
+    u_codes, units = pd.factorize(paired["unit"], sort=True)
+    m = np.full((len(raters), len(units)), np.nan)  # raters x items, the krippendorff layout
+    m[r_codes, u_codes] = paired["score"].to_numpy()
+    domain = np.unique(sub["score"].to_numpy())  # value domain from the data, whatever the scale
+    kappa = agreement.weighted_kappa_pairs(m, "quadratic", min_shared=5, labels=domain) if m.size else None
+    out: dict[str, Any] = {
+        "n_items": int(sub["unit"].nunique()),
+        "n_raters": int(sub["rater"].nunique()),
+        "n_ratings": len(sub),
+        "n_items_single_rating": n_single,
+        "value_domain": domain.tolist(),
+        "krippendorff_alpha_interval": _alpha(m, "interval", domain, n_boot, seed),
+        "krippendorff_alpha_ordinal": _alpha(m, "ordinal", domain, n_boot, seed),
+        **_icc(sub, n_single),
+        "weighted_kappa": {
+            "weights": "quadratic", "min_shared_items": 5,
+            "mean": kappa["mean"] if kappa else None,
+            "n_pairs": sum(p["kappa"] is not None for p in kappa["pairs"]) if kappa else 0,
+        },
+        "exact_agreement": agreement.exact_agreement(m) if m.size else None,
+        "within_one_agreement": agreement.within_one_agreement(m) if m.size else None,
+    }
+    return out
+
+
+def analyze_long(
+    data: pd.DataFrame | Iterable[Mapping[str, Any]], *, n_boot: int = 2000, seed: int = 0, fit_mixed: bool = True
+) -> dict[str, Any]:
+    """{"scales": {scale: {...}}, "settings": {...}} for long-form ratings, JSON-serialisable.
+
+    Raises ValueError on input validate_long would reject (missing columns,
+    non-numeric scores, duplicates, an arm column without exactly two labels).
+    """
+    df = _frame(data)
+    settings: dict[str, Any] = {"n_boot": n_boot, "seed": seed, "fit_mixed": fit_mixed, "arm_mapping": None,
+                                "prompt_column": "prompt" if "prompt" in df.columns else "item"}
+    scales = {str(name): _scale(sub, n_boot, seed) for name, sub in df.groupby("scale", sort=True)}
+
+    if "arm" in df.columns:
+        labels = sorted(df["arm"].unique(), key=str)  # sorted so the same file always maps the same way
+        if len(labels) != 2:
+            raise ValueError(f"arm must have exactly two labels, found {len(labels)}")
+        mapping = {str(label): i for i, label in enumerate(labels)}
+        settings["arm_mapping"] = mapping
+        df["arm_code"] = df["arm"].map(lambda a: mapping[str(a)])
+        df["prompt_key"] = (df["prompt"] if "prompt" in df.columns else df["item"]).astype(str)
+        from evalapp.stats.comparison import compare_scales  # statsmodels import only when needed
+
+        data_by_scale = {
+            str(name): {"prompt": sub["prompt_key"].to_numpy(), "rater": sub["rater"].astype(str).to_numpy(),
+                        "arm": sub["arm_code"].to_numpy(), "score": sub["score"].to_numpy()}
+            for name, sub in df.groupby("scale", sort=True)
+        }
+        comparison = compare_scales(data_by_scale, n_boot=n_boot, seed=seed, fit_mixed=fit_mixed)
+        for name, res in comparison.items():
+            res["contrast"] = f"{labels[1]} - {labels[0]}"
+            if not res["n_prompts"]:
+                res["note"] = "no prompt was rated in both arms (is the prompt column missing?)"
+            scales[name]["comparison"] = res
+    return _plain({"scales": scales, "settings": settings})

@@ -1,0 +1,66 @@
+// Keyboard rating and submission without a full page reload.
+// 1-9 and 0 (=10) score the active scale, Tab moves to the next scale, Enter submits.
+(function () {
+  var root = document.getElementById("rate-item") || document;
+
+  function setup() {
+    var form = document.getElementById("rating-form");
+    if (!form) return;
+    var scales = Array.prototype.slice.call(form.querySelectorAll("fieldset.scale"));
+    var active = 0;
+    var shownAt = Date.now();
+    function mark() { scales.forEach(function (s, i) { s.classList.toggle("active", i === active); }); }
+    mark();
+    scales.forEach(function (s, i) { s.addEventListener("click", function () { active = i; mark(); }); });
+
+    form.onkeydown = null;
+    document.onkeydown = function (e) {
+      var tag = (e.target.tagName || "").toLowerCase();
+      if (tag === "textarea" || (tag === "input" && e.target.type === "text") || tag === "select") return;
+      if (/^[0-9]$/.test(e.key)) {
+        var value = e.key === "0" ? "10" : e.key;
+        var input = scales[active].querySelector('input[value="' + value + '"]');
+        if (input) { input.checked = true; input.focus(); }
+        e.preventDefault();
+      } else if (e.key === "Tab" && !e.shiftKey && tag !== "button") {
+        active = (active + 1) % scales.length; mark();
+        var chosen = scales[active].querySelector("input:checked") || scales[active].querySelector("input");
+        if (chosen) chosen.focus();
+        e.preventDefault();
+      } else if (e.key === "Enter") {
+        e.preventDefault();
+        form.requestSubmit(form.querySelector("#submit"));
+      }
+    };
+
+    form.addEventListener("submit", function (e) {
+      if (!window.fetch || !form.action || form.action.indexOf("/rate/") < 0) return;
+      e.preventDefault();
+      var error = document.getElementById("rate-error");
+      var data = new FormData(form);
+      if (e.submitter && e.submitter.name) data.append(e.submitter.name, e.submitter.value);
+      var seconds = form.querySelector('input[name="seconds"]');
+      if (seconds) data.set("seconds", ((Date.now() - shownAt) / 1000).toFixed(1));
+      Array.prototype.forEach.call(form.querySelectorAll("button"), function (b) { b.disabled = true; });
+      fetch(form.action, { method: "POST", body: data, credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
+        .then(function (r) { return r.text().then(function (t) { return { ok: r.ok, text: t }; }); })
+        .then(function (res) {
+          if (!res.ok) {
+            if (error) error.textContent = res.text;
+            Array.prototype.forEach.call(form.querySelectorAll("button"), function (b) { b.disabled = false; });
+            return;
+          }
+          var holder = document.createElement("div");
+          holder.innerHTML = res.text;
+          document.getElementById("rate-item").replaceWith(holder.firstElementChild);
+          setup();
+          window.scrollTo(0, 0);
+        })
+        .catch(function () {
+          if (error) error.textContent = "Could not reach the server; your answer was not lost. Try again.";
+          Array.prototype.forEach.call(form.querySelectorAll("button"), function (b) { b.disabled = false; });
+        });
+    });
+  }
+  setup();
+})();

@@ -1,0 +1,19 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("invite/<str:token>/", views.invitation_accept, name="invitation_accept"),
+    path("studies/<int:study_id>/consent/", views.consent, name="consent"),
+    path("studies/<int:study_id>/withdraw/", views.withdraw, name="withdraw"),
+    path("studies/<int:study_id>/calibration/", views.calibration, name="calibration"),
+    path("studies/<int:study_id>/rate/", views.rate, name="rate"),
+    path("studies/<int:study_id>/rate/<str:public_id>/", views.rate_submit, name="rate_submit"),
+    path("studies/<int:study_id>/raters/", views.raters_page, name="raters_page"),
+    path("studies/<int:study_id>/raters/invite/", views.raters_invite, name="raters_invite"),
+    path("studies/<int:study_id>/raters/codes/", views.raters_bulk_codes, name="raters_bulk_codes"),
+    path("studies/<int:study_id>/raters/consent/", views.consent_publish, name="consent_publish"),
+    path("studies/<int:study_id>/raters/calibration/", views.calibration_item_add, name="calibration_item_add"),
+    path("studies/<int:study_id>/raters/<int:user_id>/decide/", views.rater_decide, name="rater_decide"),
+    path("studies/<int:study_id>/open/", views.open_for_rating, name="open_for_rating"),
+]

@@ -1,0 +1,335 @@
+"""Rater pages (consent, calibration, blind rating) and the researcher's rater management.
+
+A rater's pages carry nothing about where a response came from: no arm label,
+model or adapter name, sequential id or ordering hint (tests scan every byte).
+"""
+
+import csv
+import io
+
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import UserCreationForm
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from evalapp.models import UnsafeCategory
+
+from . import selectors, services
+from .access import get_study_for
+from .forms import CalibrationItemForm, ConsentPublishForm, InviteForm, RatingForm
+from .models import CalibrationItem, Role, StudyMembership
+from .quality import study_rater_quality
+
+RESEARCHERS = [Role.RESEARCHER]
+
+
+# ----------------------------------------------------------------------------- invitations
+
+
+def invitation_accept(request, token: str):
+    try:
+        invitation = services.invitation_for_token(token)
+    except services.RatingError as exc:
+        return render(request, "raters/invitation.html", {"error": str(exc)}, status=exc.status)
+    form = UserCreationForm(request.POST or None) if not request.user.is_authenticated else None
+    if request.method == "POST":
+        if form is not None:
+            if not form.is_valid():
+                return render(request, "raters/invitation.html", {"invitation": invitation, "form": form}, status=400)
+            user = form.save()
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        try:
+            services.invitation_accept(token=token, user=request.user)
+        except services.RatingError as exc:
+            return render(request, "raters/invitation.html", {"error": str(exc)}, status=exc.status)
+        messages.success(request, f"You joined “{invitation.study.title}”.")
+        return redirect("rate", study_id=invitation.study_id)
+    return render(request, "raters/invitation.html", {"invitation": invitation, "form": form})
+
+
+# ----------------------------------------------------------------------------- consent
+
+
+@login_required
+def consent(request, study_id: int):
+    study = get_study_for(request.user, study_id, roles=[Role.RATER])
+    status = selectors.rater_status(study=study, user=request.user)
+    if status.withdrawn:
+        raise Http404("No such study.")
+    version = status.consent_version
+    if request.method == "POST" and version is not None:
+        if request.POST.get("version") != str(version.version) or request.POST.get("agree") != "yes":
+            messages.error(request, "Tick the box to agree to the current consent text.")
+        else:
+            try:
+                services.consent_accept(study=study, user=request.user, version=version)
+            except services.RatingError as exc:
+                messages.error(request, str(exc))
+            else:
+                return redirect("rate", study_id=study.id)
+    return render(request, "raters/consent.html", {"study": study, "version": version, "status": status})
+
+
+@login_required
+@require_POST
+def withdraw(request, study_id: int):
+    study = get_study_for(request.user, study_id, roles=[Role.RATER])
+    policy = services.consent_withdraw(study=study, user=request.user)
+    outcome = "deleted" if policy == "delete" else "kept but excluded from the analysis"
+    messages.success(request, f"You have withdrawn from “{study.title}”. Your ratings were {outcome}.")
+    return redirect("study_list")
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+@login_required
+def calibration(request, study_id: int):
+    study = get_study_for(request.user, study_id, roles=[Role.RATER])
+    status = selectors.rater_status(study=study, user=request.user)
+    if not status.consented or status.withdrawn:
+        return redirect("rate", study_id=study.id)
+    feedback = None
+    if request.method == "POST":
+        try:
+            attempt = services.calibration_attempt_start(study=study, rater=request.user)
+            item = get_object_or_404(CalibrationItem, study=study, public_id=request.POST.get("item", ""))
+            form = RatingForm(request.POST)
+            if not form.is_valid():
+                raise services.RatingError(" ".join(e for errs in form.errors.values() for e in errs))
+            answer = services.calibration_answer(
+                attempt=attempt, item=item, empathy=form.cleaned_data["empathy"], fluency=form.cleaned_data["fluency"]
+            )
+            feedback = {"item": item, "answer": answer}
+        except services.RatingError as exc:
+            messages.error(request, str(exc))
+    status = selectors.rater_status(study=study, user=request.user)
+    attempt = None
+    item = None
+    if status.calibration in ("pending", "in_progress", "retry") and feedback is None:
+        try:
+            attempt = services.calibration_attempt_start(study=study, rater=request.user)
+        except services.RatingError as exc:
+            messages.error(request, str(exc))
+        else:
+            answered = attempt.answers.values_list("item_id", flat=True)
+            item = study.calibration_items.exclude(id__in=answered).order_by("id").first()
+    return render(
+        request,
+        "raters/calibration.html",
+        {
+            "study": study,
+            "status": status,
+            "attempt": attempt,
+            "item": item,
+            "feedback": feedback,
+            "n_items": study.calibration_items.count(),
+            "scales": study.scales,
+        },
+    )
+
+
+# ----------------------------------------------------------------------------- rating
+
+
+def _gate(request, study, status):
+    if status.withdrawn or status.excluded:
+        raise Http404("No such study.")
+    if not status.consented:
+        return redirect("consent", study_id=study.id)
+    if status.calibration in ("pending", "in_progress", "retry"):
+        return redirect("calibration", study_id=study.id)
+    return None
+
+
+@login_required
+def rate(request, study_id: int):
+    study = get_study_for(request.user, study_id, roles=[Role.RATER])
+    status = selectors.rater_status(study=study, user=request.user)
+    gate = _gate(request, study, status)
+    if gate is not None:
+        return gate
+    context = _item_context(study, request.user, status)
+    return render(request, "raters/rate.html", context)
+
+
+def _item_context(study, user, status):
+    upcoming = selectors.next_item(study=study, rater=user)
+    assignment = upcoming.assignment
+    item = None
+    if assignment is not None:
+        if assignment.gold_item_id:
+            gold = assignment.gold_item
+            item = {"public_id": gold.public_id, "messages": gold.messages, "text": gold.response_text}
+        else:
+            response = assignment.response
+            item = {"public_id": response.public_id, "messages": response.prompt.messages, "text": response.text}
+        item["history"] = item["messages"][:-1]
+        item["question"] = item["messages"][-1]["content"]
+    return {
+        "study": study,
+        "status": status,
+        "item": item,
+        "done": upcoming.done,
+        "total": upcoming.total,
+        "position": upcoming.done + 1,
+        "scales": study.scales,
+        "categories": UnsafeCategory.choices,
+        "form": RatingForm(),
+    }
+
+
+@login_required
+@require_POST
+def rate_submit(request, study_id: int, public_id: str):
+    study = get_study_for(request.user, study_id, roles=[Role.RATER])
+    is_fetch = request.headers.get("X-Requested-With") == "fetch"
+    form = RatingForm(request.POST)
+    try:
+        if request.POST.get("action") == "skip":
+            services.assignment_skip(study=study, rater=request.user, item_public_id=public_id,
+                                     reason=request.POST.get("skip_reason", ""))
+        else:
+            if not form.is_valid():
+                raise services.RatingError(" ".join(e for errs in form.errors.values() for e in errs))
+            services.rating_submit(
+                study=study, rater=request.user, item_public_id=public_id, submission=form.submission()
+            )
+    except services.RatingError as exc:
+        if is_fetch:
+            return HttpResponse(str(exc), status=exc.status, content_type="text/plain; charset=utf-8")
+        if exc.status == 404:
+            raise Http404(str(exc)) from None
+        messages.error(request, str(exc))
+        return redirect("rate", study_id=study.id)
+    if is_fetch:
+        status = selectors.rater_status(study=study, user=request.user)
+        return render(request, "raters/rate_item.html", _item_context(study, request.user, status))
+    return redirect("rate", study_id=study.id)
+
+
+# ----------------------------------------------------------------------------- researcher: raters
+
+
+@login_required
+def raters_page(request, study_id: int):
+    study = get_study_for(request.user, study_id, roles=RESEARCHERS)
+    context = {
+        "study": study,
+        "invite_form": InviteForm(),
+        "consent_form": ConsentPublishForm(),
+        "calibration_form": CalibrationItemForm(),
+        "consent_version": study.consent_versions.order_by("-version").first(),
+        "calibration_items": study.calibration_items.all(),
+        "raters": selectors.study_raters(study=study),
+        "quality": study_rater_quality(study=study),
+        "invitations": study.invitations.select_related("accepted_by")[:50],
+    }
+    return render(request, "raters/raters.html", context)
+
+
+@login_required
+@require_POST
+def raters_invite(request, study_id: int):
+    study = get_study_for(request.user, study_id, roles=RESEARCHERS)
+    form = InviteForm(request.POST)
+    if form.is_valid():
+        def accept_url(token):
+            return request.build_absolute_uri(reverse("invitation_accept", args=[token]))
+
+        try:
+            invitations = services.invitations_create_from_list(
+                study=study, created_by=request.user, role=form.cleaned_data["role"],
+                emails_text=form.cleaned_data["emails"], accept_url=accept_url,
+            )
+        except services.RatingError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"Sent {len(invitations)} invitation(s).")
+    return redirect("raters_page", study_id=study.id)
+
+
+@login_required
+@require_POST
+def raters_bulk_codes(request, study_id: int):
+    study = get_study_for(request.user, study_id, roles=RESEARCHERS)
+    upload = request.FILES.get("file")
+    if upload is None:
+        messages.error(request, "Choose a CSV file with a 'code' column.")
+        return redirect("raters_page", study_id=study.id)
+    result = services.rater_accounts_bulk_create(study=study, data=upload.read())
+    if result.errors:
+        for error in result.errors:
+            messages.error(request, error)
+        return redirect("raters_page", study_id=study.id)
+    # The passwords exist only in this response: hand them over as a CSV, once.
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["code", "password", "login_url"])
+    for code, password in result.accounts:
+        writer.writerow([code, password, request.build_absolute_uri(reverse("login"))])
+    response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="study-{study.id}-rater-accounts.csv"'
+    return response
+
+
+@login_required
+@require_POST
+def consent_publish(request, study_id: int):
+    study = get_study_for(request.user, study_id, roles=RESEARCHERS)
+    form = ConsentPublishForm(request.POST)
+    if form.is_valid():
+        version = services.consent_publish(study=study, **form.cleaned_data)
+        messages.success(request, f"Consent version {version.version} published; raters must accept it.")
+    else:
+        messages.error(request, "The consent text and the withdrawal policy are both required.")
+    return redirect("raters_page", study_id=study.id)
+
+
+@login_required
+@require_POST
+def calibration_item_add(request, study_id: int):
+    study = get_study_for(request.user, study_id, roles=[Role.RESEARCHER, Role.ADJUDICATOR])
+    form = CalibrationItemForm(request.POST)
+    if form.is_valid():
+        form.save_for(study=study, user=request.user)
+        messages.success(request, "Calibration item added.")
+    else:
+        for field, errors in form.errors.items():
+            messages.error(request, f"{field}: {' '.join(errors)}")
+    return redirect("raters_page", study_id=study.id)
+
+
+@login_required
+@require_POST
+def rater_decide(request, study_id: int, user_id: int):
+    study = get_study_for(request.user, study_id, roles=RESEARCHERS)
+    membership = get_object_or_404(StudyMembership, study=study, user_id=user_id, role=Role.RATER)
+    action = request.POST.get("action")
+    try:
+        if action == "exclude":
+            services.rater_exclude(study=study, rater=membership.user, reason=request.POST.get("reason", ""))
+        elif action in ("approve", "reject"):
+            services.calibration_decide(study=study, rater=membership.user, approve=action == "approve")
+        else:
+            raise services.RatingError("Unknown action.")
+    except services.RatingError as exc:
+        messages.error(request, str(exc))
+    return redirect("raters_page", study_id=study.id)
+
+
+@login_required
+@require_POST
+def open_for_rating(request, study_id: int):
+    study = get_study_for(request.user, study_id, roles=RESEARCHERS)
+    try:
+        n = services.study_open_for_rating(study=study)
+    except services.RatingError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"The study is open for rating: {n} items assigned.")
+    return redirect("raters_page", study_id=study.id)

@@ -1,0 +1,275 @@
+"""The decoding loop against HF generate, batch invariance, adapter arms, provenance (tiny random models)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from modelserver.inference.generation import (
+    DEFAULT_SYSTEM_PROMPT,
+    GenerationOutput,
+    GenerationParams,
+    GenerationRequest,
+    ProvenanceMismatch,
+    decode_batch,
+    encode_prompt,
+    generate,
+    regenerate,
+    stop_token_ids,
+    use_adapter,
+)
+
+TEXTS = [
+    "I feel sad",
+    "My partner and I keep arguing about money and chores. What should I do about it?",
+    "Hello",
+    "I can't sleep at night and I feel anxious all the time, it is hard to focus at work.",
+    "How can I stop feeling worthless?",
+    "Thanks",
+    "Sometimes I think nobody would notice if I disappeared for a week.",
+    "anxious",
+]
+
+
+def _requests(texts=TEXTS):
+    return [GenerationRequest(f"q{i}", [{"role": "user", "content": t}], seed=1000 + i) for i, t in enumerate(texts)]
+
+
+def _prompt_ids(loaded, req, params):
+    return encode_prompt(loaded.tokenizer, req.messages, params.system_prompt)[1]
+
+
+def _loop_ids(loaded, reqs, params, adapter=None):
+    """Token ids from our loop for a list of requests forming ONE batch."""
+    with use_adapter(loaded, adapter), torch.inference_mode():
+        res = decode_batch(
+            loaded.model,
+            [_prompt_ids(loaded, r, params) for r in reqs],
+            [r.seed for r in reqs],
+            params,
+            stop_ids=stop_token_ids(loaded),
+            device=loaded.device,
+        )
+    return [ids for ids, _, _ in res]
+
+
+def _hf_ids(loaded, req, params, adapter=None):
+    ids = _prompt_ids(loaded, req, params)
+    kwargs = {"do_sample": False}
+    if params.do_sample:
+        kwargs = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
+        torch.manual_seed(req.seed)
+    with use_adapter(loaded, adapter), torch.inference_mode():
+        out = loaded.model.generate(
+            input_ids=torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=params.max_new_tokens,
+            repetition_penalty=params.repetition_penalty,
+            eos_token_id=stop_token_ids(loaded),
+            pad_token_id=loaded.tokenizer.pad_token_id,
+            **kwargs,
+        )
+    return out[0, len(ids):].tolist()
+
+
+@pytest.mark.parametrize("adapter", [None, "lora"])
+def test_greedy_loop_equals_hf_generate_batch_of_one(tiny_long, adapter):
+    params = GenerationParams(max_new_tokens=24, do_sample=False)
+    lengths = []
+    for req in _requests()[:4]:
+        [ours] = _loop_ids(tiny_long, [req], params, adapter)
+        assert ours == _hf_ids(tiny_long, req, params, adapter)
+        lengths.append(len(ours))
+    assert max(lengths) == params.max_new_tokens
+
+
+def test_greedy_loop_equals_hf_generate_without_repetition_penalty(tiny_long):
+    params = GenerationParams(max_new_tokens=24, do_sample=False, repetition_penalty=1.0)
+    for req in _requests()[:4]:
+        assert _loop_ids(tiny_long, [req], params) == [_hf_ids(tiny_long, req, params)]
+
+
+@pytest.mark.parametrize("adapter", [None, "lora"])
+def test_sampling_loop_equals_hf_sampling_with_same_seed(tiny_long, adapter):
+    # One row: our per-row generator seeded with s draws exactly what HF draws after torch.manual_seed(s).
+    params = GenerationParams(max_new_tokens=24, temperature=0.8, top_p=0.9, repetition_penalty=1.2)
+    for req in _requests()[:4]:
+        assert _loop_ids(tiny_long, [req], params, adapter) == [_hf_ids(tiny_long, req, params, adapter)]
+
+
+@pytest.mark.parametrize("do_sample", [False, True])
+@pytest.mark.parametrize("adapter", [None, "lora"])
+def test_batch_composition_does_not_change_a_row(tiny_loaded, do_sample, adapter):
+    params = GenerationParams(max_new_tokens=30, do_sample=do_sample)
+    reqs = _requests()
+    alone = [generate(tiny_loaded, [r], params, adapter=adapter, batch_size=1)[0] for r in reqs]
+    together = generate(tiny_loaded, reqs, params, adapter=adapter, batch_size=8)
+    reordered = generate(tiny_loaded, reqs[::-1], params, adapter=adapter, batch_size=3)[::-1]
+    subset = generate(tiny_loaded, reqs[1::2], params, adapter=adapter, batch_size=16)
+    for a, b, c in zip(alone, together, reordered):
+        assert (a.key, a.text, a.output_tokens, a.finish_reason) == (b.key, b.text, b.output_tokens, b.finish_reason)
+        assert (a.key, a.text, a.output_tokens, a.finish_reason) == (c.key, c.text, c.output_tokens, c.finish_reason)
+    for a, s in zip(alone[1::2], subset):
+        assert (a.text, a.output_tokens) == (s.text, s.output_tokens)
+    if do_sample:  # the test exercises rows finishing early (dropped from the batch) and rows hitting the limit
+        reasons = {o.finish_reason for o in together}
+        assert reasons == {"stop", "length"}, reasons
+
+
+def test_token_ids_are_batch_invariant(tiny_loaded):
+    params = GenerationParams(max_new_tokens=30, do_sample=True, temperature=1.0, top_p=0.95)
+    reqs = _requests()
+    batched = _loop_ids(tiny_loaded, reqs, params, "lora")
+    for r, ids in zip(reqs, batched):
+        assert _loop_ids(tiny_loaded, [r], params, "lora") == [ids]
+
+
+def test_seed_controls_sampling(tiny_loaded):
+    params = GenerationParams(max_new_tokens=30, temperature=1.0, top_p=1.0)
+    msgs = [{"role": "user", "content": "I feel sad"}]
+    outs = generate(tiny_loaded, [GenerationRequest(f"k{s}", msgs, seed=s) for s in range(6)], params)
+    again = generate(tiny_loaded, [GenerationRequest("x", msgs, seed=3)], params)[0]
+    assert again.text == outs[3].text
+    assert len({o.text for o in outs}) > 1
+
+
+def test_baseline_through_peft_equals_plain_base(tiny_loaded, tiny_plain):
+    reqs = _requests()
+    for params in (GenerationParams(max_new_tokens=30, do_sample=False), GenerationParams(max_new_tokens=30)):
+        peft_baseline = _loop_ids(tiny_loaded, reqs, params, adapter=None)
+        plain = _loop_ids(tiny_plain, reqs, params, adapter=None)
+        assert peft_baseline == plain
+        adapter_arm = _loop_ids(tiny_loaded, reqs, params, adapter="lora")
+        assert sum(a != b for a, b in zip(adapter_arm, plain)) >= len(reqs) // 2
+    # and the logits themselves are bit-identical with the adapter disabled
+    ids = torch.tensor([_prompt_ids(tiny_plain, reqs[1], GenerationParams())])
+    with torch.inference_mode():
+        with tiny_loaded.model.disable_adapter():
+            a = tiny_loaded.model(input_ids=ids).logits
+        b = tiny_plain.model(input_ids=ids).logits
+        tiny_loaded.model.set_adapter("lora")
+        c = tiny_loaded.model(input_ids=ids).logits
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_unknown_adapter_and_adapter_on_plain_model(tiny_loaded, tiny_plain):
+    req = _requests()[:1]
+    with pytest.raises(ValueError, match="not loaded"):
+        generate(tiny_loaded, req, GenerationParams(max_new_tokens=2), adapter="nope")
+    with pytest.raises(ValueError, match="not loaded"):
+        generate(tiny_plain, req, GenerationParams(max_new_tokens=2), adapter="lora")
+
+
+def test_outputs_keep_input_order_and_stop_tokens(tiny_loaded):
+    params = GenerationParams(max_new_tokens=12)
+    reqs = _requests()
+    seen = []
+    outs = generate(tiny_loaded, reqs, params, adapter="lora", batch_size=3, progress=lambda d, t: seen.append((d, t)))
+    assert [o.key for o in outs] == [r.key for r in reqs]
+    assert seen == [(i, len(reqs)) for i in range(1, len(reqs) + 1)]
+    stops = stop_token_ids(tiny_loaded)
+    ids = _loop_ids(tiny_loaded, reqs, params, "lora")
+    for o, row in zip(outs, ids):
+        assert isinstance(o, GenerationOutput)
+        assert o.output_tokens == len(row) <= params.max_new_tokens
+        if o.finish_reason == "stop":
+            assert row[-1] in stops and not any(t in stops for t in row[:-1])
+        else:
+            assert o.finish_reason == "length" and len(row) == params.max_new_tokens
+        assert "<|im_end|>" not in o.text
+        assert o.prompt_tokens == len(_prompt_ids(tiny_loaded, reqs[outs.index(o)], params))
+
+
+def test_provenance_records_everything(tiny_loaded):
+    import peft
+    import transformers
+
+    params = GenerationParams(max_new_tokens=8, temperature=0.9)
+    outs = generate(tiny_loaded, _requests()[:3], params, adapter="lora", batch_size=2)
+    assert sorted(o.provenance["batch_rows"] for o in outs) == [1, 2, 2]  # length-sorted batches of 2 + 1
+    out = outs[2]
+    p = out.provenance
+    assert p["seed"] == 1002 and "per-row torch.Generator" in p["seeding"]
+    assert p["params"] == params.to_dict()
+    assert p["base_sha256"] == tiny_loaded.base_sha256 and len(p["base_sha256"]) == 64
+    assert p["adapter"] == "lora" and p["adapter_sha256"] == tiny_loaded.adapter_sha256["lora"]
+    assert p["chat_template_sha256"] == tiny_loaded.chat_template_sha256
+    assert p["versions"]["torch"] == torch.__version__
+    assert p["versions"]["transformers"] == transformers.__version__
+    assert p["versions"]["peft"] == peft.__version__
+    assert (p["device"], p["dtype"], p["batch_size"]) == ("cpu", "float32", 2)
+    assert p["prompt_tokens"] == out.prompt_tokens and p["output_tokens"] == out.output_tokens
+    assert p["seconds"] >= 0 and p["finish_reason"] == out.finish_reason
+    base = generate(tiny_loaded, _requests()[:1], params, adapter=None)[0].provenance
+    assert base["arm"] == "baseline" and base["adapter"] is None and base["adapter_sha256"] is None
+
+
+@pytest.mark.parametrize("adapter", [None, "lora"])
+def test_regenerate_from_provenance_alone(tiny_loaded, adapter):
+    params = GenerationParams(max_new_tokens=30, temperature=1.0)
+    reqs = _requests()
+    outs = generate(tiny_loaded, reqs, params, adapter=adapter, batch_size=8)
+    for req, out in zip(reqs, outs):
+        again = regenerate(tiny_loaded, out.provenance, req.messages)
+        assert again.text == out.text and again.output_tokens == out.output_tokens
+
+
+def test_regenerate_detects_mismatch(tiny_loaded):
+    req = _requests()[0]
+    out = generate(tiny_loaded, [req], GenerationParams(max_new_tokens=4), adapter="lora")[0]
+    with pytest.raises(ProvenanceMismatch, match="rendered prompt differs"):
+        regenerate(tiny_loaded, out.provenance, [{"role": "user", "content": "something else"}])
+    with pytest.raises(ProvenanceMismatch, match="base model"):
+        regenerate(tiny_loaded, {**out.provenance, "base_sha256": "0" * 64}, req.messages)
+    with pytest.raises(ProvenanceMismatch, match="adapter"):
+        regenerate(tiny_loaded, {**out.provenance, "adapter_sha256": "0" * 64}, req.messages)
+
+
+def test_system_prompt_is_always_sent(tiny_loaded):
+    text, _ = encode_prompt(tiny_loaded.tokenizer, [{"role": "user", "content": "hi"}], DEFAULT_SYSTEM_PROMPT)
+    assert text.startswith("<|im_start|>system\n" + DEFAULT_SYSTEM_PROMPT + "<|im_end|>")
+    assert "SmolLM" not in text and text.endswith("<|im_start|>assistant\n")
+    conv = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+    ]
+    text, _ = encode_prompt(tiny_loaded.tokenizer, conv, "custom")
+    assert text.count("<|im_start|>") == 5 and "custom" in text
+
+
+@pytest.mark.parametrize(
+    "messages, match",
+    [
+        ([], "non-empty"),
+        ([{"role": "system", "content": "x"}, {"role": "user", "content": "y"}], "system"),
+        ([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], "end with a user"),
+        ([{"role": "tool", "content": "x"}], "unsupported role"),
+        ([{"role": "user"}], "content"),
+    ],
+)
+def test_bad_messages(tiny_loaded, messages, match):
+    with pytest.raises(ValueError, match=match):
+        generate(tiny_loaded, [GenerationRequest("k", messages, 0)], GenerationParams(max_new_tokens=2))
+
+
+def test_params_round_trip_and_validation():
+    p = GenerationParams(max_new_tokens=5, temperature=0.3, top_p=0.5, repetition_penalty=1.0, do_sample=False)
+    assert GenerationParams.from_dict(p.to_dict()) == p
+    assert GenerationParams.from_dict({}) == GenerationParams()
+    assert GenerationParams().system_prompt == DEFAULT_SYSTEM_PROMPT
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.temperature = 1.0  # type: ignore[misc]
+    with pytest.raises(ValueError, match="Unknown"):
+        GenerationParams.from_dict({"top_k": 5})
+    for bad in ({"max_new_tokens": 0}, {"temperature": 0}, {"top_p": 1.5}, {"repetition_penalty": 0},
+                {"system_prompt": " "}):
+        with pytest.raises(ValueError):
+            GenerationParams(**bad)
+
+
+def test_empty_request_list(tiny_loaded):
+    assert generate(tiny_loaded, [], GenerationParams()) == []

@@ -1,0 +1,266 @@
+"""Invitations, consent, calibration, the stored design, and submitting ratings."""
+
+import re
+from collections import Counter
+
+import pytest
+from django.core import mail
+from django.urls import reverse
+from django.utils import timezone
+
+from evalapp.models import Rating, Study
+from raters import services
+from raters.models import Assignment, CalibrationItem, Consent, Invitation, RatingRevision, Role, StudyMembership
+from raters.selectors import next_item, rater_status
+from raters.services import RatingError, Submission
+
+from ..factories import ArmFactory, MembershipFactory, PromptFactory, ResponseFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def rating_study(study, researcher):
+    arms = [ArmFactory(study=study, label="fine-tuned", adapter="adapters/secret-ft"), ArmFactory(study=study, label="baseline")]
+    for prompt in PromptFactory.create_batch(6, study=study):
+        for arm in arms:
+            ResponseFactory(prompt=prompt, arm=arm, text=f"Reply from {arm.label} to {prompt.external_id}")
+    study.ratings_per_response = 2
+    study.gold_rate = 0
+    study.save()
+    services.consent_publish(study=study, text="Your scores are research data.", withdrawal_policy="exclude")
+    return study
+
+
+def add_rater(study, name):
+    user = MembershipFactory(study=study, user=UserFactory(username=name), role=Role.RATER).user
+    services.consent_accept(study=study, user=user, version=study.consent_versions.first())
+    return user
+
+
+def test_invitation_mail_accept_once(client, study, researcher):
+    invitation, token = services.invitation_create(
+        study=study, created_by=researcher, role=Role.RATER, email="stu@uni.example",
+        accept_url=lambda t: f"http://testserver/invite/{t}/",
+    )
+    assert Invitation.objects.get().token_sha256 != token  # only the hash is stored
+    response = client.post(
+        reverse("invitation_accept", args=[token]),
+        {"username": "student1", "password1": "a-long-pass-phrase-9", "password2": "a-long-pass-phrase-9"},
+    )
+    assert response.status_code == 302
+    assert StudyMembership.objects.filter(study=study, user__username="student1", role=Role.RATER).exists()
+    again = client.get(reverse("invitation_accept", args=[token]))
+    assert again.status_code == 410 and "already been used" in again.content.decode()
+
+
+def test_invitation_list_sends_mail_and_rejects_bad_addresses(client, study, researcher, django_capture_on_commit_callbacks):
+    client.force_login(researcher)
+    client.post(reverse("raters_invite", args=[study.id]), {"emails": "a@x.org, nonsense", "role": "rater"})
+    assert not Invitation.objects.exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("raters_invite", args=[study.id]), {"emails": "a@x.org\nb@y.org", "role": "rater"})
+    assert Invitation.objects.count() == 2
+    assert len(mail.outbox) == 2 and re.search(r"http://testserver/invite/[\w-]+/", mail.outbox[0].body)
+
+
+def test_expired_and_unknown_invitations(client, study, researcher):
+    invitation, token = services.invitation_create(study=study, created_by=researcher, role=Role.RATER)
+    Invitation.objects.filter(id=invitation.id).update(expires_at=timezone.now())
+    assert client.get(reverse("invitation_accept", args=[token])).status_code == 410
+    assert client.get(reverse("invitation_accept", args=["not-a-token"])).status_code == 404
+
+
+def test_bulk_code_accounts_all_or_nothing(client, study, researcher):
+    client.force_login(researcher)
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    bad = SimpleUploadedFile("codes.csv", b"code\nS001\nS001\nbad code!\n")
+    client.post(reverse("raters_bulk_codes", args=[study.id]), {"file": bad})
+    assert not StudyMembership.objects.filter(study=study, role=Role.RATER).exists()
+    good = SimpleUploadedFile("codes.csv", b"code\nS001\nS002\n")
+    response = client.post(reverse("raters_bulk_codes", args=[study.id]), {"file": good})
+    rows = response.content.decode().splitlines()
+    assert rows[0] == "code,password,login_url" and len(rows) == 3
+    code, password, _ = rows[1].split(",")
+    assert client.login(username=code, password=password)
+
+
+def test_rater_must_consent_then_calibrate_before_rating(client, rating_study, researcher):
+    rater = MembershipFactory(study=rating_study, user=UserFactory(username="r1"), role=Role.RATER).user
+    CalibrationItem.objects.create(
+        study=rating_study, messages=[{"role": "user", "content": "I'm sad."}], response_text="That sounds hard.",
+        reference_empathy=8, reference_fluency=9, rationale="Warm and clear.", created_by=researcher,
+    )
+    client.force_login(rater)
+    assert client.get(reverse("rate", args=[rating_study.id]))["Location"] == reverse("consent", args=[rating_study.id])
+    client.post(reverse("consent", args=[rating_study.id]), {"version": "1", "agree": "yes"})
+    assert Consent.objects.filter(user=rater).exists()
+    assert client.get(reverse("rate", args=[rating_study.id]))["Location"] == reverse("calibration", args=[rating_study.id])
+
+    page = client.get(reverse("calibration", args=[rating_study.id])).content.decode()
+    item = CalibrationItem.objects.get()
+    assert item.public_id in page and "Warm and clear." not in page
+    feedback = client.post(reverse("calibration", args=[rating_study.id]),
+                           {"item": item.public_id, "empathy": 7, "fluency": 9}).content.decode()
+    assert "Warm and clear." in feedback and "reference is empathy <strong>8</strong>" in feedback
+    assert rater_status(study=rating_study, user=rater).calibration == "passed"
+    assert client.get(reverse("rate", args=[rating_study.id])).status_code == 200
+
+
+def test_calibration_retry_once_then_researcher_decides(rating_study, researcher):
+    rater = MembershipFactory(study=rating_study, role=Role.RATER).user
+    item = CalibrationItem.objects.create(
+        study=rating_study, messages=[{"role": "user", "content": "Q"}], response_text="A",
+        reference_empathy=9, reference_fluency=9, rationale="r", created_by=researcher,
+    )
+    for expected in ("retry", "failed"):
+        attempt = services.calibration_attempt_start(study=rating_study, rater=rater)
+        services.calibration_answer(attempt=attempt, item=item, empathy=1, fluency=1)
+        assert rater_status(study=rating_study, user=rater).calibration == expected
+    with pytest.raises(RatingError, match="both calibration attempts"):
+        services.calibration_attempt_start(study=rating_study, rater=rater)
+    services.calibration_decide(study=rating_study, rater=rater, approve=True)
+    assert rater_status(study=rating_study, user=rater).calibration == "approved"
+
+
+def test_open_for_rating_builds_a_balanced_design(rating_study):
+    raters = [add_rater(rating_study, f"r{i}") for i in range(3)]
+    n = services.study_open_for_rating(study=rating_study)
+    assert n == 12 * 2
+    per_response = Counter(Assignment.objects.values_list("response_id", flat=True))
+    assert set(per_response.values()) == {2}
+    loads = Counter(Assignment.objects.values_list("rater_id", flat=True))
+    assert max(loads.values()) - min(loads.values()) <= 1 and set(loads) == {r.id for r in raters}
+
+
+def submit(study, rater, **kwargs):
+    item = next_item(study=study, rater=rater).assignment
+    public_id = item.response.public_id
+    values = {"empathy": 7, "fluency": 8, **kwargs}
+    return public_id, services.rating_submit(study=study, rater=rater, item_public_id=public_id, submission=Submission(**values))
+
+
+def test_submit_is_idempotent_and_revisions_are_audited(rating_study):
+    rater = add_rater(rating_study, "r1")
+    services.study_open_for_rating(study=rating_study)
+    public_id, outcome = submit(rating_study, rater)
+    assert outcome == "created"
+    again = services.rating_submit(study=rating_study, rater=rater, item_public_id=public_id, submission=Submission(7, 8))
+    assert again == "unchanged" and Rating.objects.count() == 1 and not RatingRevision.objects.exists()
+    revised = services.rating_submit(study=rating_study, rater=rater, item_public_id=public_id, submission=Submission(3, 8))
+    assert revised == "revised" and Rating.objects.get().empathy == 3
+    revision = RatingRevision.objects.get()
+    assert revision.before["empathy"] == 7 and revision.after["empathy"] == 3
+    assert next_item(study=rating_study, rater=rater).done == 1
+
+
+def test_bad_submissions_write_nothing(rating_study, outsider):
+    rater = add_rater(rating_study, "r1")
+    services.study_open_for_rating(study=rating_study)
+    item = next_item(study=rating_study, rater=rater).assignment.response.public_id
+    for empathy, fluency in [(0, 5), (5, 11), (True, 5)]:
+        with pytest.raises(RatingError, match="whole number from 1 to 10"):
+            services.rating_submit(study=rating_study, rater=rater, item_public_id=item, submission=Submission(empathy, fluency))
+    with pytest.raises(RatingError, match="unsafe"):
+        services.rating_submit(study=rating_study, rater=rater, item_public_id=item,
+                               submission=Submission(5, 5, unsafe=True, unsafe_category=""))
+    not_mine = Assignment.objects.exclude(rater=rater).first()
+    other = add_rater(rating_study, "r2")
+    unassigned = [a.response.public_id for a in Assignment.objects.filter(rater=rater)]
+    with pytest.raises(RatingError) as excinfo:
+        services.rating_submit(study=rating_study, rater=other, item_public_id="nope", submission=Submission(5, 5))
+    assert excinfo.value.status == 404
+    Study.objects.filter(id=rating_study.id).update(status=Study.Status.CLOSED)
+    rating_study.refresh_from_db()
+    with pytest.raises(RatingError, match="closed") as excinfo:
+        services.rating_submit(study=rating_study, rater=rater, item_public_id=item, submission=Submission(5, 5))
+    assert excinfo.value.status == 409
+    assert not Rating.objects.exists() and not_mine is None and unassigned
+
+
+def test_http_submit_errors_are_clear(client, rating_study):
+    rater = add_rater(rating_study, "r1")
+    services.study_open_for_rating(study=rating_study)
+    item = next_item(study=rating_study, rater=rater).assignment.response.public_id
+    client.force_login(rater)
+    url = reverse("rate_submit", args=[rating_study.id, item])
+    bad = client.post(url, {"empathy": 11, "fluency": 5}, headers={"X-Requested-With": "fetch"})
+    assert bad.status_code == 400 and "1 to 10" in bad.content.decode()
+    missing = client.post(reverse("rate_submit", args=[rating_study.id, "unknown-id"]), {"empathy": 5, "fluency": 5},
+                          headers={"X-Requested-With": "fetch"})
+    assert missing.status_code == 404
+    ok = client.post(url, {"empathy": 5, "fluency": 6, "seconds": "12.5"}, headers={"X-Requested-With": "fetch"})
+    assert ok.status_code == 200 and 'id="rate-item"' in ok.content.decode() and "2 of" in ok.content.decode()
+    assert Rating.objects.get().seconds_on_item == 12.5
+    twice = client.post(url, {"empathy": 5, "fluency": 6}, headers={"X-Requested-With": "fetch"})
+    assert twice.status_code == 200 and Rating.objects.count() == 1
+
+
+def test_skip_with_reason(client, rating_study):
+    rater = add_rater(rating_study, "r1")
+    services.study_open_for_rating(study=rating_study)
+    item = next_item(study=rating_study, rater=rater).assignment
+    with pytest.raises(RatingError, match="why"):
+        services.assignment_skip(study=rating_study, rater=rater, item_public_id=item.response.public_id, reason=" ")
+    services.assignment_skip(study=rating_study, rater=rater, item_public_id=item.response.public_id, reason="Not English")
+    item.refresh_from_db()
+    assert item.completed_at and item.skip_reason == "Not English" and not Rating.objects.exists()
+
+
+@pytest.mark.parametrize("policy", ["delete", "exclude"])
+def test_withdrawal_follows_the_stated_policy(client, rating_study, policy):
+    services.consent_publish(study=rating_study, text="v2", withdrawal_policy=policy)
+    raters = [add_rater(rating_study, f"r{i}") for i in range(3)]
+    services.study_open_for_rating(study=rating_study)
+    submit(rating_study, raters[0])
+    client.force_login(raters[0])
+    client.post(reverse("withdraw", args=[rating_study.id]))
+    assert Rating.objects.filter(rater=raters[0]).exists() == (policy == "exclude")
+    assert not Assignment.objects.filter(rater=raters[0], completed_at__isnull=True).exists()
+    assert client.get(reverse("rate", args=[rating_study.id])).status_code == 404
+    # The others now cover every response k times between them.
+    active = Assignment.objects.filter(rater__in=raters[1:]).values_list("response_id", flat=True)
+    assert set(Counter(active).values()) == {2}
+
+
+def test_late_joiner_rebalances_keeping_what_was_rated(rating_study):
+    first, second = add_rater(rating_study, "r1"), add_rater(rating_study, "r2")
+    services.study_open_for_rating(study=rating_study)
+    rated = [submit(rating_study, first)[0] for _ in range(3)]
+    late = add_rater(rating_study, "r3")
+    services.design_rebalance(study=rating_study)
+    assert Assignment.objects.filter(rater=late).exists()
+    assert set(Rating.objects.filter(rater=first).values_list("response__public_id", flat=True)) == set(rated)
+    per_response = Counter(Assignment.objects.values_list("response_id", flat=True))
+    assert set(per_response.values()) == {2}
+    assert second  # still in the design
+
+
+def test_next_item_query_count_is_constant(rating_study, django_assert_num_queries):
+    rater = add_rater(rating_study, "r1")
+    services.study_open_for_rating(study=rating_study)
+    with django_assert_num_queries(2):
+        next_item(study=rating_study, rater=rater)
+    for prompt in PromptFactory.create_batch(30, study=rating_study):
+        for arm in rating_study.arms.all():
+            ResponseFactory(prompt=prompt, arm=arm)
+    services.design_rebalance(study=rating_study)
+    with django_assert_num_queries(2):
+        next_item(study=rating_study, rater=rater)
+
+
+def test_researcher_sees_quality_and_can_exclude(client, rating_study, researcher):
+    raters = [add_rater(rating_study, f"r{i}") for i in range(3)]
+    services.study_open_for_rating(study=rating_study)
+    for _ in range(4):
+        submit(rating_study, raters[0], empathy=10, fluency=10, seconds_on_item=2.0)
+    client.force_login(researcher)
+    page = client.get(reverse("raters_page", args=[rating_study.id])).content.decode()
+    pseudonym = StudyMembership.objects.get(study=rating_study, user=raters[0]).pseudonym
+    row = page[page.index(pseudonym):][:400]
+    assert "<td>4</td>" in row and "<td>2.0</td>" in row and "<td>1.00</td>" in row  # 4 ratings, 2 s, all 10/10
+    client.post(reverse("rater_decide", args=[rating_study.id, raters[0].id]), {"action": "exclude", "reason": "bot-like"})
+    membership = StudyMembership.objects.get(study=rating_study, user=raters[0], role=Role.RATER)
+    assert membership.excluded_at and membership.excluded_reason == "bot-like"
+    assert not Assignment.objects.filter(rater=raters[0], completed_at__isnull=True).exists()
