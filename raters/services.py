@@ -327,7 +327,8 @@ def design_rebalance(*, study: Study) -> int:
     # Each rebalance gets its own recorded seed, derived from the study's, so the whole history can be replayed.
     seed = study.design_seed + Assignment.objects.filter(study=study, completed_at__isnull=False).count()
     try:
-        base = design_lib.build_design(items, rater_ids, k, seed=seed, gold=gold_items, gold_rate=study.gold_rate)
+        base = design_lib.build_design(items, rater_ids, k, seed=seed, gold=gold_items,
+                                         gold_rate=study.gold_rate if gold_items else 0.0)
         design = design_lib.rebalance(base, over, rater_ids, seed=seed) if over else base
     except ValueError as exc:
         raise RatingError(f"No balanced rating design exists for the current raters: {exc}", status=409) from exc

@@ -34,7 +34,9 @@
     };
 
     form.addEventListener("submit", function (e) {
-      if (!window.fetch || !form.action || form.action.indexOf("/rate/") < 0) return;
+      // getAttribute: form.action would be the skip button, which is named "action".
+      var action = form.getAttribute("action") || "";
+      if (!window.fetch || action.indexOf("/rate/") < 0) return;
       e.preventDefault();
       var error = document.getElementById("rate-error");
       var data = new FormData(form);
@@ -42,7 +44,7 @@
       var seconds = form.querySelector('input[name="seconds"]');
       if (seconds) data.set("seconds", ((Date.now() - shownAt) / 1000).toFixed(1));
       Array.prototype.forEach.call(form.querySelectorAll("button"), function (b) { b.disabled = true; });
-      fetch(form.action, { method: "POST", body: data, credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
+      fetch(action, { method: "POST", body: data, credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
         .then(function (r) { return r.text().then(function (t) { return { ok: r.ok, text: t }; }); })
         .then(function (res) {
           if (!res.ok) {
@@ -63,4 +65,6 @@
     });
   }
   setup();
+  // Lets a test (or an impatient user's script) know the keyboard handlers are live.
+  document.documentElement.dataset.ratingReady = "true";
 })();
