@@ -2,11 +2,20 @@
 
 from dataclasses import dataclass
 
-from django.db.models import Count, Q
+from django.db import connection
+from django.db.models import Count, Exists, OuterRef, Q, Subquery
 
 from evalapp.models import Study
 
-from .models import Assignment, CalibrationAttempt, Consent, ConsentVersion, Role, StudyMembership
+from .models import (
+    Assignment,
+    CalibrationAttempt,
+    CalibrationItem,
+    Consent,
+    ConsentVersion,
+    Role,
+    StudyMembership,
+)
 
 
 @dataclass(frozen=True)
@@ -14,7 +23,7 @@ class RaterStatus:
     is_rater: bool
     withdrawn: bool
     excluded: bool
-    consent_version: ConsentVersion | None
+    consent_version_id: int | None
     consented: bool
     calibration: str  # "none" (no items), "pending", "in_progress", "passed", "failed", "retry", "approved", "rejected"
 
@@ -29,38 +38,78 @@ class RaterStatus:
         )
 
 
+# Hand-written SQL: this runs on every rating request, and building the same
+# statement through the ORM (five subqueries) cost more than running it.
+_RATER_STATUS_SQL = """
+SELECT m.withdrawn_at, m.excluded_at, m.calibration_decision, v.id AS version_id,
+       EXISTS (SELECT 1 FROM raters_consent c WHERE c.study_id = m.study_id AND c.user_id = m.user_id
+               AND c.withdrawn_at IS NULL AND c.version_id = v.id) AS consented,
+       EXISTS (SELECT 1 FROM raters_calibrationitem i WHERE i.study_id = m.study_id) AS has_items,
+       a.number AS last_number, a.finished_at AS last_finished, a.passed AS last_passed
+FROM raters_studymembership m
+LEFT JOIN LATERAL (SELECT id FROM raters_consentversion WHERE study_id = m.study_id
+                   ORDER BY version DESC LIMIT 1) v ON TRUE
+LEFT JOIN LATERAL (SELECT number, finished_at, passed FROM raters_calibrationattempt
+                   WHERE study_id = m.study_id AND rater_id = m.user_id ORDER BY number DESC LIMIT 1) a ON TRUE
+WHERE m.study_id = %s AND m.user_id = %s AND m.role = %s
+LIMIT 1
+"""
+
+
 def rater_status(*, study: Study, user) -> RaterStatus:
-    membership = StudyMembership.objects.filter(study=study, user=user, role=Role.RATER).first()
-    version = study.consent_versions.order_by("-version").first()
-    if membership is None:
-        return RaterStatus(False, False, False, version, False, "none")
-    consented = version is None or Consent.objects.filter(
-        study=study, user=user, version=version, withdrawn_at__isnull=True
-    ).exists()
+    """Where a rater stands, in one query."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_RATER_STATUS_SQL, [study.id, user.id, Role.RATER])
+            found = cursor.fetchone()
+            row = dict(zip([c[0] for c in cursor.description], found)) if found else None
+    else:  # SQLite (the demo) has no LATERAL; the ORM spelling of the same question.
+        row = _rater_status_orm(study, user)
+    if row is None:
+        return RaterStatus(False, False, False, None, False, "none")
     return RaterStatus(
         is_rater=True,
-        withdrawn=membership.withdrawn_at is not None,
-        excluded=membership.excluded_at is not None,
-        consent_version=version,
-        consented=consented,
-        calibration=_calibration_state(study, user, membership),
+        withdrawn=row["withdrawn_at"] is not None,
+        excluded=row["excluded_at"] is not None,
+        consent_version_id=row["version_id"],
+        consented=row["version_id"] is None or bool(row["consented"]),
+        calibration=_calibration_state(row),
     )
 
 
-def _calibration_state(study: Study, user, membership: StudyMembership) -> str:
-    if membership.calibration_decision in ("approved", "rejected"):
-        return membership.calibration_decision
-    if not study.calibration_items.exists():
+def _rater_status_orm(study: Study, user) -> dict | None:
+    latest = ConsentVersion.objects.filter(study=study).order_by("-version")
+    attempts = CalibrationAttempt.objects.filter(study=study, rater=user).order_by("-number")
+    return (
+        StudyMembership.objects.filter(study=study, user=user, role=Role.RATER)
+        .annotate(
+            version_id=Subquery(latest.values("id")[:1]),
+            consented=Exists(
+                Consent.objects.filter(study=study, user=user, withdrawn_at__isnull=True, version_id=OuterRef("version_id"))
+            ),
+            has_items=Exists(CalibrationItem.objects.filter(study=study)),
+            last_number=Subquery(attempts.values("number")[:1]),
+            last_finished=Subquery(attempts.values("finished_at")[:1]),
+            last_passed=Subquery(attempts.values("passed")[:1]),
+        )
+        .values("withdrawn_at", "excluded_at", "calibration_decision", "version_id", "consented", "has_items",
+                "last_number", "last_finished", "last_passed")
+        .first()
+    )
+
+
+def _calibration_state(row: dict) -> str:
+    if row["calibration_decision"] in ("approved", "rejected"):
+        return row["calibration_decision"]
+    if not row["has_items"]:
         return "none"
-    attempts = list(CalibrationAttempt.objects.filter(study=study, rater=user).order_by("number"))
-    if not attempts:
+    if row["last_number"] is None:
         return "pending"
-    last = attempts[-1]
-    if last.finished_at is None:
+    if row["last_finished"] is None:
         return "in_progress"
-    if last.passed:
+    if row["last_passed"]:
         return "passed"
-    return "retry" if last.number < 2 else "failed"
+    return "retry" if row["last_number"] < 2 else "failed"
 
 
 @dataclass(frozen=True)

@@ -402,7 +402,7 @@ class Submission:
     seconds_on_item: float | None = None
 
 
-def rating_submit(*, study: Study, rater, item_public_id: str, submission: Submission) -> str:
+def rating_submit(*, study: Study, rater, item_public_id: str, submission: Submission, status=None) -> str:
     """Record a rating (or a gold answer) for an assigned item; idempotent; revisions audited.
 
     Returns "created", "unchanged" or "revised".
@@ -418,7 +418,7 @@ def rating_submit(*, study: Study, rater, item_public_id: str, submission: Submi
         raise RatingError("This study is closed; ratings can no longer be changed.", status=409)
     if study.status != Study.Status.RATING:
         raise RatingError("This study is not open for rating.", status=409)
-    assignment = _assignment_for(study, rater, item_public_id)
+    assignment = _assignment_for(study, rater, item_public_id, status)
     with transaction.atomic():
         if assignment.gold_item_id:
             _, created = GoldAnswer.objects.get_or_create(
@@ -441,18 +441,17 @@ def _save_rating(assignment: Assignment, rater, submission: Submission) -> str:
         "unsafe_category": submission.unsafe_category,
         "comment": submission.comment.strip(),
     }
-    try:
-        with transaction.atomic():
-            rating, created = Rating.objects.get_or_create(
-                response_id=assignment.response_id,
-                rater=rater,
-                defaults={**values, "seconds_on_item": submission.seconds_on_item},
-            )
-    except IntegrityError:  # the same request raced itself; the unique constraint kept one row
-        rating, created = Rating.objects.get(response_id=assignment.response_id, rater=rater), False
-    if created:
-        return "created"
-    rating = Rating.objects.select_for_update().get(id=rating.id)
+    rating = Rating.objects.select_for_update().filter(response_id=assignment.response_id, rater=rater).first()
+    if rating is None:
+        # ON CONFLICT DO NOTHING: a concurrent duplicate of this request loses quietly to the
+        # unique (response, rater) constraint instead of failing the transaction.
+        Rating.objects.bulk_create(
+            [Rating(response_id=assignment.response_id, rater=rater, seconds_on_item=submission.seconds_on_item, **values)],
+            ignore_conflicts=True,
+        )
+        rating = Rating.objects.select_for_update().get(response_id=assignment.response_id, rater=rater)
+        if {name: getattr(rating, name) for name in values} == values:
+            return "created"
     before = {name: getattr(rating, name) for name in values}
     if before == values:
         return "unchanged"
@@ -474,10 +473,11 @@ def assignment_skip(*, study: Study, rater, item_public_id: str, reason: str) ->
     )
 
 
-def _assignment_for(study: Study, rater, item_public_id: str) -> Assignment:
+def _assignment_for(study: Study, rater, item_public_id: str, status=None) -> Assignment:
     from .selectors import rater_status
 
-    if not rater_status(study=study, user=rater).can_rate:
+    status = status or rater_status(study=study, user=rater)
+    if not status.can_rate:
         raise RatingError("No such item.", status=404)
     assignment = (
         Assignment.objects.filter(study=study, rater=rater)

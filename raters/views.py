@@ -60,7 +60,7 @@ def consent(request, study_id: int):
     status = selectors.rater_status(study=study, user=request.user)
     if status.withdrawn:
         raise Http404("No such study.")
-    version = status.consent_version
+    version = study.consent_versions.order_by("-version").first()
     if request.method == "POST" and version is not None:
         if request.POST.get("version") != str(version.version) or request.POST.get("agree") != "yes":
             messages.error(request, "Tick the box to agree to the current consent text.")
@@ -187,6 +187,7 @@ def _item_context(study, user, status):
 @require_POST
 def rate_submit(request, study_id: int, public_id: str):
     study = get_study_for(request.user, study_id, roles=[Role.RATER])
+    status = selectors.rater_status(study=study, user=request.user)
     is_fetch = request.headers.get("X-Requested-With") == "fetch"
     form = RatingForm(request.POST)
     try:
@@ -197,7 +198,7 @@ def rate_submit(request, study_id: int, public_id: str):
             if not form.is_valid():
                 raise services.RatingError(" ".join(e for errs in form.errors.values() for e in errs))
             services.rating_submit(
-                study=study, rater=request.user, item_public_id=public_id, submission=form.submission()
+                study=study, rater=request.user, item_public_id=public_id, submission=form.submission(), status=status
             )
     except services.RatingError as exc:
         if is_fetch:
@@ -207,7 +208,6 @@ def rate_submit(request, study_id: int, public_id: str):
         messages.error(request, str(exc))
         return redirect("rate", study_id=study.id)
     if is_fetch:
-        status = selectors.rater_status(study=study, user=request.user)
         return render(request, "raters/rate_item.html", _item_context(study, request.user, status))
     return redirect("rate", study_id=study.id)
 
