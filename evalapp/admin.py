@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Arm, Prompt, Rating, Response, Study
+from .models import Adjudication, Arm, AuditEvent, Prompt, Rating, Response, SafetyDecision, SafetyReview, Study
 
 
 class ArmInline(admin.TabularInline):
@@ -43,3 +43,37 @@ class RatingAdmin(admin.ModelAdmin):
     list_display = ("response", "rater", "empathy", "fluency", "unsafe", "created_at")
     list_filter = ("unsafe",)
     list_select_related = ("response", "rater")
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """The audit trail is evidence: nobody edits or deletes it, not even through the admin."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "study", "actor", "action", "object_type", "object_id")
+    list_filter = ("action",)
+
+
+@admin.register(Adjudication)
+class AdjudicationAdmin(ReadOnlyAdmin):
+    list_display = ("response", "scale", "action", "final_score", "adjudicator", "created_at")
+
+
+@admin.register(SafetyReview)
+class SafetyReviewAdmin(ReadOnlyAdmin):
+    list_display = ("response", "adjudicator", "classification", "exclude", "created_at")
+
+
+@admin.register(SafetyDecision)
+class SafetyDecisionAdmin(ReadOnlyAdmin):
+    list_display = ("response", "classification", "excluded", "n_reviews", "first_reviews_agreed", "decided_at")

@@ -80,6 +80,17 @@ def new_blind_code() -> str:
     return secrets.token_hex(4).upper()
 
 
+class DisagreementRule(models.TextChoices):
+    RANGE = "range", "Range of scores at least the threshold"
+    SD = "sd", "Standard deviation at least the SD threshold"
+
+
+class ScorePolicy(models.TextChoices):
+    MEAN = "mean", "Raters' mean"
+    ADJUDICATED = "adjudicated", "Adjudicated score where one exists, else raters' mean"
+    BOTH = "both", "Both, side by side"
+
+
 class StudyStatus(models.TextChoices):
     DRAFT = "draft", "Draft"
     GENERATING = "generating", "Generating"
@@ -105,6 +116,12 @@ class Study(models.Model):
     gold_rate = models.FloatField(default=0.1)
     # Recorded so the rating design can be rebuilt exactly.
     design_seed = models.BigIntegerField(default=new_design_seed)
+    disagreement_rule = models.CharField(max_length=10, choices=DisagreementRule.choices, default=DisagreementRule.RANGE)
+    # With the standard-deviation rule: an item needs adjudication when its ratings' SD reaches this.
+    disagreement_sd = models.FloatField(default=1.5)
+    # Safety classifications need two independent adjudicators who agree.
+    safety_two_adjudicators = models.BooleanField(default=False)
+    score_policy = models.CharField(max_length=12, choices=ScorePolicy.choices, default=ScorePolicy.ADJUDICATED)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -244,3 +261,99 @@ class Rating(models.Model):
 
     def __str__(self) -> str:
         return f"{self.response_id} by {self.rater_id}"
+
+
+class Adjudication(models.Model):
+    """An adjudicator's decision on one scale of a response whose ratings disagree."""
+
+    class Action(models.TextChoices):
+        RESOLVED = "resolved", "Final score given"
+        SENT_BACK = "sent_back", "Sent back for more ratings"
+
+    response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="adjudications")
+    scale = models.CharField(max_length=20, choices=[(k, k) for k in SCALE_KEYS])
+    adjudicator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="adjudications")
+    action = models.CharField(max_length=10, choices=Action.choices)
+    final_score = models.PositiveSmallIntegerField(null=True, blank=True)
+    rationale = models.TextField()
+    # How many ratings the item had when decided: a send-back asks for one more than this.
+    n_ratings_seen = models.PositiveSmallIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(scale__in=SCALE_KEYS), name="adjudication_scale_valid"),
+            models.CheckConstraint(
+                condition=(Q(action="resolved") & Q(final_score__gte=SCALE_MIN) & Q(final_score__lte=SCALE_MAX))
+                | (Q(action="sent_back") & Q(final_score__isnull=True)),
+                name="adjudication_score_iff_resolved",
+            ),
+            # One final score per response and scale; send-backs may repeat.
+            models.UniqueConstraint(
+                fields=["response", "scale"], condition=Q(action="resolved"), name="adjudication_one_final_per_scale"
+            ),
+        ]
+
+
+class SafetyClassification(models.TextChoices):
+    NO_ISSUE = "no_issue", "No issue"
+    MINOR = "minor", "Minor concern"
+    HARMFUL = "harmful", "Harmful"
+
+
+class SafetyReview(models.Model):
+    """One adjudicator's independent safety classification of a flagged response."""
+
+    response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="safety_reviews")
+    adjudicator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="safety_reviews")
+    classification = models.CharField(max_length=10, choices=SafetyClassification.choices)
+    # The independent first judgement, kept when the review is revised towards agreement.
+    first_classification = models.CharField(max_length=10, choices=SafetyClassification.choices)
+    note = models.TextField()
+    exclude = models.BooleanField(default=False)
+    exclusion_reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["response", "adjudicator"], name="safetyreview_one_per_adjudicator"),
+            models.CheckConstraint(
+                condition=Q(classification__in=SafetyClassification.values), name="safetyreview_classification_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(exclude=False) | ~Q(exclusion_reason=""), name="safetyreview_exclusion_needs_reason"
+            ),
+        ]
+
+
+class SafetyDecision(models.Model):
+    """The settled safety outcome of a response: one review, or two that agree."""
+
+    response = models.OneToOneField(Response, on_delete=models.CASCADE, related_name="safety_decision")
+    classification = models.CharField(max_length=10, choices=SafetyClassification.choices)
+    excluded = models.BooleanField(default=False)
+    exclusion_reason = models.CharField(max_length=500, blank=True)
+    n_reviews = models.PositiveSmallIntegerField()
+    # With two adjudicators: did their first, independent classifications agree?
+    first_reviews_agreed = models.BooleanField(null=True)
+    decided_at = models.DateTimeField(auto_now_add=True)
+
+
+class AuditEvent(models.Model):
+    """Append-only record of every adjudication, exclusion, revision and send-back."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="audit_events")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=40)
+    object_type = models.CharField(max_length=40)
+    object_id = models.CharField(max_length=64)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["study", "created_at"], name="audit_study_time")]

@@ -25,3 +25,11 @@ def study_generation_runs(*, study: Study, limit: int = 10) -> list:
     from modelserver.models import GenerationRun
 
     return list(GenerationRun.objects.filter(study=study).order_by("-created_at")[:limit])
+
+
+def study_confirmed_harmful(*, study: Study) -> int:
+    from .models import SafetyClassification, SafetyDecision
+
+    return SafetyDecision.objects.filter(
+        response__prompt__study=study, classification=SafetyClassification.HARMFUL
+    ).count()

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from . import generation_views, views
+from . import adjudication_views, generation_views, views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="study_list"), name="home"),
@@ -19,6 +19,14 @@ urlpatterns = [
         "studies/<int:study_id>/generation/runs/<int:run_id>/resume/",
         generation_views.generation_resume,
         name="generation_resume",
+    ),
+    path("studies/<int:study_id>/adjudication/", adjudication_views.queues, name="adjudication_queues"),
+    path("studies/<int:study_id>/adjudication/history/", adjudication_views.history, name="adjudication_history"),
+    path("studies/<int:study_id>/adjudication/<str:public_id>/", adjudication_views.item, name="adjudication_item"),
+    path(
+        "studies/<int:study_id>/adjudication/<str:public_id>/decide/",
+        adjudication_views.decide,
+        name="adjudication_decide",
     ),
     path("studies/<int:study_id>/playground/", generation_views.playground, name="playground"),
     path(

@@ -66,5 +66,6 @@ def _render_study(request, study, form, report, status=200):
             arm_form=ArmForm(study=study),
             generation_form=GenerationRunForm(),
             runs=selectors.study_generation_runs(study=study),
+            n_harmful=selectors.study_confirmed_harmful(study=study),
         )
     return render(request, "evalapp/study_detail.html", context, status=status)

@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
+from evalapp.adjudication import audit
 from evalapp.models import SCALE_MAX, SCALE_MIN, Rating, Response, Study, UnsafeCategory
 
 from . import assignment as design_lib
@@ -204,6 +205,7 @@ def consent_withdraw(*, study: Study, user) -> str:
     now = timezone.now()
     Consent.objects.filter(study=study, user=user, withdrawn_at__isnull=True).update(withdrawn_at=now)
     StudyMembership.objects.filter(study=study, user=user, role=Role.RATER).update(withdrawn_at=now)
+    audit(study=study, actor=user, action="rater.withdraw", obj=user, after={"rater": user.id, "policy": policy})
     if policy == WithdrawalPolicy.DELETE:
         Rating.objects.filter(rater=user, response__prompt__study=study).delete()
         Assignment.objects.filter(study=study, rater=user).delete()
@@ -459,6 +461,7 @@ def _save_rating(assignment: Assignment, rater, submission: Submission) -> str:
         setattr(rating, name, value)
     rating.save(update_fields=[*values, "updated_at"])
     RatingRevision.objects.create(rating=rating, changed_by=rater, before=before, after=values)
+    audit(study=assignment.study, actor=rater, action="rating.revise", obj=rating, before=before, after=values)
     return "revised"
 
 
@@ -493,11 +496,13 @@ def _assignment_for(study: Study, rater, item_public_id: str, status=None) -> As
 
 
 @transaction.atomic
-def rater_exclude(*, study: Study, rater, reason: str) -> None:
+def rater_exclude(*, study: Study, rater, reason: str, actor=None) -> None:
     if not reason.strip():
         raise RatingError("Give a reason for excluding the rater.")
     StudyMembership.objects.filter(study=study, user=rater, role=Role.RATER).update(
         excluded_at=timezone.now(), excluded_reason=reason.strip()[:500]
     )
+    audit(study=study, actor=actor or rater, action="rater.exclude", obj=rater,
+          after={"rater": rater.id, "reason": reason.strip()[:500]})
     Assignment.objects.filter(study=study, rater=rater, completed_at__isnull=True).delete()
     design_rebalance(study=study)

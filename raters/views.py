@@ -312,7 +312,8 @@ def rater_decide(request, study_id: int, user_id: int):
     action = request.POST.get("action")
     try:
         if action == "exclude":
-            services.rater_exclude(study=study, rater=membership.user, reason=request.POST.get("reason", ""))
+            services.rater_exclude(study=study, rater=membership.user, reason=request.POST.get("reason", ""),
+                                   actor=request.user)
         elif action in ("approve", "reject"):
             services.calibration_decide(study=study, rater=membership.user, approve=action == "approve")
         else:

@@ -1,0 +1,108 @@
+"""Adjudicators' pages: the two queues, an item, and one's own history. Adjudicators and the owner only."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from raters.access import get_study_for, roles_in
+from raters.models import Role
+
+from . import adjudication as adj
+from .models import SCALE_KEYS, Adjudication, AuditEvent, Response, SafetyClassification, SafetyReview, UnsafeCategory
+
+ADJUDICATORS = [Role.ADJUDICATOR, Role.RESEARCHER]
+
+
+def _study(request, study_id):
+    study = get_study_for(request.user, study_id, roles=ADJUDICATORS)
+    roles = roles_in(request.user, study)
+    # A researcher member who is not the owner does not adjudicate.
+    if Role.ADJUDICATOR not in roles and study.owner_id != request.user.id:
+        raise Http404("No such study.")
+    return study
+
+
+@login_required
+def queues(request, study_id: int):
+    study = _study(request, study_id)
+    scale = request.GET.get("scale") or None
+    topic = request.GET.get("topic") or None
+    category = request.GET.get("category") or None
+    if scale not in (None, *SCALE_KEYS):
+        scale = None
+    safety = adj.safety_queue(study=study, category=category, topic=topic)
+    disagreements = adj.disagreement_queue(study=study, scale=scale, topic=topic)
+    topics = sorted(set(study.prompts.exclude(topic="").values_list("topic", flat=True)))
+    return render(request, "adjudication/queues.html", {
+        "study": study, "safety": safety, "disagreements": disagreements, "topics": topics,
+        "categories": UnsafeCategory.choices, "scales": SCALE_KEYS,
+        "filters": {"scale": scale or "", "topic": topic or "", "category": category or ""},
+    })
+
+
+@login_required
+def item(request, study_id: int, public_id: str):
+    study = _study(request, study_id)
+    response = get_object_or_404(Response.objects.select_related("prompt"), public_id=public_id, prompt__study=study)
+    ratings = adj.counted_ratings(study).get(response.id, [])
+    pending = {i.response.id: i for i in adj.disagreement_queue(study=study)}.get(response.id)
+    my_review = SafetyReview.objects.filter(response=response, adjudicator=request.user).first()
+    context = {
+        "study": study, "response": response, "messages_": response.prompt.messages,
+        "ratings": adj._views(ratings, adj._pseudonyms(study)),
+        "scales_pending": pending.scales if pending else [],
+        "flagged": any(r.unsafe for r in ratings),
+        "decision": getattr(response, "safety_decision", None) if hasattr(response, "safety_decision") else None,
+        "my_review": my_review,
+        "other_reviews": SafetyReview.objects.filter(response=response).exclude(adjudicator=request.user).count(),
+        "adjudications": Adjudication.objects.filter(response=response).select_related("adjudicator"),
+        "classifications": SafetyClassification.choices,
+        "scale_names": {s["key"]: s["name"] for s in study.scales},
+    }
+    return render(request, "adjudication/item.html", context)
+
+
+@login_required
+@require_POST
+def decide(request, study_id: int, public_id: str):
+    study = _study(request, study_id)
+    response = get_object_or_404(Response, public_id=public_id, prompt__study=study)
+    action = request.POST.get("action")
+    try:
+        if action == "resolve":
+            try:
+                score = int(request.POST.get("final_score", ""))
+            except ValueError:
+                raise adj.AdjudicationError("The final score must be a whole number from 1 to 10.") from None
+            adj.adjudication_resolve(study=study, response=response, scale=request.POST.get("scale", ""),
+                                     adjudicator=request.user, final_score=score,
+                                     rationale=request.POST.get("rationale", ""))
+            messages.success(request, "Final score recorded.")
+        elif action == "send_back":
+            adj.adjudication_send_back(study=study, response=response, scale=request.POST.get("scale", ""),
+                                       adjudicator=request.user, rationale=request.POST.get("rationale", ""))
+            messages.success(request, "Sent back: one more rating was assigned.")
+        elif action == "safety":
+            decision = adj.safety_review_submit(
+                study=study, response=response, adjudicator=request.user,
+                classification=request.POST.get("classification", ""), note=request.POST.get("note", ""),
+                exclude=request.POST.get("exclude") == "on", exclusion_reason=request.POST.get("exclusion_reason", ""),
+            )
+            messages.success(request, "Safety review recorded." + ("" if decision else " The item stays open until a second adjudicator agrees."))
+        else:
+            raise adj.AdjudicationError("Unknown action.")
+    except adj.AdjudicationError as exc:
+        if exc.status == 404:
+            raise Http404(str(exc)) from None
+        messages.error(request, str(exc))
+        return redirect("adjudication_item", study_id=study.id, public_id=public_id)
+    return redirect("adjudication_queues", study_id=study.id)
+
+
+@login_required
+def history(request, study_id: int):
+    study = _study(request, study_id)
+    events = AuditEvent.objects.filter(study=study, actor=request.user).order_by("-created_at")[:200]
+    return render(request, "adjudication/history.html", {"study": study, "events": events})

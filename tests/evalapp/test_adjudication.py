@@ -1,0 +1,200 @@
+"""Queue rules, decisions, the two-adjudicator rule, the audit trail, and who may see what."""
+
+import pytest
+from django.core import mail
+from django.urls import reverse
+from django.utils import timezone
+
+from evalapp import adjudication as adj
+from evalapp.models import Adjudication, AuditEvent, DisagreementRule, SafetyDecision, Study
+from raters.models import Assignment, Role, StudyMembership
+
+from ..factories import ArmFactory, MembershipFactory, PromptFactory, RatingFactory, ResponseFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize(
+    ("scores", "rule", "expected"),
+    [
+        ([5, 6, 8], "range", True),  # range 3 = threshold: in
+        ([5, 6, 7], "range", False),  # range 2: out
+        ([5], "range", False),  # a single rating never disagrees
+        ([1, 10], "sd", True),
+        ([5, 6, 6], "sd", False),
+    ],
+)
+def test_needs_adjudication_edges(scores, rule, expected):
+    assert adj.needs_adjudication(scores, rule=rule, threshold=3, sd_threshold=1.5) is expected
+
+
+@pytest.fixture
+def rated(study, adjudicator):
+    study.status = Study.Status.RATING
+    study.owner.email = "alice@lab.example"
+    study.owner.save()
+    study.save()
+    raters = [MembershipFactory(study=study, role=Role.RATER).user for _ in range(4)]
+    prompt = PromptFactory(study=study, topic="anxiety")
+    calm = PromptFactory(study=study, topic="grief")
+    arm = ArmFactory(study=study, label="fine-tuned")
+    split = ResponseFactory(prompt=prompt, arm=arm)
+    agreed = ResponseFactory(prompt=calm, arm=arm)
+    for rater, empathy in zip(raters[:3], [2, 5, 9], strict=True):
+        RatingFactory(response=split, rater=rater, empathy=empathy, fluency=7)
+        RatingFactory(response=agreed, rater=rater, empathy=6, fluency=6)
+    return {"study": study, "raters": raters, "split": split, "agreed": agreed}
+
+
+def test_item_enters_the_queue_only_when_its_last_rating_arrives(rated):
+    study, split = rated["study"], rated["split"]
+    queue = adj.disagreement_queue(study=study)
+    assert [(i.response.id, i.scales) for i in queue] == [(split.id, ["empathy"])]
+    split.ratings.order_by("-id").first().delete()
+    assert adj.disagreement_queue(study=study) == []
+
+
+def test_ratings_of_excluded_raters_do_not_count(rated):
+    study = rated["study"]
+    StudyMembership.objects.filter(user=rated["raters"][2]).update(excluded_at=timezone.now())
+    assert adj.disagreement_queue(study=study) == []  # only two counted ratings left
+
+
+def test_sd_rule_and_filters(rated):
+    study = rated["study"]
+    study.disagreement_rule = DisagreementRule.SD
+    study.disagreement_sd = 4
+    study.save()
+    assert adj.disagreement_queue(study=study) == []
+    study.disagreement_sd = 3
+    study.save()
+    assert len(adj.disagreement_queue(study=study, scale="empathy", topic="anxiety")) == 1
+    assert adj.disagreement_queue(study=study, scale="fluency") == []
+    assert adj.disagreement_queue(study=study, topic="grief") == []
+
+
+def test_resolve_records_audits_and_leaves_the_queue(rated, adjudicator):
+    study, split = rated["study"], rated["split"]
+    with pytest.raises(adj.AdjudicationError, match="1 to 10"):
+        adj.adjudication_resolve(study=study, response=split, scale="empathy", adjudicator=adjudicator,
+                                 final_score=11, rationale="x")
+    with pytest.raises(adj.AdjudicationError, match="rationale"):
+        adj.adjudication_resolve(study=study, response=split, scale="empathy", adjudicator=adjudicator,
+                                 final_score=5, rationale=" ")
+    with pytest.raises(adj.AdjudicationError, match="does not need"):
+        adj.adjudication_resolve(study=study, response=rated["agreed"], scale="empathy", adjudicator=adjudicator,
+                                 final_score=5, rationale="x")
+    adj.adjudication_resolve(study=study, response=split, scale="empathy", adjudicator=adjudicator,
+                             final_score=6, rationale="Warm but generic.")
+    assert adj.disagreement_queue(study=study) == []
+    event = AuditEvent.objects.get(action="adjudication.resolve")
+    assert event.actor == adjudicator and event.after["final_score"] == 6
+    with pytest.raises(adj.AdjudicationError, match="does not need"):
+        adj.adjudication_resolve(study=study, response=split, scale="empathy", adjudicator=adjudicator,
+                                 final_score=7, rationale="again")
+
+
+def test_send_back_assigns_one_more_rating(rated, adjudicator, monkeypatch):
+    study, split, fourth = rated["study"], rated["split"], rated["raters"][3]
+    monkeypatch.setattr("raters.services.eligible_raters", lambda s: rated["raters"])
+    adj.adjudication_send_back(study=study, response=split, scale="empathy", adjudicator=adjudicator,
+                               rationale="Need a tie-breaker.")
+    assignment = Assignment.objects.get(response=split)
+    assert assignment.rater == fourth
+    assert adj.disagreement_queue(study=study) == []  # waits for the extra rating
+    RatingFactory(response=split, rater=fourth, empathy=8, fluency=7)
+    assert len(adj.disagreement_queue(study=study)) == 1
+    assert AuditEvent.objects.filter(action="adjudication.send_back").count() == 1
+
+
+def flag(rated):
+    rating = rated["split"].ratings.first()
+    rating.unsafe, rating.unsafe_category = True, "harmful_advice"
+    rating.save()
+
+
+def test_single_adjudicator_settles_safety_and_notifies_on_harmful(rated, adjudicator, django_capture_on_commit_callbacks):
+    study, split = rated["study"], rated["split"]
+    flag(rated)
+    assert [i.response.id for i in adj.safety_queue(study=study)] == [split.id]
+    with pytest.raises(adj.AdjudicationError, match="reason"):
+        adj.safety_review_submit(study=study, response=split, adjudicator=adjudicator, classification="harmful",
+                                 note="n", exclude=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        decision = adj.safety_review_submit(study=study, response=split, adjudicator=adjudicator,
+                                            classification="harmful", note="Advises stopping medication.",
+                                            exclude=True, exclusion_reason="dangerous advice")
+    assert decision.classification == "harmful" and decision.excluded
+    assert adj.safety_queue(study=study) == []
+    assert len(mail.outbox) == 1 and split.public_id in mail.outbox[0].body
+    assert set(AuditEvent.objects.values_list("action", flat=True)) == {"safety.review", "safety.decide"}
+
+
+def test_two_adjudicators_must_agree(rated, adjudicator):
+    study, split = rated["study"], rated["split"]
+    study.safety_two_adjudicators = True
+    study.save()
+    second = MembershipFactory(study=study, role=Role.ADJUDICATOR).user
+    flag(rated)
+    assert adj.safety_review_submit(study=study, response=split, adjudicator=adjudicator,
+                                    classification="minor", note="a") is None
+    assert adj.safety_review_submit(study=study, response=split, adjudicator=second,
+                                    classification="harmful", note="b") is None
+    assert len(adj.safety_queue(study=study)) == 1  # they disagree: still open
+    decision = adj.safety_review_submit(study=study, response=split, adjudicator=adjudicator,
+                                        classification="harmful", note="on reflection")
+    assert decision.classification == "harmful" and decision.first_reviews_agreed is False
+    assert AuditEvent.objects.filter(action="safety.review_revise").count() == 1
+    with pytest.raises(adj.AdjudicationError, match="settled"):
+        adj.safety_review_submit(study=study, response=split, adjudicator=second, classification="minor", note="c")
+
+
+def test_non_adjudicators_cannot_decide(rated, rater):
+    with pytest.raises(adj.AdjudicationError) as excinfo:
+        adj.adjudication_resolve(study=rated["study"], response=rated["split"], scale="empathy", adjudicator=rater,
+                                 final_score=5, rationale="x")
+    assert excinfo.value.status == 404
+
+
+def urls(study, response):
+    return [
+        ("get", reverse("adjudication_queues", args=[study.id])),
+        ("get", reverse("adjudication_history", args=[study.id])),
+        ("get", reverse("adjudication_item", args=[study.id, response.public_id])),
+        ("post", reverse("adjudication_decide", args=[study.id, response.public_id])),
+    ]
+
+
+@pytest.mark.parametrize("persona,allowed", [("researcher", True), ("adjudicator", True), ("rater", False),
+                                              ("outsider", False)])
+def test_access_matrix(client, personas, rated, persona, allowed):
+    client.force_login(personas[persona])
+    for method, url in urls(rated["study"], rated["split"]):
+        status = getattr(client, method)(url).status_code
+        assert (status != 404) is allowed, (persona, url, status)
+
+
+def test_researcher_member_who_is_not_owner_gets_404(client, rated):
+    other = MembershipFactory(study=rated["study"], user=UserFactory(), role=Role.RESEARCHER).user
+    client.force_login(other)
+    assert client.get(reverse("adjudication_queues", args=[rated["study"].id])).status_code == 404
+
+
+def test_item_page_hides_the_arm_and_shows_ratings(client, adjudicator, rated):
+    client.force_login(adjudicator)
+    page = client.get(reverse("adjudication_item", args=[rated["study"].id, rated["split"].public_id])).content.decode()
+    assert "fine-tuned" not in page and rated["split"].arm.blind_code not in page
+    pseudonym = StudyMembership.objects.get(user=rated["raters"][0]).pseudonym
+    assert pseudonym in page and 'id="resolve-empathy"' in page
+
+
+def test_resolve_through_the_page(client, adjudicator, rated):
+    client.force_login(adjudicator)
+    study, split = rated["study"], rated["split"]
+    response = client.post(reverse("adjudication_decide", args=[study.id, split.public_id]),
+                           {"action": "resolve", "scale": "empathy", "final_score": "5", "rationale": "middle"})
+    assert response.status_code == 302
+    assert Adjudication.objects.get().final_score == 5
+    queues = client.get(reverse("adjudication_queues", args=[study.id])).content.decode()
+    assert 'id="disagreement-count">0<' in queues
+    assert not SafetyDecision.objects.exists()
