@@ -8,6 +8,7 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="study_list"), name="home"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
+    path("api/", include("evalapp.api_urls")),
     path("", include("raters.urls")),
     path("studies/", views.study_list, name="study_list"),
     path("studies/<int:study_id>/", views.study_detail, name="study_detail"),

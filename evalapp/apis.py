@@ -1,0 +1,236 @@
+"""The REST API. Same access rules as the pages: every study comes through raters.access (404 for outsiders).
+
+Filtering takes only the fields each view declares; any other query parameter
+is refused with 400, so no `__` lookup from user input can reach a related
+table (an annotation tool once leaked password hashes that way).
+"""
+
+import django_filters
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response as ApiResponse
+from rest_framework.views import APIView
+
+from evalapp.models import Adjudication, Arm, Prompt, Study
+from modelserver.models import GenerationRun
+from modelserver.services import GenerationError, generation_run_create
+from raters import selectors as rater_selectors
+from raters import services as rater_services
+from raters.access import get_study_for, studies_for
+from raters.models import Role
+
+from . import serializers as s
+from .services import study_import_prompts
+
+RESEARCHERS = [Role.RESEARCHER]
+CONTROL_PARAMS = {"page", "page_size", "format"}
+
+
+class Pagination(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class StrictFilterBackend(DjangoFilterBackend):
+    """django-filter, but an unknown query parameter is an error rather than silently ignored."""
+
+    def filter_queryset(self, request, queryset, view):
+        filterset_class = self.get_filterset_class(view, queryset)
+        allowed = set(CONTROL_PARAMS)
+        if filterset_class is not None:
+            allowed |= set(filterset_class.base_filters)
+        unknown = sorted(set(request.query_params) - allowed)
+        if unknown:
+            raise ValidationError({"detail": f"Unknown query parameter(s): {', '.join(unknown)}. "
+                                             f"Allowed: {', '.join(sorted(allowed))}."})
+        return super().filter_queryset(request, queryset, view)
+
+
+class StudyFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=Study.Status.choices)
+    title = django_filters.CharFilter(lookup_expr="icontains")
+
+    class Meta:
+        model = Study
+        fields = ["status", "title"]
+
+
+class PromptFilter(django_filters.FilterSet):
+    topic = django_filters.CharFilter()
+    split = django_filters.CharFilter()
+    source = django_filters.CharFilter()
+    external_id = django_filters.CharFilter()
+
+    class Meta:
+        model = Prompt
+        fields = ["topic", "split", "source", "external_id"]
+
+
+class GenerationRunFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=GenerationRun.Status.choices)
+
+    class Meta:
+        model = GenerationRun
+        fields = ["status"]
+
+
+class AdjudicationFilter(django_filters.FilterSet):
+    scale = django_filters.CharFilter()
+    action = django_filters.ChoiceFilter(choices=Adjudication.Action.choices)
+
+    class Meta:
+        model = Adjudication
+        fields = ["scale", "action"]
+
+
+class _StudyScoped:
+    study_roles = RESEARCHERS
+    pagination_class = Pagination
+    filter_backends = [StrictFilterBackend]
+
+    def study(self) -> Study:
+        if not hasattr(self, "_study"):
+            self._study = get_study_for(self.request.user, self.kwargs["study_id"], roles=self.study_roles)
+        return self._study
+
+
+class StudyList(generics.ListAPIView):
+    serializer_class = s.StudySerializer
+    pagination_class = Pagination
+    filter_backends = [StrictFilterBackend]
+    filterset_class = StudyFilter
+
+    def get_queryset(self):
+        return studies_for(self.request.user).select_related("owner").order_by("-created_at")
+
+
+class StudyDetail(generics.RetrieveAPIView):
+    serializer_class = s.StudySerializer
+
+    def get_object(self):
+        return get_study_for(self.request.user, self.kwargs["study_id"])
+
+
+class PromptList(_StudyScoped, generics.ListAPIView):
+    queryset = Prompt.objects.none()  # for the schema; get_queryset scopes to the study
+    serializer_class = s.PromptSerializer
+    filterset_class = PromptFilter
+
+    def get_queryset(self):
+        return self.study().prompts.order_by("id")
+
+
+class PromptImport(_StudyScoped, APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(request=s.PromptImportSerializer, responses={201: s.ImportReportSerializer,
+                                                                 200: s.ImportReportSerializer,
+                                                                 400: s.ImportReportSerializer})
+    def post(self, request, study_id: int):
+        study = self.study()
+        form = s.PromptImportSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        upload = form.validated_data["file"]
+        report = study_import_prompts(
+            study=study, data=upload.read(), filename=upload.name, split=form.validated_data.get("split") or None,
+            sample=form.validated_data.get("sample"), seed=form.validated_data["seed"],
+            redact=form.validated_data["redact"],
+        )
+        body = s.ImportReportSerializer({**report.__dict__, "ok": report.ok, "summary": report.summary()}).data
+        code = status.HTTP_400_BAD_REQUEST if not report.ok else (
+            status.HTTP_201_CREATED if report.created else status.HTTP_200_OK)
+        return ApiResponse(body, status=code)
+
+
+class ArmList(_StudyScoped, generics.ListAPIView):
+    queryset = Arm.objects.none()
+    serializer_class = s.ArmSerializer
+
+    def get_queryset(self):
+        return self.study().arms.order_by("id")
+
+
+class GenerationRunList(_StudyScoped, generics.ListCreateAPIView):
+    queryset = GenerationRun.objects.none()
+    serializer_class = s.GenerationRunSerializer
+    filterset_class = GenerationRunFilter
+
+    def get_queryset(self):
+        return GenerationRun.objects.filter(study=self.study()).prefetch_related("arms").order_by("-created_at")
+
+    @extend_schema(request=s.GenerationStartSerializer, responses={201: s.GenerationRunSerializer})
+    def post(self, request, study_id: int):
+        form = s.GenerationStartSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            run = generation_run_create(study=self.study(), user=request.user, **form.validated_data)
+        except GenerationError as exc:
+            return ApiResponse({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return ApiResponse(s.GenerationRunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+
+class GenerationRunDetail(_StudyScoped, generics.RetrieveAPIView):
+    serializer_class = s.GenerationRunSerializer
+
+    def get_object(self):
+        run = GenerationRun.objects.filter(study=self.study(), id=self.kwargs["run_id"]).first()
+        if run is None:
+            raise NotFound("No such run.")
+        return run
+
+
+class RaterNextItem(_StudyScoped, APIView):
+    study_roles = [Role.RATER]
+
+    @extend_schema(responses={200: s.RaterItemSerializer, 204: None})
+    def get(self, request, study_id: int):
+        study = self.study()
+        rater_status = rater_selectors.rater_status(study=study, user=request.user)
+        if not rater_status.can_rate:
+            raise NotFound("No items: consent and calibration come first.")
+        upcoming = rater_selectors.next_item(study=study, rater=request.user)
+        if upcoming.assignment is None:
+            return ApiResponse(status=status.HTTP_204_NO_CONTENT)
+        a = upcoming.assignment
+        source = a.gold_item if a.gold_item_id else a.response
+        item = {
+            "public_id": source.public_id,
+            "messages": source.messages if a.gold_item_id else source.prompt.messages,
+            "text": source.response_text if a.gold_item_id else source.text,
+            "done": upcoming.done,
+            "total": upcoming.total,
+        }
+        return ApiResponse(s.RaterItemSerializer(item).data)
+
+
+class RaterSubmit(_StudyScoped, APIView):
+    study_roles = [Role.RATER]
+
+    @extend_schema(request=s.RatingSubmitSerializer, responses={200: None, 201: None})
+    def post(self, request, study_id: int, public_id: str):
+        form = s.RatingSubmitSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            outcome = rater_services.rating_submit(
+                study=self.study(), rater=request.user, item_public_id=public_id,
+                submission=rater_services.Submission(**form.validated_data),
+            )
+        except rater_services.RatingError as exc:
+            return ApiResponse({"detail": str(exc)}, status=exc.status)
+        return ApiResponse({"outcome": outcome}, status=201 if outcome == "created" else 200)
+
+
+class AdjudicationList(_StudyScoped, generics.ListAPIView):
+    queryset = Adjudication.objects.none()
+    serializer_class = s.AdjudicationSerializer
+    filterset_class = AdjudicationFilter
+    study_roles = [Role.RESEARCHER, Role.ADJUDICATOR]
+
+    def get_queryset(self):
+        return (Adjudication.objects.filter(response__prompt__study=self.study())
+                .select_related("response", "adjudicator").order_by("id"))

@@ -1,0 +1,99 @@
+from rest_framework import serializers
+
+from evalapp.models import Adjudication, Arm, Prompt, Study
+from modelserver.models import GenerationRun
+
+
+class StudySerializer(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.get_username", read_only=True)
+
+    class Meta:
+        model = Study
+        fields = ["id", "title", "description", "owner", "status", "scales", "ratings_per_response",
+                  "disagreement_threshold", "created_at", "updated_at"]
+        read_only_fields = fields
+
+
+class PromptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Prompt
+        fields = ["id", "external_id", "messages", "topic", "source", "split", "reference", "created_at"]
+        read_only_fields = fields
+
+
+class PromptImportSerializer(serializers.Serializer):
+    file = serializers.FileField()
+    split = serializers.CharField(required=False, allow_blank=True, max_length=50)
+    sample = serializers.IntegerField(required=False, min_value=1)
+    seed = serializers.IntegerField(required=False, default=0)
+    redact = serializers.BooleanField(required=False, default=False)
+
+
+class ImportProblemSerializer(serializers.Serializer):
+    row = serializers.IntegerField()
+    field = serializers.CharField()
+    reason = serializers.CharField()
+
+
+class ImportReportSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    summary = serializers.CharField()
+    format = serializers.CharField()
+    rows_in_file = serializers.IntegerField()
+    selected = serializers.IntegerField()
+    created = serializers.IntegerField()
+    unchanged = serializers.IntegerField()
+    errors = ImportProblemSerializer(many=True)
+    warnings = ImportProblemSerializer(many=True)
+
+
+class ArmSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Arm
+        fields = ["id", "label", "blind_code", "base_model", "adapter", "system_prompt", "generation_params"]
+        read_only_fields = fields
+
+
+class GenerationRunSerializer(serializers.ModelSerializer):
+    arms = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+
+    class Meta:
+        model = GenerationRun
+        fields = ["id", "status", "arms", "samples_per_prompt", "seed", "batch_size", "total", "done", "error",
+                  "attempts", "created_at", "started_at", "finished_at"]
+        read_only_fields = fields
+
+
+class GenerationStartSerializer(serializers.Serializer):
+    samples_per_prompt = serializers.IntegerField(min_value=1, max_value=20, default=1)
+    seed = serializers.IntegerField(min_value=0, default=0)
+    batch_size = serializers.IntegerField(min_value=1, max_value=256, default=16)
+
+
+class RaterItemSerializer(serializers.Serializer):
+    """What a rater may see of an item: no arm, model or sequential id."""
+
+    public_id = serializers.CharField()
+    messages = serializers.ListField(child=serializers.DictField())
+    text = serializers.CharField()
+    done = serializers.IntegerField()
+    total = serializers.IntegerField()
+
+
+class RatingSubmitSerializer(serializers.Serializer):
+    empathy = serializers.IntegerField(min_value=1, max_value=10)
+    fluency = serializers.IntegerField(min_value=1, max_value=10)
+    unsafe = serializers.BooleanField(default=False)
+    unsafe_category = serializers.CharField(required=False, allow_blank=True, default="")
+    comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    seconds_on_item = serializers.FloatField(required=False, allow_null=True, min_value=0, default=None)
+
+
+class AdjudicationSerializer(serializers.ModelSerializer):
+    response = serializers.CharField(source="response.public_id", read_only=True)
+    adjudicator = serializers.CharField(source="adjudicator.get_username", read_only=True)
+
+    class Meta:
+        model = Adjudication
+        fields = ["id", "response", "scale", "action", "final_score", "rationale", "adjudicator", "created_at"]
+        read_only_fields = fields
