@@ -238,6 +238,8 @@ class Rating(models.Model):
     unsafe_category = models.CharField(max_length=30, choices=UnsafeCategory.choices, blank=True)
     comment = models.TextField(blank=True)
     seconds_on_item = models.FloatField(null=True, blank=True)
+    # Written by the demo's rater simulation, never by a person; labelled on every page and export.
+    simulated = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

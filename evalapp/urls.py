@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from . import adjudication_views, generation_views, views
+from . import adjudication_views, generation_views, results_views, views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="study_list"), name="home"),
@@ -29,6 +29,11 @@ urlpatterns = [
         adjudication_views.decide,
         name="adjudication_decide",
     ),
+    path("studies/<int:study_id>/results/", results_views.results, name="results"),
+    path("studies/<int:study_id>/results.json", results_views.results_json, name="results_json"),
+    path("studies/<int:study_id>/results/plots/<str:name>.<str:fmt>", results_views.results_plot, name="results_plot"),
+    path("studies/<int:study_id>/export/<str:name>.csv", results_views.export_csv, name="export_csv"),
+    path("studies/<int:study_id>/export.zip", results_views.export_zip, name="export_zip"),
     path("studies/<int:study_id>/playground/", generation_views.playground, name="playground"),
     path(
         "studies/<int:study_id>/playground/<int:request_id>/",

@@ -23,6 +23,8 @@ class StudyMembership(models.Model):
     role = models.CharField(max_length=20, choices=Role.choices)
     # Shown to adjudicators and in exports instead of the account name.
     pseudonym = models.CharField(max_length=64, blank=True)
+    # Optional rater group (e.g. cohort or discipline) for subgroup results.
+    group = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     withdrawn_at = models.DateTimeField(null=True, blank=True)
     # A researcher's decision: kept, marked, and left out of the analysis.

@@ -1,0 +1,180 @@
+"""The study's data in long form (for exports and the analysis) and the cached results.
+
+Rows come from the database a chunk at a time; the statistics are evalapp.analysis
+(pure), so what the results page shows is recomputable from the exported CSV.
+"""
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+
+from django.core.cache import cache
+from django.db.models import Avg, Max
+
+from raters.models import Role, StudyMembership
+
+from .analysis import analyze_long
+from .exports import RATINGS_COLUMNS
+from .models import SCALE_KEYS, Adjudication, Rating, SafetyDecision, ScorePolicy, Study
+
+N_BOOT = 2000
+
+
+def _exclusions(study: Study) -> tuple[dict[int, str], dict[int, str]]:
+    raters = {}
+    for user_id, withdrawn, excluded, reason in StudyMembership.objects.filter(study=study, role=Role.RATER).values_list(
+        "user_id", "withdrawn_at", "excluded_at", "excluded_reason"
+    ):
+        if withdrawn:
+            raters[user_id] = "rater withdrew"
+        elif excluded:
+            raters[user_id] = f"rater excluded: {reason}"
+    responses = {
+        rid: f"response excluded after safety review: {reason}"
+        for rid, reason in SafetyDecision.objects.filter(response__prompt__study=study, excluded=True).values_list(
+            "response_id", "exclusion_reason"
+        )
+    }
+    return raters, responses
+
+
+def _adjudicated(study: Study) -> dict[tuple[int, str], int]:
+    return {
+        (rid, scale): score
+        for rid, scale, score in Adjudication.objects.filter(
+            response__prompt__study=study, action=Adjudication.Action.RESOLVED
+        ).values_list("response_id", "scale", "final_score")
+    }
+
+
+def rating_rows(study: Study, chunk_size: int = 5000) -> Iterator[tuple]:
+    """One row per rating and scale, in RATINGS_COLUMNS order, streamed from the database."""
+    excluded_raters, excluded_responses = _exclusions(study)
+    adjudicated = _adjudicated(study)
+    left_out = list(excluded_raters)
+    means = defaultdict(dict)
+    for row in (Rating.objects.filter(response__prompt__study=study).exclude(rater_id__in=left_out)
+                .values("response_id").annotate(empathy=Avg("empathy"), fluency=Avg("fluency"))):
+        for scale in SCALE_KEYS:
+            means[row["response_id"]][scale] = round(row[scale], 4)
+    pseudonyms = dict(StudyMembership.objects.filter(study=study, role=Role.RATER).values_list("user_id", "pseudonym"))
+    groups = dict(StudyMembership.objects.filter(study=study, role=Role.RATER).values_list("user_id", "group"))
+    fields = ["id", "response_id", "response__public_id", "response__prompt__external_id", "response__prompt__topic",
+              "response__arm__label", "response__arm__blind_code", "response__sample_index", "rater_id", "empathy",
+              "fluency", "unsafe", "unsafe_category", "comment", "seconds_on_item", "created_at", "updated_at",
+              "simulated"]
+    queryset = Rating.objects.filter(response__prompt__study=study).order_by("id").values_list(*fields)
+    for (rating_id, response_id, public_id, prompt_id, topic, arm, code, sample, rater_id, empathy, fluency, unsafe,
+         category, comment, seconds, created, updated, simulated) in queryset.iterator(chunk_size=chunk_size):
+        reasons = [r for r in (excluded_raters.get(rater_id), excluded_responses.get(response_id)) if r]
+        for scale, score in (("empathy", empathy), ("fluency", fluency)):
+            final = adjudicated.get((response_id, scale))
+            mean = means.get(response_id, {}).get(scale)
+            used = final if final is not None and study.score_policy == ScorePolicy.ADJUDICATED else mean
+            yield (study.id, rating_id, public_id, prompt_id, topic, arm, code, sample,
+                   pseudonyms.get(rater_id, str(rater_id)), groups.get(rater_id, ""), scale, score, final, used,
+                   study.score_policy, int(unsafe), category, comment, seconds, created.isoformat(),
+                   updated.isoformat(), int(bool(reasons)), "; ".join(reasons), int(simulated))
+
+
+RATING_HEADER = [name for name, _ in RATINGS_COLUMNS]
+
+
+def analysis_records(rows) -> list[dict]:
+    """The rows the analysis uses: excluded rows out; under the adjudicated policy the final score
+    replaces each rater's score of an adjudicated response and scale in the model comparison."""
+    index = {name: i for i, name in enumerate(RATING_HEADER)}
+    records = []
+    for row in rows:
+        if row[index["excluded"]]:
+            continue
+        records.append({
+            "item": row[index["response_id"]],
+            "rater": row[index["rater"]],
+            "scale": row[index["scale"]],
+            "score": row[index["score"]],
+            "comparison_score": row[index["adjudicated_score"]] if row[index["score_policy"]] == ScorePolicy.ADJUDICATED
+            and row[index["adjudicated_score"]] is not None else row[index["score"]],
+            "arm": row[index["arm"]],
+            "prompt": row[index["prompt_id"]],
+            "topic": row[index["topic"]],
+            "unsafe": row[index["unsafe"]],
+            "simulated": row[index["simulated"]],
+        })
+    return records
+
+
+def _fingerprint(study: Study) -> str:
+    latest = Rating.objects.filter(response__prompt__study=study).aggregate(m=Max("updated_at"), n=Max("id"))
+    parts = [study.id, study.score_policy, latest["m"], latest["n"], Rating.objects.filter(response__prompt__study=study).count(),
+             Adjudication.objects.filter(response__prompt__study=study).aggregate(m=Max("id"))["m"],
+             SafetyDecision.objects.filter(response__prompt__study=study).aggregate(m=Max("id"))["m"],
+             StudyMembership.objects.filter(study=study).exclude(excluded_at=None, withdrawn_at=None).count()]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
+def study_results(study: Study, *, n_boot: int = N_BOOT) -> dict:
+    """Agreement and the model comparison per scale, cached until a rating or decision changes."""
+    key = f"results:{study.id}:{_fingerprint(study)}:{n_boot}"
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    records = analysis_records(rating_rows(study))
+    result = {"n_rows": len(records), "simulated": any(r["simulated"] for r in records), "policy": study.score_policy}
+    if records and len({r["rater"] for r in records}) >= 2:
+        seed = study.design_seed % (2**31)
+        rows = [{"item": r["item"], "rater": r["rater"], "scale": r["scale"], "score": r["score"], "arm": r["arm"],
+                 "prompt": r["prompt"]} for r in records]
+        arms = {r["arm"] for r in rows}
+        if len(arms) == 2:
+            result["agreement"] = analyze_long(rows, n_boot=n_boot, seed=seed, fit_mixed=True)
+            if any(r["comparison_score"] != r["score"] for r in records):
+                # Agreement is about the raters' own scores; the comparison uses the policy's scores.
+                for row, record in zip(rows, records, strict=True):
+                    row["score"] = record["comparison_score"]
+                result["comparison"] = analyze_long(rows, n_boot=n_boot, seed=seed, fit_mixed=True)
+            else:
+                result["comparison"] = result["agreement"]
+        else:
+            result["agreement"] = analyze_long([{k: v for k, v in r.items() if k != "arm"} for r in rows],
+                                               n_boot=n_boot, seed=seed)
+        result["arm_means"] = arm_means(records)
+    unsafe = defaultdict(lambda: [0, 0])
+    for r in records:
+        if r["scale"] == "empathy":
+            unsafe[r["arm"]][0] += r["unsafe"]
+            unsafe[r["arm"]][1] += 1
+    result["unsafe_flags"] = {arm: {"flagged": k, "ratings": n} for arm, (k, n) in unsafe.items()}
+    result["confirmed_harmful"] = _harmful_by_arm(study)
+    cache.set(key, result, 3600)
+    return result
+
+
+def _harmful_by_arm(study: Study) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for label in SafetyDecision.objects.filter(response__prompt__study=study, classification="harmful").values_list(
+        "response__arm__label", flat=True
+    ):
+        counts[label] += 1
+    return dict(counts)
+
+
+def arm_means(records: list[dict]) -> dict[str, dict[str, dict]]:
+    """Mean per arm and scale over per-prompt means, with a t-based 95% CI (prompts are the units)."""
+    import numpy as np
+    from scipy import stats
+
+    per_prompt: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        per_prompt[(r["scale"], r["arm"])][r["prompt"]].append(r["comparison_score"])
+    out: dict[str, dict[str, dict]] = defaultdict(dict)
+    for (scale, arm), prompts in sorted(per_prompt.items()):
+        means = np.array([np.mean(v) for v in prompts.values()])
+        if means.size > 1:
+            half = stats.t.ppf(0.975, means.size - 1) * means.std(ddof=1) / np.sqrt(means.size)
+            ci = [float(means.mean() - half), float(means.mean() + half)]
+        else:
+            ci = [None, None]
+        out[scale][arm] = {"mean": float(means.mean()), "ci95": ci, "n_prompts": int(means.size)}
+    return dict(out)
