@@ -19,9 +19,16 @@ class ArmForm(forms.ModelForm):
             "system_prompt": "Empty: the documented neutral default. Use the same one in every arm for a fair comparison.",
         }
 
-    def __init__(self, *args, study=None, **kwargs):
+    registered_adapter = forms.ModelChoiceField(queryset=None, required=False,
+                                                help_text="Or pick an adapter you trained here.")
+    field_order = ["label", "base_model", "registered_adapter", "adapter"]
+
+    def __init__(self, *args, study=None, user=None, **kwargs):
         super().__init__(*args, **kwargs)
+        from modelserver.models import Adapter
+
         self.study = study
+        self.fields["registered_adapter"].queryset = Adapter.objects.filter(created_by=user) if user else Adapter.objects.none()
 
     def clean_label(self):
         label = self.cleaned_data["label"].strip()
@@ -34,11 +41,18 @@ class ArmForm(forms.ModelForm):
         from modelserver.inference.loading import check_adapter_dir
         from modelserver.services import resolve_adapter_path
 
+        from modelserver.training_services import TrainingError, check_adapter_for_study
+
         adapter = self.cleaned_data["adapter"].strip()
+        registered = self.cleaned_data.get("registered_adapter")
+        if registered is not None:
+            adapter = registered.path
         if adapter:
             try:
                 check_adapter_dir(resolve_adapter_path(adapter))
-            except ModelLoadError as exc:
+                if self.study is not None:
+                    check_adapter_for_study(resolve_adapter_path(adapter), self.study)
+            except (ModelLoadError, TrainingError) as exc:
                 raise forms.ValidationError(str(exc)) from None
         return adapter
 
@@ -84,3 +98,15 @@ class PlaygroundForm(forms.Form):
             messages.append({"role": role, "content": rest.strip()})
         validate_messages(messages)
         return messages
+
+
+class TrainingForm(forms.Form):
+    name = forms.CharField(max_length=200, initial="counselchat-lora")
+    max_steps = forms.IntegerField(min_value=1, max_value=100000, initial=50)
+    rank = forms.IntegerField(min_value=1, max_value=256, initial=8)
+    alpha = forms.FloatField(min_value=0.1, initial=16)
+    learning_rate = forms.FloatField(min_value=1e-7, max_value=1, initial=2e-4)
+    batch_size = forms.IntegerField(min_value=1, max_value=256, initial=4)
+    max_length = forms.IntegerField(min_value=16, max_value=8192, initial=256)
+    eval_every = forms.IntegerField(min_value=0, initial=25, help_text="Validation loss every N steps (0: never).")
+    seed = forms.IntegerField(min_value=0, initial=0)

@@ -25,7 +25,7 @@ RESEARCHERS = [Role.RESEARCHER]
 @require_POST
 def arm_add(request, study_id: int):
     study = get_study_for(request.user, study_id, roles=RESEARCHERS)
-    form = ArmForm(request.POST, study=study)
+    form = ArmForm(request.POST, study=study, user=request.user)
     if form.is_valid():
         arm_create(
             study=study,
@@ -107,3 +107,97 @@ def playground_item(request, study_id: int, request_id: int):
     item = get_object_or_404(PlaygroundRequest, id=request_id, study=study, created_by=request.user)
     template = "modelserver/playground_fragment.html" if request.headers.get("X-Requested-With") else "modelserver/playground_item.html"
     return render(request, template, {"study": study, "item": item, "arms": study.arms.order_by("id")})
+
+
+# ----------------------------------------------------------------------------- training and adapters
+
+
+@login_required
+@require_POST
+def training_start(request, study_id: int):
+    from modelserver.training_services import training_run_create
+
+    from .generation_forms import TrainingForm
+
+    study = get_study_for(request.user, study_id, roles=RESEARCHERS)
+    form = TrainingForm(request.POST)
+    if not form.is_valid():
+        for field, errors in form.errors.items():
+            messages.error(request, f"{field}: {' '.join(errors)}")
+        return redirect("study_detail", study_id=study.id)
+    data = dict(form.cleaned_data)
+    name = data.pop("name")
+    run = training_run_create(user=request.user, name=name, config={"base": "bundled", **data}, study=study)
+    messages.success(request, f"Training run {run.id} queued; this study's prompts are excluded from its data.")
+    return redirect("study_detail", study_id=study.id)
+
+
+@login_required
+def training_runs_fragment(request, study_id: int):
+    from modelserver.models import TrainingRun
+
+    study = get_study_for(request.user, study_id, roles=RESEARCHERS)
+    runs = TrainingRun.objects.filter(study=study).select_related("adapter")[:10]
+    return render(request, "modelserver/training_fragment.html", {"study": study, "training_runs": runs})
+
+
+@login_required
+@require_POST
+def training_resume(request, study_id: int, run_id: int):
+    from modelserver.models import TrainingRun
+    from modelserver.training_services import TrainingError, training_run_resume
+
+    study = get_study_for(request.user, study_id, roles=RESEARCHERS)
+    run = get_object_or_404(TrainingRun, id=run_id, study=study)
+    try:
+        training_run_resume(run=run)
+    except TrainingError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Training run {run.id} resumes from its last checkpoint.")
+    return redirect("study_detail", study_id=study.id)
+
+
+@login_required
+def adapter_list(request):
+    from modelserver.models import Adapter
+
+    adapters = Adapter.objects.filter(created_by=request.user)
+    return render(request, "modelserver/adapters.html", {"adapters": adapters})
+
+
+@login_required
+def adapter_detail(request, adapter_id: int):
+    from modelserver.models import Adapter
+
+    adapter = get_object_or_404(Adapter, id=adapter_id, created_by=request.user)
+    return render(request, "modelserver/adapter_detail.html", {"adapter": adapter})
+
+
+@login_required
+def adapter_loss_plot(request, adapter_id: int):
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from django.http import HttpResponse
+
+    from modelserver.models import Adapter
+
+    adapter = get_object_or_404(Adapter, id=adapter_id, created_by=request.user)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    if adapter.train_losses:
+        steps, losses = zip(*adapter.train_losses, strict=True)
+        ax.plot(steps, losses, lw=1, alpha=0.7, label="training loss")
+    val = [(p["step"], p["val_loss"]) for p in adapter.loss_curve if p.get("val_loss") is not None]
+    if val:
+        ax.plot(*zip(*val, strict=True), "o-", label="validation loss (held-out questions)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (assistant tokens)")
+    ax.legend(fontsize=8)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight", dpi=110)
+    plt.close(fig)
+    return HttpResponse(buffer.getvalue(), content_type="image/png")

@@ -33,3 +33,9 @@ def study_confirmed_harmful(*, study: Study) -> int:
     return SafetyDecision.objects.filter(
         response__prompt__study=study, classification=SafetyClassification.HARMFUL
     ).count()
+
+
+def study_training_runs(*, study: Study, limit: int = 10) -> list:
+    from modelserver.models import TrainingRun
+
+    return list(TrainingRun.objects.filter(study=study).select_related("adapter").order_by("-created_at")[:limit])

@@ -34,6 +34,16 @@ urlpatterns = [
     path("studies/<int:study_id>/results/plots/<str:name>.<str:fmt>", results_views.results_plot, name="results_plot"),
     path("studies/<int:study_id>/export/<str:name>.csv", results_views.export_csv, name="export_csv"),
     path("studies/<int:study_id>/export.zip", results_views.export_zip, name="export_zip"),
+    path("studies/<int:study_id>/training/", generation_views.training_start, name="training_start"),
+    path("studies/<int:study_id>/training/runs/", generation_views.training_runs_fragment, name="training_runs_fragment"),
+    path(
+        "studies/<int:study_id>/training/runs/<int:run_id>/resume/",
+        generation_views.training_resume,
+        name="training_resume",
+    ),
+    path("adapters/", generation_views.adapter_list, name="adapter_list"),
+    path("adapters/<int:adapter_id>/", generation_views.adapter_detail, name="adapter_detail"),
+    path("adapters/<int:adapter_id>/loss.png", generation_views.adapter_loss_plot, name="adapter_loss_plot"),
     path("studies/<int:study_id>/playground/", generation_views.playground, name="playground"),
     path(
         "studies/<int:study_id>/playground/<int:request_id>/",

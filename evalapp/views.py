@@ -11,7 +11,7 @@ from raters.models import Role
 
 from . import selectors
 from .forms import PromptImportForm
-from .generation_forms import ArmForm, GenerationRunForm
+from .generation_forms import ArmForm, GenerationRunForm, TrainingForm
 from .services import study_import_prompts
 
 
@@ -63,7 +63,9 @@ def _render_study(request, study, form, report, status=200):
             prompts_page=page,
             import_form=form,
             report=report,
-            arm_form=ArmForm(study=study),
+            arm_form=ArmForm(study=study, user=request.user),
+            training_form=TrainingForm(),
+            training_runs=selectors.study_training_runs(study=study),
             generation_form=GenerationRunForm(),
             runs=selectors.study_generation_runs(study=study),
             n_harmful=selectors.study_confirmed_harmful(study=study),

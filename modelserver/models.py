@@ -79,3 +79,73 @@ class PlaygroundRequest(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(status__in=RunStatus.values), name="playground_status_valid"),
         ]
+
+
+class TrainingRun(models.Model):
+    """A LoRA training job on the gpu queue, resumable from its last checkpoint."""
+
+    Status = RunStatus
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    # The study whose prompts must stay out of the training data (optional).
+    study = models.ForeignKey("evalapp.Study", on_delete=models.SET_NULL, null=True, blank=True,
+                              related_name="training_runs")
+    name = models.CharField(max_length=200)
+    status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    config = models.JSONField()
+    out_dir = models.CharField(max_length=500)
+    progress = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=RunStatus.values), name="trainingrun_status_valid"),
+        ]
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+class Adapter(models.Model):
+    """A registered LoRA adapter with everything needed to trust and reproduce it."""
+
+    name = models.CharField(max_length=200)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="adapters")
+    training_run = models.OneToOneField(TrainingRun, on_delete=models.SET_NULL, null=True, blank=True,
+                                        related_name="adapter")
+    path = models.CharField(max_length=500)
+    base_ref = models.CharField(max_length=500)
+    base_sha256 = models.CharField(max_length=64)
+    adapter_sha256 = models.CharField(max_length=64)
+    config = models.JSONField(default=dict)
+    # Source hashes, row counts after each cleaning step, question ids per split.
+    manifest = models.JSONField(default=dict)
+    loss_curve = models.JSONField(default=list)
+    train_losses = models.JSONField(default=list)
+    perplexity = models.JSONField(default=dict)
+    wall_seconds = models.FloatField(null=True, blank=True)
+    device = models.CharField(max_length=50, blank=True)
+    versions = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["created_by", "adapter_sha256"], name="adapter_unique_per_owner"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.adapter_sha256[:10]})"
+
+    def training_question_ids(self) -> set[str]:
+        ids = self.manifest.get("question_ids", {}).get("train", [])
+        prompts = self.manifest.get("prompt_ids", {}).get("train", [])
+        return set(ids) | set(prompts)

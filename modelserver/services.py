@@ -78,6 +78,15 @@ def generation_run_create(
         raise GenerationError("The study has no prompts: import some first.")
     if samples_per_prompt < 1 or batch_size < 1:
         raise GenerationError("Samples per prompt and batch size must be at least 1.")
+    from .training_services import TrainingError, check_adapter_for_study
+
+    for arm in arms:
+        if arm.adapter:
+            try:
+                # Prompts may have been imported after the arm was set up: check again.
+                check_adapter_for_study(resolve_adapter_path(arm.adapter), study)
+            except TrainingError as exc:
+                raise GenerationError(f"Arm “{arm.label}”: {exc}") from exc
     with transaction.atomic():
         # One active run per study: two runs would race for the same missing responses.
         Study.objects.select_for_update().filter(id=study.id).first()

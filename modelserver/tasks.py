@@ -33,3 +33,10 @@ def generate_responses(self, run_id: int) -> None:
 @shared_task(name="modelserver.generate_playground", **_GPU_TASK)
 def generate_playground(self, request_id: int) -> None:
     services.playground_request_execute(request_id=request_id)
+
+
+@shared_task(name="modelserver.train_adapter", **_GPU_TASK)
+def train_adapter(self, run_id: int) -> None:
+    from . import training_services
+
+    training_services.training_run_execute(run_id=run_id, worker=self.request.hostname or "eager")

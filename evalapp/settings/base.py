@@ -127,6 +127,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10),
 }
 GENERATION_LEASE_SECONDS = env_int("GENERATION_LEASE_SECONDS", 1800)
+# Where training runs write adapters and checkpoints.
+EMPATHEVAL_ADAPTER_DIR = env_str("EMPATHEVAL_ADAPTER_DIR", str(VAR_DIR / "adapters"))
 # A chunk is this many batches, written in one transaction.
 GENERATION_CHUNK_BATCHES = env_int("GENERATION_CHUNK_BATCHES", 2)
 

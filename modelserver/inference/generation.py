@@ -1,46 +1,47 @@
 """Batched, reproducible chat generation with our own KV-cache decoding loop.
 
-Why not ``model.generate``?  With HF ``generate`` a batch shares one global
-RNG, so a row's sampled tokens depend on which other rows share its batch and
-in which order.  Here every row has its own ``torch.Generator`` seeded with the
-request's seed and draws exactly one ``torch.multinomial`` sample per
-generated token, so its sampling stream depends only on its own seed and
-inputs.  Logits processing mirrors HF: repetition penalty (over the row's real
-prompt + generated tokens; padding is never counted), then temperature, then
-top-p (HF's ``TopPLogitsWarper``, min_tokens_to_keep=1); top-k is not used.
-For one row, greedy output equals ``model.generate(do_sample=False)`` token for
-token, and sampled output equals ``torch.manual_seed(seed); model.generate(
-do_sample=True, top_k=0, ...)`` (tested).
+Why not ``model.generate``?  With HF ``generate`` a batch shares one global RNG, so a row's
+sampled tokens depend on which other rows share its batch and in which order.  Here every row
+has its own ``torch.Generator`` seeded with the request's seed and takes exactly one
+``torch.rand`` draw per sampled token, so its random stream depends only on its own seed.
 
-Batching: requests are sorted by prompt length and cut into batches of
-``batch_size`` (so rows of similar length share a batch and padding is small),
-left-padded; padding is masked by ``attention_mask`` (never by token id: the
-pad token is ``<|im_end|>``, the end-of-turn token) and position ids are
-computed from the mask.  A row stops at end of turn (eos / ``<|im_end|>``) or
-after ``max_new_tokens``.  Finished rows are dropped from the batch at once
-(their KV-cache rows are removed) and left-padding columns that no remaining
-row needs are trimmed, so finished rows cost nothing.  Outputs are returned in
-input order.
+Logits processing follows HF: repetition penalty (over the row's real prompt + generated tokens;
+padding is never counted, unlike HF with a padded batch), then temperature (both bit-identical to
+HF's processors, tested), then top-p with HF's ``TopPLogitsWarper`` rule (a token is kept unless
+the tokens ranked above it already hold ``top_p`` of the mass; same kept set, tested).  top-k is
+not used.  The token is then drawn by inverse CDF over the nucleus in descending-probability order
+(``top_p == 1``: the whole vocabulary in id order).  This sampler is much cheaper than HF's
+(full-vocabulary sort + ``torch.multinomial``, which draws one exponential per vocabulary entry)
+but, for the same seed, draws different tokens than HF ``generate``.  Greedy decoding
+(``do_sample=False``) equals ``model.generate(do_sample=False)`` token for token (tested).
+
+Batching: prompts are sorted by token length and cut into batches of at most ``batch_size``; a
+much longer prompt starts its own batch when it would add more padded KV-cache cells than half the
+model's weights (``plan_batches`` / ``padding_budget``).  Each prompt is prefilled on its own (no
+padding: exactly what a batch of one computes) and the per-row caches are packed, left-padded,
+into one preallocated KV buffer, so decoding appends in place instead of re-concatenating the
+cache every step.  Padding is masked by ``attention_mask`` (never by token id: the pad token is
+``<|im_end|>``, the end-of-turn token) and position ids come from the mask.  A row stops at end
+of turn (eos / ``<|im_end|>``) or after ``max_new_tokens``; finished rows are dropped from the
+batch at once (their cache rows removed) and padding columns no remaining row needs are trimmed,
+so finished rows cost nothing.  Outputs are returned in input order.
 
 What is and is not bit-identical
 --------------------------------
 * Same device/dtype, same request, same batch composition: identical text.
-* CPU float32, sampling or greedy, different batch composition (other rows,
-  batch size, amount of left padding, rows dropping out): each row's RNG stream
-  is independent of the batch, so the text is the same *as long as the logits
-  are*.  The logits are not guaranteed bit-identical across batch shapes: BLAS
-  picks kernels by matrix shape and masked padding changes reduction lengths,
-  which moves logits by ~1e-6 relative.  That only changes a token when two
-  candidates are that close (a near tie in greedy, or a draw that lands on the
-  boundary between two tokens' probability intervals).  Measured with
-  SmolLM2-135M on CPU fp32 (``bench/generation.py --check-invariance``): see
-  bench/RESULTS.md; the tiny-model tests assert exact equality across batch
-  compositions.
-* GPU bfloat16: not batch-invariant (reduced-precision accumulation order
-  depends on batch shape); regenerate on the same device with the same batch
-  layout for identical output, otherwise expect drift after a few tokens.
-* :func:`regenerate` re-runs one response from its provenance alone (batch of
-  one); on CPU fp32 this reproduces the original text (tested).
+* CPU float32, different batch composition (other rows, batch size, amount of left padding, rows
+  dropping out): the prefill is computed per row, so the first token's logits are exactly those of
+  a batch of one; each later decoding step runs batched with left padding, where BLAS kernel
+  choice by matrix shape and masked padding columns can move logits by ~1e-6 relative.  Since a
+  row's random draws do not depend on the batch, a token changes only when such a tiny difference
+  flips a near tie (greedy) or a draw lands within ~1e-6 of a boundary between two tokens'
+  probability intervals (sampling).  The tiny-model tests assert exact equality across batch
+  compositions; for SmolLM2-135M, ``bench/generation.py`` counts how many of 32 responses are
+  identical at batch 8/16/32 to batch 1 (see bench/RESULTS.md).
+* GPU bfloat16: not batch-invariant (reduced-precision accumulation order depends on the batch
+  shape); expect drift after some tokens between batch layouts.
+* :func:`regenerate` re-runs one response from its provenance alone (as a batch of one); on CPU
+  fp32 this reproduces the original text whenever the bullet above holds for it (tested).
 """
 
 from __future__ import annotations
@@ -58,7 +59,10 @@ from .loading import LoadedModel
 
 DEFAULT_SYSTEM_PROMPT = "You are a supportive assistant. Respond to the user's message."
 DECODER_VERSION = "empatheval-kv-loop/1"
-SEEDING = "per-row torch.Generator(device).manual_seed(seed); one torch.multinomial draw per sampled token"
+SEEDING = (
+    "per-row torch.Generator(device).manual_seed(seed); one torch.rand draw per sampled token, "
+    "inverse CDF over the top-p nucleus sorted by descending probability"
+)
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>")
 
 ProgressFn = Callable[[int, int], None]
@@ -313,25 +317,60 @@ def _trim_left_padding(cache, attention_mask):
     return attention_mask
 
 
+TOP_P_CANDIDATES = 256
+
+
 def _process_logits(logits, seen, params: GenerationParams):
-    """HF order: repetition penalty, temperature, top-p.  ``logits`` float32 (rows, vocab)."""
+    """Repetition penalty then temperature, exactly as HF's processors.  ``logits`` float32 (rows, vocab)."""
     import torch
 
     if params.repetition_penalty != 1.0:
         penalised = torch.where(logits < 0, logits * params.repetition_penalty, logits / params.repetition_penalty)
         logits = torch.where(seen, penalised, logits)
-    if not params.do_sample:
-        return logits
-    if params.temperature != 1.0:
+    if params.do_sample and params.temperature != 1.0:
         logits = logits / params.temperature
-    if params.top_p < 1.0:
-        sorted_logits, sorted_idx = torch.sort(logits, descending=False)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        remove_sorted = cumulative <= (1 - params.top_p)
-        remove_sorted[..., -1:] = False
-        remove = remove_sorted.scatter(1, sorted_idx, remove_sorted)
-        logits = logits.masked_fill(remove, -float("inf"))
     return logits
+
+
+def nucleus(scores, top_p: float):
+    """Top-p candidates per row: (probs, token ids) sorted by descending probability, with the
+    probabilities of tokens outside the nucleus set to 0.
+
+    Same rule as HF's ``TopPLogitsWarper``: a token is kept unless the tokens ranked above it already
+    hold at least ``top_p`` of the mass (the top token is always kept).  HF sorts the whole vocabulary;
+    here the nucleus is searched in the top ``TOP_P_CANDIDATES`` tokens and only rows whose nucleus is
+    larger fall back to a full sort.  With ``top_p == 1`` the whole vocabulary is returned in id order.
+    """
+    import torch
+
+    probs = scores.softmax(dim=-1)
+    vocab = probs.shape[-1]
+    if top_p >= 1.0:
+        ids = torch.arange(vocab, device=probs.device).expand_as(probs)
+        return probs, ids
+    k = min(TOP_P_CANDIDATES, vocab)
+    cand_p, cand_i = probs.topk(k, dim=-1)
+    keep = (cand_p.cumsum(dim=-1) - cand_p) < top_p
+    keep[:, 0] = True
+    if k < vocab and bool(keep[:, -1].any()):  # some nucleus is wider than the candidates: full sort
+        cand_p, cand_i = probs.sort(dim=-1, descending=True)
+        keep = (cand_p.cumsum(dim=-1) - cand_p) < top_p
+        keep[:, 0] = True
+    return cand_p.masked_fill(~keep, 0.0), cand_i
+
+
+def sample_rows(scores, top_p: float, generators):
+    """One token per row: inverse-CDF sampling over the row's nucleus with ONE ``torch.rand`` draw
+    from the row's own generator.  Rows never share random numbers, so a row's draw depends only
+    on its seed and on how many tokens it has generated."""
+    import torch
+
+    probs, ids = nucleus(scores, top_p)
+    u = torch.cat([torch.rand(1, generator=g, device=probs.device) for g in generators]).to(probs.dtype)
+    cdf = probs.cumsum(dim=-1)
+    target = (u * cdf[:, -1]).unsqueeze(1)
+    pos = torch.searchsorted(cdf, target, right=True).clamp_(max=probs.shape[-1] - 1)
+    return ids.gather(1, pos).squeeze(1)
 
 
 def decode_batch(
@@ -383,10 +422,7 @@ def decode_batch(
     for step in range(params.max_new_tokens):
         scores = _process_logits(logits, seen, params)
         if params.do_sample:
-            probs = scores.softmax(dim=-1)
-            next_tokens = torch.cat(
-                [torch.multinomial(probs[i], num_samples=1, generator=generators[i]) for i in range(len(rows))]
-            )
+            next_tokens = sample_rows(scores, params.top_p, generators)
         else:
             next_tokens = scores.argmax(dim=-1)
         if seen is not None:
@@ -434,6 +470,44 @@ def decode_batch(
     return results  # type: ignore[return-value]
 
 
+def padding_budget(model) -> int:
+    """How many padded KV-cache cells a batch may add before a separate batch is cheaper.
+
+    One decode step reads all weights once per batch plus every cached cell (padding included) of
+    every row.  Adding a row that widens the batch by ``d`` columns adds ``d * rows`` padded cells to
+    every step; once that is more than half the weights' worth of memory, the longer prompts go
+    into a batch of their own.
+    """
+    cfg = getattr(model, "config", None)
+    try:
+        layers = cfg.num_hidden_layers
+        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    except AttributeError:
+        return 1 << 30
+    cell = layers * heads * head_dim * 2
+    n_params = sum(p.numel() for p in model.parameters())
+    return max(1, n_params // (2 * cell))
+
+
+def plan_batches(lengths: Sequence[int], batch_size: int, budget: int) -> list[list[int]]:
+    """Indices grouped into batches: sorted by length, at most ``batch_size`` rows, and a new batch
+    whenever the next (longer) prompt would add more than ``budget`` padded cells."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current:
+            extra = (lengths[i] - lengths[current[-1]]) * len(current)
+            if len(current) >= batch_size or extra > budget:
+                batches.append(current)
+                current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
 def _versions() -> dict:
     import peft
     import torch
@@ -475,8 +549,7 @@ def generate(
     for r in requests:
         text, ids = encode_prompt(tok, r.messages, params.system_prompt)
         encoded.append((text, ids))
-    order = sorted(range(len(requests)), key=lambda i: len(encoded[i][1]))
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = plan_batches([len(ids) for _, ids in encoded], batch_size, padding_budget(loaded.model))
 
     common = {
         "decoder": DECODER_VERSION,
