@@ -21,7 +21,7 @@ import pandas as pd
 
 from evalapp.stats import agreement
 
-__all__ = ["Problem", "analyze_long", "validate_long"]
+__all__ = ["Problem", "analyze_long", "rating_matrices", "validate_long"]
 
 REQUIRED = ("item", "rater", "score")
 OPTIONAL = ("scale", "arm", "prompt")
@@ -58,16 +58,23 @@ def _blank(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
 
 
-def validate_long(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> list[Problem]:
+def validate_long(
+    rows: Sequence[Mapping[Any, Any]], columns: Sequence[str] | None = None, row_numbers: Sequence[int] | None = None
+) -> list[Problem]:
     """Problems that stop analysis; [] when the rows can be analysed.
 
     `rows` are csv.DictReader-style mappings (extra fields under key None);
-    `columns` is the header, taken from the first row when not given.
+    `columns` is the header, taken from the first row when not given;
+    `row_numbers` the CSV row of each row (default 2, 3, ...: header = row 1).
     """
-    cols = list(columns) if columns is not None else (list(rows[0]) if rows else [])
+    cols = list(columns) if columns is not None else [c for c in (rows[0] if rows else []) if c is not None]
+    num = list(row_numbers) if row_numbers is not None else list(range(2, len(rows) + 2))
     if not cols and not rows:
         return [Problem("empty file: no header and no rows")]
     problems: list[Problem] = []
+    repeated = sorted({c for c in cols if cols.count(c) > 1 and c in (*REQUIRED, *OPTIONAL)})
+    if repeated:
+        problems.append(Problem(f"column(s) {', '.join(repeated)} appear more than once in the header"))
     missing = [c for c in REQUIRED if c not in cols]
     if missing:
         problems.append(Problem(f"missing column(s) {', '.join(missing)} (have: {', '.join(map(str, cols))})"))
@@ -77,21 +84,21 @@ def validate_long(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | No
         return problems
 
     present = [c for c in (*REQUIRED, *OPTIONAL) if c in cols]
-    too_long = [i + 2 for i, r in enumerate(rows) if r.get(None)]  # type: ignore[call-overload]
+    too_long = [num[i] for i, r in enumerate(rows) if r.get(None)]  # type: ignore[call-overload]
     if too_long:
         problems.append(Problem("more fields than the header has", too_long))
     for col in present:
-        blank = [i + 2 for i, r in enumerate(rows) if _blank(r.get(col))]
+        blank = [num[i] for i, r in enumerate(rows) if _blank(r.get(col))]
         if blank:
             problems.append(Problem(f"empty {col}", blank))
-    bad = [i + 2 for i, r in enumerate(rows) if not _blank(r.get("score")) and _number(r.get("score")) is None]
+    bad = [num[i] for i, r in enumerate(rows) if not _blank(r.get("score")) and _number(r.get("score")) is None]
     if bad:
         problems.append(Problem("score is not a finite number", bad))
 
     key_cols = [c for c in ("item", "arm", "rater", "scale") if c in cols]
     seen: dict[tuple[str, ...], list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
-        seen[tuple(str(r.get(c, "")).strip() for c in key_cols)].append(i + 2)
+        seen[tuple(str(r.get(c, "")).strip() for c in key_cols)].append(num[i])
     for key, where in seen.items():
         if len(where) > 1:
             what = ", ".join(f"{c} {v!r}" for c, v in zip(key_cols, key, strict=True))
@@ -141,13 +148,15 @@ def _frame(data: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def _alpha(m: np.ndarray, level: agreement.Level, domain: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
-    """Alpha with bootstrap CI, or None values (plus why) when alpha is undefined."""
-    if domain.size < 2 or m.shape[1] < 1:
-        return {"value": None, "ci95": [None, None], "note": "undefined: needs two or more distinct scores on "
-                "items rated at least twice"}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        res = agreement.krippendorff_alpha_ci(m, level, n_boot, seed, value_domain=domain)
-    return {"value": res["value"], "ci95": list(res["ci95"]), "n_boot": res["n_boot"]}
+    """Alpha with bootstrap CI; value None plus a note where alpha is undefined."""
+    res: dict[str, Any] = {"value": None, "ci95": [None, None], "n_boot": 0}
+    if domain.size >= 2 and m.shape[1] >= 1:  # krippendorff raises on a one-value domain / no items
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ci = agreement.krippendorff_alpha_ci(m, level, n_boot, seed, value_domain=domain)
+        res = {"value": ci["value"], "ci95": list(ci["ci95"]), "n_boot": ci["n_boot"]}
+    if res["value"] is None or not math.isfinite(res["value"]):
+        res["note"] = "undefined: no variation among scores of items rated at least twice"
+    return res
 
 
 def _icc(sub: pd.DataFrame, n_single: int) -> dict[str, Any]:
@@ -187,20 +196,29 @@ def _icc(sub: pd.DataFrame, n_single: int) -> dict[str, Any]:
     return {"icc": icc, "icc_headline": {"design": design, **headline}, "icc_note": note}
 
 
+def rating_matrices(sub: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(raters x items, slots x items) score matrices of one scale, NaN where missing.
+
+    Alpha and exact/within-one agreement depend only on each item's multiset of
+    scores, not on who gave them, so they get the "slot" matrix (row j = j-th
+    rating of each item): k_max rows instead of one per rater makes them about
+    n_raters/k_max times cheaper (200 raters, 3 per item: 66x).  Kappa needs the
+    rater identities, so it gets the raters x items matrix.
+    """
+    u_codes, units = pd.factorize(sub["unit"], sort=True)
+    r_codes, raters = pd.factorize(sub["rater"], sort=True)
+    m = np.full((len(raters), len(units)), np.nan)  # the krippendorff layout
+    m[r_codes, u_codes] = sub["score"].to_numpy()
+    slot = sub.groupby(u_codes).cumcount().to_numpy()
+    slots = np.full((int(slot.max()) + 1 if len(slot) else 0, len(units)), np.nan)
+    slots[slot, u_codes] = sub["score"].to_numpy()
+    return m, slots
+
+
 def _scale(sub: pd.DataFrame, n_boot: int, seed: int) -> dict[str, Any]:
     n_per_unit = sub.groupby("unit")["rater"].transform("size")
     n_single = int(sub.loc[n_per_unit < 2, "unit"].nunique())
-    paired = sub[n_per_unit >= 2]  # single ratings add nothing to alpha and only widen its bootstrap
-    u_codes, units = pd.factorize(paired["unit"], sort=True)
-    r_codes, raters = pd.factorize(paired["rater"], sort=True)
-    m = np.full((len(raters), len(units)), np.nan)  # raters x items, the krippendorff layout
-    m[r_codes, u_codes] = paired["score"].to_numpy()
-    # Alpha and exact/within-one agreement depend only on each item's multiset of scores, not on
-    # who gave them, so they get a "slot" matrix (j-th rating of each item): k_max rows instead of
-    # one per rater makes them ~n_raters/k_max times cheaper (200 raters, 3 per item: 66x).
-    slot = paired.groupby(u_codes).cumcount().to_numpy()
-    slots = np.full((int(slot.max()) + 1 if len(slot) else 0, len(units)), np.nan)
-    slots[slot, u_codes] = paired["score"].to_numpy()
+    m, slots = rating_matrices(sub[n_per_unit >= 2])  # single ratings add nothing to pair statistics
     domain = np.unique(sub["score"].to_numpy())  # value domain from the data, whatever the scale
     kappa = agreement.weighted_kappa_pairs(m, "quadratic", min_shared=5, labels=domain) if m.size else None
     out: dict[str, Any] = {

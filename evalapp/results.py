@@ -9,6 +9,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterator
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Avg, Max
 
@@ -127,13 +128,21 @@ def study_results(study: Study, *, n_boot: int = N_BOOT) -> dict:
         rows = [{"item": r["item"], "rater": r["rater"], "scale": r["scale"], "score": r["score"], "arm": r["arm"],
                  "prompt": r["prompt"]} for r in records]
         arms = {r["arm"] for r in rows}
+        # statsmodels' crossed-effects MixedLM grows super-linearly with prompts (about 11 min a
+        # scale at 2,500 prompts on 2 cores, bench/RESULTS.md): past the limit the page leaves it
+        # out and says so; `manage.py analyze_ratings` on the export still fits it.
+        n_prompts = len({r["prompt"] for r in records})
+        fit_mixed = n_prompts <= settings.RESULTS_MIXED_MODEL_MAX_PROMPTS
+        result["mixed_model_note"] = None if fit_mixed else (
+            f"Mixed model not fitted on this page: {n_prompts} prompts is over the limit of "
+            f"{settings.RESULTS_MIXED_MODEL_MAX_PROMPTS}; run analyze_ratings on the export for it.")
         if len(arms) == 2:
-            result["agreement"] = analyze_long(rows, n_boot=n_boot, seed=seed, fit_mixed=True)
+            result["agreement"] = analyze_long(rows, n_boot=n_boot, seed=seed, fit_mixed=fit_mixed)
             if any(r["comparison_score"] != r["score"] for r in records):
                 # Agreement is about the raters' own scores; the comparison uses the policy's scores.
                 for row, record in zip(rows, records, strict=True):
                     row["score"] = record["comparison_score"]
-                result["comparison"] = analyze_long(rows, n_boot=n_boot, seed=seed, fit_mixed=True)
+                result["comparison"] = analyze_long(rows, n_boot=n_boot, seed=seed, fit_mixed=fit_mixed)
             else:
                 result["comparison"] = result["agreement"]
         else:

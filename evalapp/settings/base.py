@@ -127,10 +127,19 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10),
 }
 GENERATION_LEASE_SECONDS = env_int("GENERATION_LEASE_SECONDS", 1800)
+# The results page fits the mixed model only up to this many prompts (it is slow beyond).
+RESULTS_MIXED_MODEL_MAX_PROMPTS = env_int("RESULTS_MIXED_MODEL_MAX_PROMPTS", 300)
 # Where training runs write adapters and checkpoints.
 EMPATHEVAL_ADAPTER_DIR = env_str("EMPATHEVAL_ADAPTER_DIR", str(VAR_DIR / "adapters"))
 # A chunk is this many batches, written in one transaction.
 GENERATION_CHUNK_BATCHES = env_int("GENERATION_CHUNK_BATCHES", 2)
+
+# Results are cached (keyed by the study's latest rating and decision); shared through Redis when there is one.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    if REDIS_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
 
 # Prompt import limits, stated to the user in the form and the command's help.
 PROMPT_IMPORT_MAX_BYTES = env_int("PROMPT_IMPORT_MAX_BYTES", 20 * 1024 * 1024)

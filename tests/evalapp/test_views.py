@@ -3,6 +3,8 @@
 import pytest
 from django.urls import reverse
 
+from evalapp.models import Prompt
+
 from ..factories import ArmFactory, PromptFactory
 
 pytestmark = pytest.mark.django_db
@@ -40,11 +42,20 @@ def test_study_list_shows_only_own_and_member_studies(client, personas, study):
 
 
 def test_researcher_sees_prompts_arms_and_counts(client, researcher, study, django_assert_max_num_queries):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
     PromptFactory.create_batch(3, study=study)
     ArmFactory(study=study, label="fine-tuned", adapter="adapters/demo")
     client.force_login(researcher)
-    with django_assert_max_num_queries(12):
-        response = client.get(reverse("study_detail", args=[study.id]))
+    with CaptureQueriesContext(connection) as small:
+        client.get(reverse("study_detail", args=[study.id]))
+    PromptFactory.create_batch(30, study=study)
+    ArmFactory(study=study, label="baseline")
+    with django_assert_max_num_queries(len(small)):  # no query per prompt or arm
+        client.get(reverse("study_detail", args=[study.id]))
+    Prompt.objects.filter(id__in=list(study.prompts.order_by("id").values_list("id", flat=True)[3:])).delete()
+    response = client.get(reverse("study_detail", args=[study.id]))
     content = response.content.decode()
     assert response.status_code == 200
     assert 'id="n-prompts">3<' in content

@@ -1,20 +1,33 @@
-"""Set up the demo study and accounts, then serve the site.
+"""Set up the whole demo, then serve the site.
 
-`--no-serve` stops before serving; the test suite runs it so the demo cannot rot.
+Accounts and a study of 20 test-split CounselChat questions; a LoRA adapter
+trained on CounselChat's training questions (or reused from var/demo-adapter);
+both arms generated with the bundled model through the same task code a GPU
+worker runs; consent, calibration items and balanced rating queues for the three
+raters; with --simulate, simulated ratings (labelled everywhere) so the results
+page has something to show. `--no-serve` stops before serving: the test suite
+runs it so the demo cannot rot.
 """
 
+import json
 import secrets
+import time
+from pathlib import Path
 
+import numpy as np
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.utils import timezone
 
-from evalapp.models import Study
-from evalapp.prompt_import import COUNSELCHAT_QUESTIONS
-from evalapp.services import study_create, study_import_prompts
-from raters.models import Role, StudyMembership
+from evalapp.models import Arm, Rating, Response, Study
+from evalapp.prompt_import import COUNSELCHAT_QUESTIONS, _best_counselchat_answer
+from evalapp.services import arm_create, study_create, study_import_prompts
+from modelserver.services import GenerationError, generation_run_create, generation_run_execute
+from raters import services as rater_services
+from raters.models import Assignment, CalibrationItem, Consent, Role, StudyMembership
 
 DEMO_TITLE = "Demo: CounselChat support responses"
 DEMO_PROMPTS = 20
@@ -26,33 +39,54 @@ ACCOUNTS = [
     ("demo-rater-3", Role.RATER),
     ("demo-adjudicator", Role.ADJUDICATOR),
 ]
+CONSENT_TEXT = (
+    "You will read questions people asked about their mental health and replies written by chatbots, and score "
+    "each reply for empathy and fluency. Some questions describe distressing situations. Your scores are research "
+    "data, stored under a pseudonym. You may stop and withdraw at any time."
+)
 
 
 class Command(BaseCommand):
-    help = "Create the demo study and accounts (new passwords each run), then serve the site."
+    help = "Prepare the demo (accounts, study, adapter, both arms, rating queues) and serve the site."
 
     def add_arguments(self, parser):
         parser.add_argument("--no-serve", action="store_true", help="Prepare everything, then stop.")
         parser.add_argument("--addrport", default="127.0.0.1:8000")
+        parser.add_argument("--simulate", action="store_true", help="Fill the study with SIMULATED ratings.")
+        parser.add_argument("--train-steps", type=int, default=50, help="LoRA steps of 4 x 256 tokens (default 50).")
+        parser.add_argument("--max-new-tokens", type=int, default=96)
+        parser.add_argument("--quick", action="store_true",
+                            help="Tiny settings for the test suite: 2 training steps, short replies.")
 
     def handle(self, *args, **options):
         if not settings.DEBUG and not options["no_serve"]:
             raise CommandError("The demo serves with Django's development server; run it with DEBUG=true.")
-        passwords, study = self._prepare()
+        if options["quick"]:
+            options.update(train_steps=2, max_new_tokens=8)
+        started = time.monotonic()
+        passwords, study, users = self._accounts_and_study()
+        adapter_dir = self._adapter(study, options)
+        self._arms(study, adapter_dir, options["max_new_tokens"])
+        self._generate(study, users["demo-researcher"])
+        self._rating(study, users)
+        if options["simulate"]:
+            self._simulate(study)
+        self.stdout.write(f"\nDemo ready in {time.monotonic() - started:.0f} s.")
         self.stdout.write("\nDemo accounts (passwords are new on every run):")
         for username, role in ACCOUNTS:
             self.stdout.write(f"  {username:<18} {passwords[username]:<16} {role or 'researcher (owner)'}")
-        self.stdout.write(f"\nDemo study #{study.id}: {study.title} ({study.prompts.count()} prompts)")
+        self.stdout.write(f"\nDemo study #{study.id}: {study.title} ({study.prompts.count()} prompts, "
+                          f"{study.arms.count()} arms, {Rating.objects.filter(response__prompt__study=study).count()} "
+                          "ratings)")
         if options["no_serve"]:
             return
         self.stdout.write(self.style.SUCCESS(f"\nOpen http://{options['addrport']}/ and log in as demo-researcher.\n"))
         call_command("runserver", options["addrport"], use_reloader=False)
 
     @transaction.atomic
-    def _prepare(self) -> tuple[dict[str, str], Study]:
+    def _accounts_and_study(self):
         User = get_user_model()
-        passwords = {}
-        users = {}
+        passwords, users = {}, {}
         for username, _role in ACCOUNTS:
             user, _ = User.objects.get_or_create(username=username)
             passwords[username] = secrets.token_urlsafe(9)
@@ -82,4 +116,128 @@ class Command(BaseCommand):
         )
         if not report.ok:
             raise CommandError("The bundled CounselChat file failed to import: " + "; ".join(map(str, report.errors)))
-        return passwords, study
+        return passwords, study, users
+
+    def _adapter(self, study, options) -> str:
+        """Train the demo adapter once; later runs reuse it when its settings match."""
+        from modelserver.training.sft import TrainingConfig, train_adapter
+        from modelserver.training_services import adapter_register, check_adapter_for_study
+
+        out = Path(settings.VAR_DIR) / ("demo-adapter-quick" if options["quick"] else "demo-adapter")
+        config = TrainingConfig(
+            base="bundled",
+            max_steps=options["train_steps"],
+            batch_size=4,
+            max_length=64 if options["quick"] else 256,
+            eval_every=0 if options["quick"] else 25,
+            eval_max_examples=16,
+            perplexity_max_examples=4 if options["quick"] else 48,
+            exclude_question_ids=list(study.prompts.values_list("external_id", flat=True)),
+            seed=DEMO_SEED,
+        )
+        result_file = out / "training_result.json"
+        if result_file.exists() and json.loads(result_file.read_text())["config"] == config.to_dict():
+            self.stdout.write(f"Reusing the demo adapter in {out}.")
+        else:
+            self.stdout.write(f"Training the demo adapter: {config.max_steps} LoRA steps on CounselChat's training "
+                              "questions (the study's prompts are excluded)...")
+            if out.exists():
+                import shutil
+
+                shutil.rmtree(out)
+            last = [0.0]
+
+            def progress(p):
+                if p.phase == "train" and time.monotonic() - last[0] > 10:
+                    last[0] = time.monotonic()
+                    self.stdout.write(f"  step {p.step}/{p.total_steps} loss {p.loss or 0:.3f} "
+                                      f"({p.tokens_per_s or 0:.0f} tokens/s, ETA {p.eta_s or 0:.0f} s)")
+
+            result = train_adapter(config, None, out, progress)
+            self.stdout.write(f"  held-out perplexity: base {result.perplexity['base']:.2f} -> "
+                              f"adapter {result.perplexity['adapter']:.2f} ({result.train_seconds:.0f} s of training)")
+        check_adapter_for_study(str(out), study)
+        adapter_register(path=str(out), user=study.owner, name="demo CounselChat LoRA")
+        return str(out)
+
+    def _arms(self, study, adapter_dir: str, max_new_tokens: int) -> None:
+        params = {"max_new_tokens": max_new_tokens, "temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.1,
+                  "do_sample": True}
+        wanted = {"fine-tuned": adapter_dir, "baseline": ""}
+        for label, adapter in wanted.items():
+            arm = Arm.objects.filter(study=study, label=label).first()
+            if arm is not None and (arm.adapter != adapter or arm.generation_params != params):
+                # Different settings mean different responses: start the arm afresh.
+                arm.delete()
+                arm = None
+            if arm is None:
+                arm_create(study=study, label=label, base_model="bundled", adapter=adapter, generation_params=params)
+
+    def _generate(self, study, owner) -> None:
+        try:
+            run = generation_run_create(study=study, user=owner, seed=DEMO_SEED, batch_size=8)
+        except GenerationError as exc:
+            raise CommandError(f"Cannot generate: {exc}") from exc
+        missing = run.total - Response.objects.filter(prompt__study=study).count()
+        self.stdout.write(f"Generating {missing} missing of {run.total} responses with the bundled model...")
+        t0 = time.monotonic()
+        # The same code a GPU worker runs, called in-process: the demo has no broker.
+        generation_run_execute(run_id=run.id, worker="demo")
+        run.refresh_from_db()
+        if run.status != "succeeded":
+            raise CommandError(f"Generation failed: {run.error}")
+        self.stdout.write(f"  {run.done} of {run.total} responses present ({time.monotonic() - t0:.0f} s).")
+
+    def _rating(self, study, users) -> None:
+        version = study.consent_versions.order_by("-version").first()
+        if version is None:
+            version = rater_services.consent_publish(study=study, text=CONSENT_TEXT, withdrawal_policy="exclude")
+        if not study.calibration_items.exists():
+            prompt = study.prompts.order_by("id").first()
+            strong = prompt.reference or _best_counselchat_answer(())
+            CalibrationItem.objects.create(
+                study=study, messages=prompt.messages, response_text=strong, reference_empathy=9, reference_fluency=8,
+                rationale="A counsellor's answer: acknowledges the feelings, then offers concrete, gentle next steps.",
+                created_by=study.owner, use_as_gold=True,
+            )
+            CalibrationItem.objects.create(
+                study=study, messages=prompt.messages, response_text="Just think positive and stop worrying so much.",
+                reference_empathy=2, reference_fluency=6,
+                rationale="Fluent but dismissive: tells the person how to feel and ignores what they said.",
+                created_by=study.owner, use_as_gold=True,
+            )
+        for username, role in ACCOUNTS:
+            if role == Role.RATER:
+                Consent.objects.get_or_create(study=study, user=users[username], version=version)
+                # The demo's raters skip calibration: the researcher approved them (a real study would not).
+                StudyMembership.objects.filter(study=study, user=users[username], role=Role.RATER).update(
+                    calibration_decision="approved")
+        if study.status != Study.Status.RATING:
+            rater_services.study_open_for_rating(study=study)
+        else:
+            rater_services.design_rebalance(study=study)
+
+    def _simulate(self, study) -> None:
+        """SIMULATED raters: each has a severity, each prompt a difficulty, the fine-tuned arm +0.7 empathy."""
+        rng = np.random.default_rng(DEMO_SEED)
+        pending = Assignment.objects.filter(study=study, completed_at__isnull=True, response__isnull=False).select_related(
+            "response__arm", "response__prompt")
+        severity = {}
+        difficulty = {}
+        rows = []
+        for a in pending:
+            s = severity.setdefault(a.rater_id, rng.normal(0, 0.8))
+            d = difficulty.setdefault(a.response.prompt_id, rng.normal(0, 1.0))
+            boost = 0.7 if a.response.arm.adapter else 0.0
+            empathy = int(np.clip(round(6 + boost + s + d + rng.normal(0, 1.2)), 1, 10))
+            fluency = int(np.clip(round(7 + s / 2 + d / 2 + rng.normal(0, 1.0)), 1, 10))
+            rows.append(Rating(response=a.response, rater_id=a.rater_id, empathy=empathy, fluency=fluency,
+                               unsafe=bool(rng.random() < 0.02), simulated=True, seconds_on_item=float(rng.gamma(4, 8)),
+                               comment="SIMULATED"))
+        for rating in rows:
+            if rating.unsafe:
+                rating.unsafe_category = "other"
+        with transaction.atomic():
+            Rating.objects.bulk_create(rows, ignore_conflicts=True)
+            pending.update(completed_at=timezone.now())
+        self.stdout.write(self.style.WARNING(f"Added {len(rows)} SIMULATED ratings (labelled as such everywhere)."))
