@@ -32,13 +32,16 @@ $(CHROMIUM):
 		echo "The browser tests need Debian's chromium: sudo apt-get install chromium chromium-driver"; exit 1; \
 	fi
 
+# `make demo SIMULATE=1` fills the study with simulated ratings (labelled as such everywhere).
+DEMO_FLAGS := $(if $(SIMULATE),--simulate,)
+
 demo-prepare: install
 	$(PY) manage.py migrate --noinput -v0
-	$(PY) manage.py demo --no-serve
+	$(PY) manage.py demo --no-serve $(DEMO_FLAGS)
 
 demo: install
 	$(PY) manage.py migrate --noinput -v0
-	$(PY) manage.py demo
+	$(PY) manage.py demo $(DEMO_FLAGS)
 
 test: install $(CHROMIUM)
 	$(PY) -m pytest

@@ -176,7 +176,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 # Each entry adds one subcommand to the `python -m modelserver` parser (set `func` via set_defaults).
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_generate_parser]
+def _add_train_parser(sub) -> None:
+    from modelserver.training.cli import add_train_parser
+
+    add_train_parser(sub)
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_generate_parser, _add_train_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
