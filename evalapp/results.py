@@ -100,6 +100,7 @@ def analysis_records(rows) -> list[dict]:
             "arm": row[index["arm"]],
             "prompt": row[index["prompt_id"]],
             "topic": row[index["topic"]],
+            "rater_group": row[index["rater_group"]],
             "unsafe": row[index["unsafe"]],
             "simulated": row[index["simulated"]],
         })
@@ -149,6 +150,7 @@ def study_results(study: Study, *, n_boot: int = N_BOOT) -> dict:
             result["agreement"] = analyze_long([{k: v for k, v in r.items() if k != "arm"} for r in rows],
                                                n_boot=n_boot, seed=seed)
         result["arm_means"] = arm_means(records)
+    result["subgroups"] = subgroups(records, study)
     unsafe = defaultdict(lambda: [0, 0])
     for r in records:
         if r["scale"] == "empathy":
@@ -187,3 +189,36 @@ def arm_means(records: list[dict]) -> dict[str, dict[str, dict]]:
             ci = [None, None]
         out[scale][arm] = {"mean": float(means.mean()), "ci95": ci, "n_prompts": int(means.size)}
     return dict(out)
+
+
+def subgroups(records: list[dict], study: Study, min_prompts: int = 3) -> dict:
+    """The arm difference per prompt topic and per rater group, Holm-corrected over every subgroup test.
+
+    Subgroups are exploratory: the number of comparisons is reported with the correction, and a
+    subgroup needs at least `min_prompts` prompts rated in both arms to be tested at all.
+    """
+    import numpy as np
+
+    from .stats.comparison import holm, per_prompt_differences, wilcoxon_test
+
+    arms = sorted({r["arm"] for r in records})
+    if len(arms) != 2:
+        return {"tests": [], "n_comparisons": 0}
+    tests = []
+    for kind in ("topic", "rater_group"):
+        for value in sorted({r[kind] for r in records if r[kind]}):
+            for scale in SCALE_KEYS:
+                rows = [r for r in records if r[kind] == value and r["scale"] == scale]
+                _, diffs = per_prompt_differences([r["prompt"] for r in rows], [r["rater"] for r in rows],
+                                                  [arms.index(r["arm"]) for r in rows],
+                                                  [r["comparison_score"] for r in rows])
+                if diffs.size < min_prompts:
+                    continue
+                test = wilcoxon_test(diffs) or {}
+                tests.append({"kind": kind, "value": value, "scale": scale, "n_prompts": int(diffs.size),
+                              "mean_diff": float(np.mean(diffs)), "p": test.get("p")})
+    adjusted = holm({str(i): t["p"] for i, t in enumerate(tests)})
+    for i, t in enumerate(tests):
+        t["p_holm"] = adjusted[str(i)]
+    return {"contrast": f"{arms[1]} - {arms[0]}", "tests": tests,
+            "n_comparisons": sum(t["p"] is not None for t in tests), "correction": "Holm over all subgroup tests"}

@@ -110,3 +110,17 @@ def test_results_and_exports_are_for_researchers(client, personas, rated_study, 
                 reverse("results_plot", args=[rated_study.id, "agreement", "png"]),
                 reverse("export_csv", args=[rated_study.id, "ratings"]), reverse("export_zip", args=[rated_study.id])]:
         assert client.get(url).status_code == 404, url
+
+
+def test_subgroups_state_the_number_of_comparisons(client, researcher, rated_study):
+    from evalapp.models import Prompt
+
+    Prompt.objects.filter(study=rated_study, id__in=list(rated_study.prompts.values_list("id", flat=True)[:4])).update(
+        topic="grief")
+    results = study_results(rated_study)
+    tests = results["subgroups"]["tests"]
+    assert {(t["value"], t["scale"]) for t in tests} == {(v, s) for v in ("anxiety", "grief") for s in ("empathy", "fluency")}
+    assert results["subgroups"]["n_comparisons"] == sum(t["p"] is not None for t in tests)
+    assert all(t["p_holm"] is None or t["p_holm"] >= t["p"] for t in tests)
+    client.force_login(researcher)
+    assert "comparisons, p-values Holm" in client.get(reverse("results", args=[rated_study.id])).content.decode()
