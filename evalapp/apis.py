@@ -234,3 +234,31 @@ class AdjudicationList(_StudyScoped, generics.ListAPIView):
     def get_queryset(self):
         return (Adjudication.objects.filter(response__prompt__study=self.study())
                 .select_related("response", "adjudicator").order_by("id"))
+
+
+class StudyResults(_StudyScoped, APIView):
+    """Agreement and the model comparison per scale (the results page's numbers)."""
+
+    @extend_schema(responses={200: dict})
+    def get(self, request, study_id: int):
+        from .results import study_results
+
+        return ApiResponse(study_results(self.study()))
+
+
+class StudyExport(_StudyScoped, APIView):
+    """Ratings (long form), responses with provenance, or the audit trail, as streamed CSV."""
+
+    @extend_schema(responses={(200, "text/csv"): str})
+    def get(self, request, study_id: int, name: str):
+        from django.http import StreamingHttpResponse
+
+        from .exports import csv_lines
+        from .results_views import EXPORTS
+
+        if name not in EXPORTS:
+            raise NotFound("No such export: use ratings, responses or audit.")
+        header, rows = EXPORTS[name]
+        response = StreamingHttpResponse(csv_lines(header, rows(self.study())), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="study-{study_id}-{name}.csv"'
+        return response

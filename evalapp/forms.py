@@ -14,3 +14,20 @@ class PromptImportForm(forms.Form):
     sample = forms.IntegerField(required=False, min_value=1, help_text="Import a random sample of this many prompts.")
     seed = forms.IntegerField(required=False, initial=0, help_text="Seed for the sample, recorded so it can be redrawn.")
     redact = forms.BooleanField(required=False, help_text="Replace e-mail addresses, phone numbers and URLs.")
+
+
+class StudySettingsForm(forms.ModelForm):
+    class Meta:
+        from .models import Study
+
+        model = Study
+        fields = ["title", "description", "ratings_per_response", "calibration_max_mae", "gold_rate",
+                  "disagreement_rule", "disagreement_threshold", "disagreement_sd", "safety_two_adjudicators",
+                  "score_policy"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 2})}
+        help_texts = {
+            "ratings_per_response": "Ratings each response gets (takes effect at the next rebalance).",
+            "disagreement_threshold": "Range of scores (points) that sends an item to adjudication.",
+            "disagreement_sd": "Standard deviation that sends an item to adjudication (SD rule).",
+            "score_policy": "Which score the analysis uses per item; the export says which.",
+        }

@@ -13,6 +13,7 @@ urlpatterns = [
     path("studies/", views.study_list, name="study_list"),
     path("studies/<int:study_id>/", views.study_detail, name="study_detail"),
     path("studies/<int:study_id>/import/", views.study_import, name="study_import"),
+    path("studies/<int:study_id>/settings/", views.study_settings, name="study_settings"),
     path("studies/<int:study_id>/arms/", generation_views.arm_add, name="arm_add"),
     path("studies/<int:study_id>/generation/", generation_views.generation_start, name="generation_start"),
     path("studies/<int:study_id>/generation/runs/", generation_views.generation_runs_fragment, name="generation_runs_fragment"),

@@ -10,7 +10,7 @@ from raters.access import get_study_for, roles_in, studies_for
 from raters.models import Role
 
 from . import selectors
-from .forms import PromptImportForm
+from .forms import PromptImportForm, StudySettingsForm
 from .generation_forms import ArmForm, GenerationRunForm, TrainingForm
 from .services import study_import_prompts
 
@@ -52,7 +52,19 @@ def study_import(request, study_id: int):
     return _render_study(request, study, form, report, status=status)
 
 
-def _render_study(request, study, form, report, status=200):
+@login_required
+@require_POST
+def study_settings(request, study_id: int):
+    study = get_study_for(request.user, study_id, roles=[Role.RESEARCHER])
+    form = StudySettingsForm(request.POST, instance=study)
+    if form.is_valid():
+        form.save()
+        messages.success(request, "Study settings saved.")
+        return redirect("study_detail", study_id=study.id)
+    return _render_study(request, study, PromptImportForm(), None, status=400, settings_form=form)
+
+
+def _render_study(request, study, form, report, status=200, settings_form=None):
     roles = roles_in(request.user, study)
     context = {"study": study, "roles": roles, "is_researcher": Role.RESEARCHER in roles}
     if Role.RESEARCHER in roles:
@@ -69,5 +81,6 @@ def _render_study(request, study, form, report, status=200):
             generation_form=GenerationRunForm(),
             runs=selectors.study_generation_runs(study=study),
             n_harmful=selectors.study_confirmed_harmful(study=study),
+            settings_form=settings_form or StudySettingsForm(instance=study),
         )
     return render(request, "evalapp/study_detail.html", context, status=status)

@@ -26,14 +26,16 @@ def api():
 def study_urls(study, run):
     return [
         ("api_study", {}), ("api_prompts", {}), ("api_arms", {}), ("api_generation_runs", {}),
-        ("api_generation_run", {"run_id": run.id}), ("api_adjudications", {}),
+        ("api_generation_run", {"run_id": run.id}), ("api_adjudications", {}), ("api_results", {}),
+        ("api_export", {"name": "ratings"}),
     ]
 
 
 # Who may read each study endpoint: researcher (owner) everything; adjudicator the study and adjudications;
 # rater only the study itself; outsider nothing (404, never 403).
 ALLOWED = {
-    "researcher": {"api_study", "api_prompts", "api_arms", "api_generation_runs", "api_generation_run", "api_adjudications"},
+    "researcher": {"api_study", "api_prompts", "api_arms", "api_generation_runs", "api_generation_run", "api_adjudications",
+                   "api_results", "api_export"},
     "adjudicator": {"api_study", "api_adjudications"},
     "rater": {"api_study"},
     "outsider": set(),

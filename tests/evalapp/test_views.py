@@ -118,3 +118,25 @@ def _upload(text, name="prompts.csv"):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     return SimpleUploadedFile(name, text.encode("utf-8"), content_type="text/csv")
+
+
+def test_researcher_changes_study_settings_and_bad_values_are_refused(client, researcher, study):
+    client.force_login(researcher)
+    url = reverse("study_settings", args=[study.id])
+    data = {"title": "Renamed", "description": "", "ratings_per_response": 5, "calibration_max_mae": 1.5,
+            "gold_rate": 0.2, "disagreement_rule": "sd", "disagreement_threshold": 4, "disagreement_sd": 2.0,
+            "safety_two_adjudicators": "on", "score_policy": "both"}
+    assert client.post(url, data).status_code == 302
+    study.refresh_from_db()
+    assert (study.title, study.ratings_per_response, study.score_policy, study.safety_two_adjudicators) == (
+        "Renamed", 5, "both", True)
+    bad = client.post(url, {**data, "gold_rate": 3, "ratings_per_response": 0})
+    assert bad.status_code == 400
+    study.refresh_from_db()
+    assert study.gold_rate == 0.2
+
+
+@pytest.mark.parametrize("persona", ["rater", "adjudicator", "outsider"])
+def test_only_researchers_change_settings(client, personas, study, persona):
+    client.force_login(personas[persona])
+    assert client.post(reverse("study_settings", args=[study.id]), {"title": "x"}).status_code == 404
