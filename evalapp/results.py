@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Avg, Max
+from django.db import connection
+from django.db.models import CharField, F, Func, Max, Q
 
 from raters.models import Role, StudyMembership
 
@@ -50,33 +51,73 @@ def _adjudicated(study: Study) -> dict[tuple[int, str], int]:
 
 
 def rating_rows(study: Study, chunk_size: int = 5000) -> Iterator[tuple]:
-    """One row per rating and scale, in RATINGS_COLUMNS order, streamed from the database."""
+    """One row per rating and scale, in RATINGS_COLUMNS order, streamed from the database.
+
+    Rows come grouped by response (then rating id) so each response's raters' mean is computed from
+    the handful of rows in hand: memory stays flat however many rows there are.
+    """
     excluded_raters, excluded_responses = _exclusions(study)
     adjudicated = _adjudicated(study)
-    left_out = list(excluded_raters)
-    means = defaultdict(dict)
-    for row in (Rating.objects.filter(response__prompt__study=study).exclude(rater_id__in=left_out)
-                .values("response_id").annotate(empathy=Avg("empathy"), fluency=Avg("fluency"))):
-        for scale in SCALE_KEYS:
-            means[row["response_id"]][scale] = round(row[scale], 4)
     pseudonyms = dict(StudyMembership.objects.filter(study=study, role=Role.RATER).values_list("user_id", "pseudonym"))
     groups = dict(StudyMembership.objects.filter(study=study, role=Role.RATER).values_list("user_id", "group"))
+    policy = study.score_policy
     fields = ["id", "response_id", "response__public_id", "response__prompt__external_id", "response__prompt__topic",
               "response__arm__label", "response__arm__blind_code", "response__sample_index", "rater_id", "empathy",
               "fluency", "unsafe", "unsafe_category", "comment", "seconds_on_item", "created_at", "updated_at",
               "simulated"]
-    queryset = Rating.objects.filter(response__prompt__study=study).order_by("id").values_list(*fields)
-    for (rating_id, response_id, public_id, prompt_id, topic, arm, code, sample, rater_id, empathy, fluency, unsafe,
-         category, comment, seconds, created, updated, simulated) in queryset.iterator(chunk_size=chunk_size):
-        reasons = [r for r in (excluded_raters.get(rater_id), excluded_responses.get(response_id)) if r]
-        for scale, score in (("empathy", empathy), ("fluency", fluency)):
-            final = adjudicated.get((response_id, scale))
-            mean = means.get(response_id, {}).get(scale)
-            used = final if final is not None and study.score_policy == ScorePolicy.ADJUDICATED else mean
-            yield (study.id, rating_id, public_id, prompt_id, topic, arm, code, sample,
-                   pseudonyms.get(rater_id, str(rater_id)), groups.get(rater_id, ""), scale, score, final, used,
-                   study.score_policy, int(unsafe), category, comment, seconds, created.isoformat(),
-                   updated.isoformat(), int(bool(reasons)), "; ".join(reasons), int(simulated))
+    base = Rating.objects.filter(response__prompt__study=study).order_by("response_id", "id")
+    if connection.vendor == "postgresql":
+        # Timestamps formatted by the database: parsing them into datetimes only to print them
+        # again was a third of the export's Python time.
+        base = base.annotate(created_iso=_iso("created_at"), updated_iso=_iso("updated_at"))
+        fields = [*fields[:15], "created_iso", "updated_iso", fields[-1]]
+    base = base.values_list(*fields)
+
+    def chunks():
+        # Keyset pages on (response, id) rather than a server-side cursor: PostgreSQL plans a
+        # DECLAREd cursor for the first rows (cursor_tuple_fraction) and ran this join 5x slower.
+        last = None
+        while True:
+            page = base if last is None else base.filter(
+                Q(response_id__gt=last[1]) | Q(response_id=last[1], id__gt=last[0]))
+            rows = list(page[:chunk_size])
+            yield from rows
+            if len(rows) < chunk_size:
+                return
+            last = rows[-1]
+
+    def emit(group):
+        counted = [r for r in group if r[8] not in excluded_raters]
+        means = {scale: round(sum(r[col] for r in counted) / len(counted), 4) if counted else None
+                 for scale, col in (("empathy", 9), ("fluency", 10))}
+        for (rating_id, response_id, public_id, prompt_id, topic, arm, code, sample, rater_id, empathy, fluency,
+             unsafe, category, comment, seconds, created, updated, simulated) in group:
+            reasons = [r for r in (excluded_raters.get(rater_id), excluded_responses.get(response_id)) if r]
+            for scale, score in (("empathy", empathy), ("fluency", fluency)):
+                final = adjudicated.get((response_id, scale))
+                used = final if final is not None and policy == ScorePolicy.ADJUDICATED else means[scale]
+                yield (study.id, rating_id, public_id, prompt_id, topic, arm, code, sample,
+                       pseudonyms.get(rater_id, str(rater_id)), groups.get(rater_id, ""), scale, score, final, used,
+                       policy, int(unsafe), category, comment, seconds, _text(created), _text(updated),
+                       int(bool(reasons)), "; ".join(reasons), int(simulated))
+
+    group: list[tuple] = []
+    for row in chunks():
+        if group and row[1] != group[0][1]:
+            yield from emit(group)
+            group = []
+        group.append(row)
+    if group:
+        yield from emit(group)
+
+
+def _iso(field: str) -> Func:
+    return Func(F(field), template="to_char(%(expressions)s AT TIME ZONE 'UTC', "
+                                   "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')", output_field=CharField())
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else value.isoformat()
 
 
 RATING_HEADER = [name for name, _ in RATINGS_COLUMNS]

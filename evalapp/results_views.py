@@ -104,20 +104,26 @@ def export_zip(request, study_id: int):
                           "disagreement_threshold": study.disagreement_threshold, "design_seed": study.design_seed},
                 "arms": list(study.arms.values("label", "blind_code", "base_model", "adapter", "system_prompt",
                                                "generation_params")),
+                "models": _model_fingerprints(study),
                 "exported_at": timezone.now().isoformat(),
                 "software": {p: _version(p) for p in ("empatheval", "django", "numpy", "scipy", "statsmodels",
                                                        "krippendorff", "torch", "transformers", "peft")},
                 "files": {}}
     with zipfile.ZipFile(spool, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, (header, rows) in EXPORTS.items():
-            digest, count = sha256(), -1
+            digest, count = sha256(), [0]
+
+            def counted(iterable, count=count):
+                for row in iterable:
+                    count[0] += 1
+                    yield row
+
             with archive.open(f"{name}.csv", "w") as handle:
-                for line in csv_lines(header, rows(study)):
-                    data = line.encode("utf-8")
+                for chunk in csv_lines(header, counted(rows(study))):
+                    data = chunk.encode("utf-8")
                     digest.update(data)
                     handle.write(data)
-                    count += 1
-            manifest["files"][f"{name}.csv"] = {"rows": count, "sha256": digest.hexdigest()}
+            manifest["files"][f"{name}.csv"] = {"rows": count[0], "sha256": digest.hexdigest()}
         codebook = "".join(csv_lines(["file", "column", "meaning"], codebook_rows(RATINGS_COLUMNS, "ratings.csv")))
         archive.writestr("codebook.csv", codebook)
         manifest["files"]["codebook.csv"] = {"sha256": sha256(codebook.encode()).hexdigest()}
@@ -131,3 +137,13 @@ def _version(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
+
+
+def _model_fingerprints(study) -> dict:
+    """Per arm, the distinct weight, adapter and chat-template hashes its responses were generated with."""
+    seen: dict[str, set] = {}
+    for label, provenance in Response.objects.filter(prompt__study=study).values_list("arm__label", "provenance"):
+        seen.setdefault(label, set()).add((provenance.get("base_sha256"), provenance.get("adapter_sha256"),
+                                           provenance.get("chat_template_sha256")))
+    return {label: [dict(zip(("base_sha256", "adapter_sha256", "chat_template_sha256"), v, strict=True))
+                    for v in sorted(values, key=str)] for label, values in seen.items()}

@@ -79,10 +79,12 @@ def test_zip_has_codebook_and_a_truthful_manifest(client, researcher, rated_stud
     archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
     assert set(archive.namelist()) == {"ratings.csv", "responses.csv", "audit.csv", "codebook.csv", "manifest.json"}
     manifest = json.loads(archive.read("manifest.json"))
-    for name in ("ratings.csv", "responses.csv"):
+    for name in ("ratings.csv", "responses.csv", "audit.csv"):
         data = archive.read(name)
         assert manifest["files"][name]["sha256"] == sha256(data).hexdigest()
-        assert manifest["files"][name]["rows"] == data.decode().count("\n") - 1 or name == "responses.csv"
+        assert manifest["files"][name]["rows"] == len(list(csv.DictReader(io.StringIO(data.decode()))))
+    assert manifest["files"]["ratings.csv"]["rows"] == 8 * 2 * 3 * 2
+    assert set(manifest["models"]) == {"fine-tuned", "baseline"}
     codebook = archive.read("codebook.csv").decode()
     header = archive.read("ratings.csv").decode().splitlines()[0].split(",")
     assert all(column in codebook for column in header)

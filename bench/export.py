@@ -1,0 +1,141 @@
+"""The ratings export against PostgreSQL's own COPY ... TO STDOUT of the same rows.
+
+    .venv/bin/python bench/export.py [--ratings 500000]
+
+Each rating is two export rows (one per scale), so --ratings 500000 exports a
+million rows. Builds a throwaway test database, fills it with COPY, then times
+(a) the product's streamed export (evalapp.results.rating_rows -> csv_lines,
+drained as a client would read it) and (b) COPY of the same joined rows in CSV,
+in the same process; and measures the Python heap peak (tracemalloc) of the
+export at a tenth and at the full size, to show memory stays flat as rows grow.
+"""
+
+import argparse
+import io
+import os
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evalapp.settings.test")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.test.utils import setup_test_environment  # noqa: E402
+
+from evalapp.exports import csv_lines  # noqa: E402
+from evalapp.models import Arm, Prompt, Response, Study  # noqa: E402
+from evalapp.results import RATING_HEADER, rating_rows  # noqa: E402
+from raters.models import Role, StudyMembership  # noqa: E402
+
+COPY_SQL = """
+COPY (
+  SELECT p.study_id, r.id, s.public_id, p.external_id, p.topic, a.label, a.blind_code, s.sample_index,
+         m.pseudonym, m."group", x.scale, x.score, r.unsafe, r.unsafe_category, r.comment, r.seconds_on_item,
+         r.created_at, r.updated_at, r.simulated
+  FROM evalapp_rating r
+  JOIN evalapp_response s ON s.id = r.response_id
+  JOIN evalapp_prompt p ON p.id = s.prompt_id
+  JOIN evalapp_arm a ON a.id = s.arm_id
+  LEFT JOIN raters_studymembership m ON m.user_id = r.rater_id AND m.study_id = p.study_id AND m.role = 'rater'
+  CROSS JOIN LATERAL (VALUES ('empathy', r.empathy), ('fluency', r.fluency)) AS x(scale, score)
+  WHERE p.study_id = %s ORDER BY r.id
+) TO STDOUT WITH CSV HEADER
+"""
+
+
+def fill(n_ratings: int, tag: str) -> Study:
+    User = get_user_model()
+    owner = User.objects.create_user(f"owner-{tag}")
+    study = Study.objects.create(owner=owner, title=f"export {tag}")
+    raters = User.objects.bulk_create(User(username=f"r-{tag}-{i}") for i in range(200))
+    raters = list(User.objects.filter(username__startswith=f"r-{tag}-").values_list("id", flat=True))
+    StudyMembership.objects.bulk_create(
+        StudyMembership(study=study, user_id=u, role=Role.RATER, pseudonym=f"R{u}") for u in raters)
+    arms = [Arm.objects.create(study=study, label="fine-tuned"), Arm.objects.create(study=study, label="baseline")]
+    n_responses = max(n_ratings // 3, 2)
+    prompts = Prompt.objects.bulk_create(
+        Prompt(study=study, external_id=f"q{i}", messages=[{"role": "user", "content": "?"}], topic="anxiety")
+        for i in range(n_responses // 2))
+    responses = Response.objects.bulk_create(
+        Response(prompt=p, arm=a, text="reply") for p in prompts for a in arms)
+    ids = [r.id for r in responses]
+    buffer = io.StringIO()
+    for i in range(n_ratings):
+        response = ids[i // 3 % len(ids)]
+        rater = raters[(i * 7 + i // 3) % len(raters)]
+        buffer.write(f"{response}\t{rater}\t{1 + i % 10}\t{1 + (i * 3) % 10}\tf\t\tnote {i}\t12.5\tf\t"
+                     "2026-01-01 00:00:00+00\t2026-01-01 00:00:00+00\n")
+    buffer.seek(0)
+    with connection.cursor() as cursor:
+        with cursor.copy("COPY evalapp_rating (response_id, rater_id, empathy, fluency, unsafe, unsafe_category, "
+                         "comment, seconds_on_item, simulated, created_at, updated_at) FROM STDIN") as copy:
+            copy.write(buffer.getvalue())
+    return study
+
+
+def drain_export(study: Study) -> tuple[int, float]:
+    start = time.perf_counter()
+    lines = 0
+    for chunk in csv_lines(RATING_HEADER, rating_rows(study)):
+        lines += chunk.count("\n")
+    return lines - 1, time.perf_counter() - start
+
+
+def drain_copy(study: Study) -> tuple[int, float]:
+    start = time.perf_counter()
+    total = 0
+    with connection.cursor() as cursor:
+        with cursor.copy(COPY_SQL.replace("%s", str(study.id))) as copy:
+            for block in copy:
+                total += bytes(block).count(b"\n")
+    return total - 1, time.perf_counter() - start
+
+
+def peak_heap(study: Study) -> float:
+    tracemalloc.start()
+    drain_export(study)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ratings", type=int, default=500_000)
+    args = parser.parse_args()
+    setup_test_environment()
+    old = connection.settings_dict["NAME"]
+    connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    try:
+        connection.ensure_connection()
+        connection.connection.autocommit = True
+        small = fill(args.ratings // 10, "small")
+        big = fill(args.ratings, "big")
+        rows_export, t_export = drain_export(big)
+        rows_copy, t_copy = drain_copy(big)
+        rows_export2, t_export2 = drain_export(big)
+        rows_copy2, t_copy2 = drain_copy(big)
+        heap_small, heap_big = peak_heap(small), peak_heap(big)
+    finally:
+        connection.creation.destroy_test_db(old, verbosity=0)
+    best_export, best_copy = min(t_export, t_export2), min(t_copy, t_copy2)
+    assert rows_export == rows_copy == 2 * args.ratings, (rows_export, rows_copy)
+    print(f"rows: {rows_export:,} (ratings {args.ratings:,} x 2 scales)")
+    print("| path | best of 2 (s) | rows/s |")
+    print("|---|---|---|")
+    print(f"| product export (rating_rows -> csv_lines) | {best_export:.2f} | {rows_export / best_export:,.0f} |")
+    print(f"| PostgreSQL COPY ... TO STDOUT (same join) | {best_copy:.2f} | {rows_copy / best_copy:,.0f} |")
+    print(f"\nexport / COPY rows per second: {best_copy / best_export:.2f} (goal >= 0.5)")
+    print(f"Python heap peak of the export: {heap_small:.1f} MiB at {rows_export // 10:,} rows, "
+          f"{heap_big:.1f} MiB at {rows_export:,} rows")
+
+
+if __name__ == "__main__":
+    main()
