@@ -40,7 +40,7 @@ def test_reference_overlap_identical_and_disjoint():
 
 
 def test_reference_overlap_matches_libraries_and_multi_refs():
-    sacrebleu = pytest.importorskip("sacrebleu")
+    import sacrebleu
     hyps = ["it sounds like you feel alone", "talking to a friend may help"]
     refs = ["it sounds like you are feeling alone", "maybe talking with a friend could help"]
     out = reference_overlap(hyps, refs)
