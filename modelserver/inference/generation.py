@@ -257,7 +257,8 @@ class _KVBuffer:
                     self._sync()
 
                 def crop(self, tokens_to_remove: int):
-                    raise NotImplementedError
+                    # Only assisted/speculative decoding crops a cache; our loop never does.
+                    raise RuntimeError("BufferLayer.crop is not supported by the EmpathEval decoding loop")
 
             cls.cls = BufferLayer
         return cls.cls

@@ -49,14 +49,19 @@ def _end_of_turn(tokenizer, turn_text: str) -> str | None:
     return eos if eos and eos in turn_text else None
 
 
-def assistant_spans(tokenizer, messages: Sequence[dict], system_prompt: str, train_on: str = "all") -> tuple[str, list[tuple[int, int]]]:
+def assistant_spans(
+    tokenizer, messages: Sequence[dict], system_prompt: str, train_on: str = "all"
+) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation (with the system prompt) and the character spans to train on."""
     if train_on not in ("all", "last"):
         raise ValueError(f"train_on must be 'all' or 'last', got {train_on!r}")
     if not system_prompt or not system_prompt.strip():
         # Without a system message SmolLM2's template inserts its own identity prompt.
         raise ValueError("system_prompt must be non-empty")
-    conversation = [{"role": "system", "content": system_prompt}, *({"role": m["role"], "content": m["content"]} for m in messages)]
+    conversation = [
+        {"role": "system", "content": system_prompt},
+        *({"role": m["role"], "content": m["content"]} for m in messages),
+    ]
     full = _render(tokenizer, conversation, False)
     assistant_at = [i for i, m in enumerate(conversation) if m["role"] == "assistant"]
     if train_on == "last":
@@ -73,6 +78,21 @@ def assistant_spans(tokenizer, messages: Sequence[dict], system_prompt: str, tra
     return full, spans
 
 
+def _labels(ids: Sequence[int], offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[int]:
+    """Label = token id for tokens starting inside a span, else IGNORE_INDEX."""
+    labels = [IGNORE_INDEX] * len(ids)
+    span_iter = iter(sorted(spans))
+    span = next(span_iter, None)
+    for k, (start, _end) in enumerate(offsets):
+        while span is not None and start >= span[1]:
+            span = next(span_iter, None)
+        if span is None:
+            break
+        if span[0] <= start:
+            labels[k] = ids[k]
+    return labels
+
+
 def tokenize_conversation(
     tokenizer,
     messages: Sequence[dict],
@@ -85,41 +105,40 @@ def tokenize_conversation(
     text, spans = assistant_spans(tokenizer, messages, system_prompt, train_on)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(enc["input_ids"])
-    labels = [IGNORE_INDEX] * len(ids)
-    span_iter = iter(sorted(spans))
-    span = next(span_iter, None)
-    for k, (start, _end) in enumerate(enc["offset_mapping"]):
-        while span is not None and start >= span[1]:
-            span = next(span_iter, None)
-        if span is None:
-            break
-        if span[0] <= start < span[1]:
-            labels[k] = ids[k]
+    labels = _labels(ids, enc["offset_mapping"], spans)
     ids, labels = ids[:max_length], labels[:max_length]
     if all(lab == IGNORE_INDEX for lab in labels):
         return None
     return {"input_ids": ids, "labels": labels}
 
 
-def tokenize_examples(tokenizer, examples, *, system_prompt: str, max_length: int, train_on: str = "all") -> tuple[list[dict], TokenizeStats]:
-    """Tokenise :class:`~modelserver.training.data.Example` objects; dropped ones are counted."""
+def tokenize_examples(
+    tokenizer, examples, *, system_prompt: str, max_length: int, train_on: str = "all", chunk: int = 256
+) -> tuple[list[dict], TokenizeStats]:
+    """Tokenise :class:`~modelserver.training.data.Example` objects (same result as
+    :func:`tokenize_conversation` for each, batched through the fast tokenizer); dropped ones are counted."""
     stats = TokenizeStats()
     features = []
-    for e in examples:
-        stats.examples += 1
-        full = tokenize_conversation(tokenizer, e.messages, system_prompt=system_prompt, max_length=10**9, train_on=train_on)
-        if full is None:
-            stats.dropped_no_labels += 1
+    examples = list(examples)
+    for begin in range(0, len(examples), chunk):
+        rendered = [
+            assistant_spans(tokenizer, e.messages, system_prompt, train_on) for e in examples[begin:begin + chunk]
+        ]
+        if not rendered:
             continue
-        feat = {"input_ids": full["input_ids"][:max_length], "labels": full["labels"][:max_length]}
-        if all(lab == IGNORE_INDEX for lab in feat["labels"]):
-            stats.dropped_no_labels += 1
-            continue
-        stats.truncated += len(full["input_ids"]) > max_length
-        stats.kept += 1
-        stats.tokens += len(feat["input_ids"])
-        stats.label_tokens += sum(lab != IGNORE_INDEX for lab in feat["labels"])
-        features.append(feat)
+        enc = tokenizer([text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
+        for (_, spans), ids, offsets in zip(rendered, enc["input_ids"], enc["offset_mapping"]):
+            stats.examples += 1
+            labels = _labels(ids, offsets, spans)
+            feat = {"input_ids": list(ids[:max_length]), "labels": labels[:max_length]}
+            if all(lab == IGNORE_INDEX for lab in feat["labels"]):
+                stats.dropped_no_labels += 1
+                continue
+            stats.truncated += len(ids) > max_length
+            stats.kept += 1
+            stats.tokens += len(feat["input_ids"])
+            stats.label_tokens += sum(lab != IGNORE_INDEX for lab in feat["labels"])
+            features.append(feat)
     return features, stats
 
 
@@ -237,7 +256,9 @@ class PackedCollator:
 # --------------------------------------------------------------------------- held-out loss
 
 
-def answer_nll(model, features: Sequence[dict], *, pad_token_id: int, batch_size: int = 8, device: str = "cpu") -> tuple[float, int]:
+def answer_nll(
+    model, features: Sequence[dict], *, pad_token_id: int, batch_size: int = 8, device: str = "cpu"
+) -> tuple[float, int]:
     """Summed negative log-likelihood of the label tokens and their count (token-weighted, no padding).
 
     Batches are formed from length-sorted features (right padding, masked by attention_mask).
@@ -269,8 +290,8 @@ def answer_nll(model, features: Sequence[dict], *, pad_token_id: int, batch_size
 
 
 def subsample(items: Sequence, limit: int | None, seed: int) -> list:
-    """A seeded, order-preserving sample of at most ``limit`` items (all of them when limit is None/0)."""
-    if not limit or len(items) <= limit:
+    """A seeded, order-preserving sample of at most ``limit`` items (all when limit is None, none when 0)."""
+    if limit is None or len(items) <= limit:
         return list(items)
     keep = sorted(random.Random(seed).sample(range(len(items)), limit))
     return [items[i] for i in keep]

@@ -4,7 +4,8 @@
         [--max-steps N | --epochs E] [--lr LR] [--rank R] [--alpha A] [--dropout P]
         [--targets all-linear|q_proj,v_proj] [--max-length L] [--batch-size B] [--grad-accum G]
         [--eval-every N] [--save-every N] [--patience P] [--seed S]
-        [--exclude-questions FILE] [--resume] [--batching none|group|pack] [--device auto|cpu|cuda]
+        [--exclude-questions FILE] [--resume] [--batching none|group|pack] [--eval-examples N]
+        [--perplexity-examples N] [--val-fraction F] [--device auto|cpu|cuda] [--threads N] [--no-progress]
 
 Writes the adapter (adapter_model.safetensors + adapter_config.json), training_result.json and
 loss.png to DIR; checkpoints go to DIR/checkpoints, and ``--resume`` continues from the last one.
@@ -29,7 +30,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--out", required=True, help="output directory for the adapter")
     p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
     p.add_argument("--epochs", type=float, default=_D.epochs)
-    p.add_argument("--lr", type=float, default=_D.learning_rate, help=f"peak learning rate (default {_D.learning_rate})")
+    p.add_argument("--lr", type=float, default=_D.learning_rate,
+                   help=f"peak learning rate (default {_D.learning_rate})")
     p.add_argument("--rank", type=int, default=_D.rank)
     p.add_argument("--alpha", type=float, default=_D.alpha)
     p.add_argument("--dropout", type=float, default=_D.dropout)
@@ -42,6 +44,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                    help="random batches, length-grouped batches, or packed rows (default group)")
     p.add_argument("--eval-every", type=int, default=_D.eval_every, help="validation loss every N steps (0: never)")
     p.add_argument("--eval-examples", type=int, default=_D.eval_max_examples, help="validation examples used")
+    p.add_argument("--perplexity-examples", type=int, default=_D.perplexity_max_examples,
+                   help="held-out answers for the base/adapter perplexity (0: skip)")
     p.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps (default: --eval-every)")
     p.add_argument("--patience", type=int, default=_D.patience, help="stop after N evaluations without improvement")
     p.add_argument("--val-fraction", type=float, default=_D.val_fraction,
@@ -52,6 +56,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         "with external_id / question_id / id")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT/checkpoints")
     p.add_argument("--device", default=_D.device, help="auto (CUDA if available), cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all usable cores)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     p.set_defaults(func=run_cli)
     return p
@@ -85,12 +90,14 @@ def _config(args: argparse.Namespace) -> TrainingConfig:
         batching=args.batching,
         eval_every=args.eval_every,
         eval_max_examples=args.eval_examples,
+        perplexity_max_examples=args.perplexity_examples,
         patience=args.patience,
         save_every=args.save_every,
         val_fraction=args.val_fraction,
         exclude_question_ids=excluded,
         seed=args.seed,
         device=args.device,
+        threads=args.threads,
     )
 
 
@@ -158,18 +165,19 @@ def run_cli(args: argparse.Namespace | list[str] | None = None) -> int:
             bar.close()
     png = plot_loss(result, Path(args.out) / "loss.png")
     ppl = result.perplexity
+    r = result
     lines = [
         f"adapter      {result.adapter_dir} (sha256 {result.adapter_sha256[:16]}...)",
         f"steps        {result.global_step}/{result.total_steps}"
         + (f" (resumed at {result.resumed_from_step})" if result.resumed_from_step is not None else "")
         + (" - stopped early" if result.stopped_early else ""),
-        f"train loss   {result.train_losses[0][1]:.3f} -> {result.train_losses[-1][1]:.3f}" if result.train_losses else "",
-        f"val loss     {result.loss_curve[0]['val_loss']:.3f} -> {result.best_val_loss:.3f} (best, step {result.best_step})"
-        if result.loss_curve and result.best_val_loss is not None else "",
-        f"perplexity   base {ppl['base']:.2f} -> adapter {ppl['adapter']:.2f} on {ppl['examples']} {ppl['split']} answers"
-        if ppl.get("base") else "",
-        f"speed        {result.tokens_per_s:.0f} tokens/s, {result.train_seconds:.0f} s training, {result.wall_seconds:.0f} s total"
-        if result.tokens_per_s else "",
+        f"train loss   {r.train_losses[0][1]:.3f} -> {r.train_losses[-1][1]:.3f}" if r.train_losses else "",
+        f"val loss     {r.loss_curve[0]['val_loss']:.3f} -> {r.best_val_loss:.3f} (best, step {r.best_step})"
+        if r.loss_curve and r.best_val_loss is not None else "",
+        f"perplexity   base {ppl['base']:.2f} -> adapter {ppl['adapter']:.2f} "
+        f"on {ppl['examples']} {ppl['split']} answers" if ppl.get("base") else "",
+        f"speed        {r.tokens_per_s:.0f} tokens/s, {r.train_seconds:.0f} s training, {r.wall_seconds:.0f} s total"
+        if r.tokens_per_s else "",
         f"loss plot    {png}",
     ]
     print("\n".join(line for line in lines if line))

@@ -200,7 +200,9 @@ def load_source(source: str | Path, *, questions_path: str | Path | None = None)
     raise DataError(f"{path}: unknown file type {suffix or '(none)'}; use 'counselchat', .csv, .jsonl or .txt")
 
 
-def load_counselchat(csv_path: str | Path = COUNSELCHAT_ANSWERS, questions_path: str | Path | None = COUNSELCHAT_QUESTIONS) -> RawData:
+def load_counselchat(
+    csv_path: str | Path = COUNSELCHAT_ANSWERS, questions_path: str | Path | None = COUNSELCHAT_QUESTIONS
+) -> RawData:
     """One example per answer; question ids are the questions file's slugs (see module docstring)."""
     csv_path = Path(csv_path)
     by_csv_id: dict[str, list[str]] = {}
@@ -257,7 +259,8 @@ def _counselchat_question_id(row: dict, by_csv_id: dict[str, list[str]], problem
     if link and link in candidates:
         return link
     if candidates:
-        _note(problems, f"row {n}: questionID {row.get('questionID')} maps to {candidates}, none matches its link; using {candidates[0]}")
+        _note(problems, f"row {n}: questionID {row.get('questionID')} maps to {candidates}, "
+                        f"none matches its link; using {candidates[0]}")
         return candidates[0]
     if link:
         return link
@@ -374,7 +377,7 @@ def _chat_messages(messages) -> list[dict]:
         if not isinstance(m, dict) or not isinstance(m.get("content"), str):
             raise DataError(f"messages[{i}] needs a string 'content'")
         if m.get("role") == "system":
-            raise DataError(f"messages[{i}]: system messages are not supported; the system prompt is a training setting")
+            raise DataError(f"messages[{i}]: system messages are not supported (the system prompt is a setting)")
         if m.get("role") not in ("user", "assistant"):
             raise DataError(f"messages[{i}] has role {m.get('role')!r}; use 'user' or 'assistant'")
         turns.append({"role": m["role"], "content": m["content"]})

@@ -27,9 +27,8 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
 
 from modelserver.inference.generation import DEFAULT_SYSTEM_PROMPT
 
@@ -67,7 +66,7 @@ RUN_FILE = "run.json"
 # settings must match the checkpoint's run, or the resumed run would silently be a different one.
 RESUMABLE_FIELDS = frozenset({
     "max_steps", "epochs", "patience", "eval_every", "save_every", "save_total_limit", "eval_on_start",
-    "eval_max_examples", "eval_batch_size", "perplexity_max_examples", "device",
+    "eval_max_examples", "eval_batch_size", "perplexity_max_examples", "device", "threads",
 })
 
 
@@ -99,18 +98,21 @@ class TrainingConfig:
     # evaluation, early stopping, checkpoints
     eval_every: int = 50  # 0: no periodic evaluation (and no early stopping)
     eval_on_start: bool = True  # val loss of the untrained adapter (= base) as the curve's step 0
-    eval_max_examples: int | None = 32
+    eval_max_examples: int | None = 32  # None: all validation examples
     eval_batch_size: int = 8
     patience: int = 0  # evaluations without improvement before stopping; 0: never stop early
     save_every: int | None = None  # default: eval_every (or 50); must be a multiple of eval_every
     save_total_limit: int = 2
-    perplexity_max_examples: int | None = 64
+    perplexity_max_examples: int | None = 64  # None: all held-out examples; 0: skip perplexity
     # data split (used when train_adapter is given a source rather than prepared data)
     val_fraction: float = 0.1
     exclude_question_ids: list[str] = field(default_factory=list)
     use_source_splits: bool = True
     seed: int = 0
     device: str = "auto"
+    # CPU threads; None: every core this process may use.  On a machine shared with other busy
+    # processes fewer threads can be faster (OpenMP threads wait on each other when descheduled).
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.target_modules, tuple):
@@ -134,6 +136,7 @@ class TrainingConfig:
             (self.patience == 0 or self.eval_every > 0, "patience needs eval_every > 0"),
             (self.save_every is None or self.save_every >= 1, "save_every must be >= 1"),
             (self.save_total_limit >= 1, "save_total_limit must be >= 1"),
+            (self.threads is None or self.threads >= 1, "threads must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -198,7 +201,9 @@ class TrainingResult:
     best_val_loss: float | None
     tokens: dict  # train/val/test tokenisation stats
     tokens_per_s: float | None  # this session: real tokens / training-step seconds
-    train_seconds: float
+    train_seconds: float  # optimizer steps only
+    # seconds per phase: prepare (data, tokenise), load, train_loop (with eval, checkpoints), eval, save, perplexity
+    timings: dict
     wall_seconds: float
     device: str
     dtype: str
@@ -264,7 +269,9 @@ def _check_resume(ckpt_root: Path, run: dict) -> None:
     try:
         previous = json.loads((ckpt_root / RUN_FILE).read_text())
     except (OSError, ValueError):
-        raise ValueError(f"{ckpt_root} has checkpoints but no readable {RUN_FILE}; cannot check they belong to this run") from None
+        raise ValueError(
+            f"{ckpt_root} has checkpoints but no readable {RUN_FILE}; cannot check they belong to this run"
+        ) from None
     diffs = [k for k in sorted(set(previous) | set(run)) if previous.get(k) != run.get(k)]
     if diffs:
         raise ValueError(
@@ -297,7 +304,14 @@ def train_adapter(
     import torch
     import transformers
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        EarlyStoppingCallback,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
     from transformers.trainer_callback import PrinterCallback
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -309,11 +323,13 @@ def train_adapter(
     ckpt_root = out / CHECKPOINT_DIR
     last_ckpt = get_last_checkpoint(str(ckpt_root)) if ckpt_root.is_dir() else None
     if last_ckpt and not resume:
-        raise ValueError(f"{ckpt_root} already holds checkpoints; pass resume=True to continue that run or use a new directory")
+        raise ValueError(
+            f"{ckpt_root} already holds checkpoints; pass resume=True to continue that run or use a new directory"
+        )
     if data is None:
         data = config.data
     if not isinstance(data, PreparedData):
-        config.data = str(data)
+        config = replace(config, data=str(data))
         data = prepare_data(
             data,
             val_fraction=config.val_fraction,
@@ -326,7 +342,7 @@ def train_adapter(
     device = _resolve_device(config.device)
     on_cuda = device.startswith("cuda")
     if device == "cpu":
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+        torch.set_num_threads(config.threads or max(1, len(os.sched_getaffinity(0))))
     transformers.set_seed(config.seed)
 
     base_path = resolve_base(config.base)
@@ -340,7 +356,8 @@ def train_adapter(
 
     def tok(examples):
         return tokenize_examples(
-            tokenizer, examples, system_prompt=config.system_prompt, max_length=config.max_length, train_on=config.train_on
+            tokenizer, examples, system_prompt=config.system_prompt, max_length=config.max_length,
+            train_on=config.train_on,
         )
 
     train_feats, train_stats = tok(data.train)
@@ -355,6 +372,7 @@ def train_adapter(
         notes.append("no validation examples: periodic evaluation and early stopping disabled")
         eval_every, patience = 0, 0
 
+    timings = {"prepare": time.monotonic() - wall_start}
     pad_id = tokenizer.pad_token_id
     if config.batching == "pack":
         train_dataset = pack_features(train_feats, config.max_length, seed=config.seed)
@@ -363,11 +381,13 @@ def train_adapter(
         train_dataset = train_feats
         collator = SFTCollator(pad_id, config.padding_side)
 
-    run = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_FIELDS}
+    # The data is identified by content (file digests, ids per split), not by how its path was spelled.
+    run = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_FIELDS and k != "data"}
     run.update(
         base_sha256=base_sha,
         data_sources=[s["sha256"] for s in manifest.sources],
         train_question_ids=manifest.question_ids.get("train"),
+        val_question_ids=manifest.question_ids.get("val"),
     )
     ckpt_root.mkdir(parents=True, exist_ok=True)
     if last_ckpt:
@@ -376,6 +396,7 @@ def train_adapter(
         (ckpt_root / RUN_FILE).write_text(json.dumps(run, indent=1))
 
     dtype = torch.bfloat16 if on_cuda else torch.float32
+    t0 = time.monotonic()
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, local_files_only=True)
     model.to(device)
     lora = LoraConfig(
@@ -385,27 +406,37 @@ def train_adapter(
         target_modules=config.target_modules,
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, lora)
+    with warnings.catch_warnings():
+        # peft asks transformers a deprecated question (is_gradient_checkpointing); not ours to fix.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = get_peft_model(model, lora)
+    timings["load"] = time.monotonic() - t0
 
     # ------------------------------------------------------------ trainer
-    meter = {"tokens": 0, "seconds": 0.0, "steps": [], "step_start": None, "pending_tokens": 0}
+    meter = {"tokens": 0, "seconds": 0.0, "eval_seconds": 0.0, "steps": [], "step_start": None, "pending_tokens": 0,
+             "pending_slots": 0}
 
     class _Trainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             n = inputs.pop("num_tokens", None)
             if n is not None and model.training:
                 meter["pending_tokens"] += int(n)
-            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+                meter["pending_slots"] += int(inputs["input_ids"].numel())
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
             start = time.monotonic()
             total, count = answer_nll(
                 self.model, val_feats, pad_token_id=pad_id, batch_size=config.eval_batch_size, device=device
             )
+            seconds = time.monotonic() - start
+            meter["eval_seconds"] += seconds
             metrics = {
                 f"{metric_key_prefix}_loss": total / max(count, 1),
                 f"{metric_key_prefix}_tokens": count,
-                f"{metric_key_prefix}_runtime": round(time.monotonic() - start, 3),
+                f"{metric_key_prefix}_runtime": round(seconds, 3),
             }
             self.log(metrics)
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -417,13 +448,16 @@ def train_adapter(
 
         def on_step_begin(self, args, state, control, **kwargs):
             meter["step_start"] = time.monotonic()
-            meter["pending_tokens"] = 0
+            meter["pending_tokens"] = meter["pending_slots"] = 0
 
         def on_step_end(self, args, state, control, **kwargs):
             seconds = time.monotonic() - meter["step_start"]
             meter["seconds"] += seconds
             meter["tokens"] += meter["pending_tokens"]
-            meter["steps"].append({"step": state.global_step, "loss": None, "tokens": meter["pending_tokens"], "seconds": round(seconds, 4)})
+            meter["steps"].append({
+                "step": state.global_step, "loss": None, "tokens": meter["pending_tokens"],
+                "padded_tokens": meter["pending_slots"], "seconds": round(seconds, 4),
+            })
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
@@ -486,7 +520,6 @@ def train_adapter(
             dataloader_num_workers=0,
             report_to="none",
             disable_tqdm=True,
-            log_level="warning",
         )
     trainer = _Trainer(
         model=model,
@@ -502,20 +535,29 @@ def train_adapter(
     resumed_from = None
     if last_ckpt:
         resumed_from = int(Path(last_ckpt).name.rsplit("-", 1)[-1])
+    t0 = time.monotonic()
     trainer.train(resume_from_checkpoint=last_ckpt)
+    timings["train_loop"] = time.monotonic() - t0
+    timings["eval"] = meter["eval_seconds"]
     state = trainer.state
 
     # ------------------------------------------------------------ save, perplexity, result
     model = trainer.model
+    t0 = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out), safe_serialization=True)
     adapter_sha = sha256_of_adapter(out)
+    timings["save"] = time.monotonic() - t0
 
     if progress is not None:
-        progress(TrainingProgress("perplexity", state.global_step, state.max_steps, elapsed_s=time.monotonic() - wall_start))
-    nll_adapter, n_ppl = answer_nll(model, ppl_feats, pad_token_id=pad_id, batch_size=config.eval_batch_size, device=device)
+        elapsed = time.monotonic() - wall_start
+        progress(TrainingProgress("perplexity", state.global_step, state.max_steps, elapsed_s=elapsed))
+    t0 = time.monotonic()
+    nll_kw = {"pad_token_id": pad_id, "batch_size": config.eval_batch_size, "device": device}
+    nll_adapter, n_ppl = answer_nll(model, ppl_feats, **nll_kw)
     with model.disable_adapter():
-        nll_base, _ = answer_nll(model, ppl_feats, pad_token_id=pad_id, batch_size=config.eval_batch_size, device=device)
+        nll_base, _ = answer_nll(model, ppl_feats, **nll_kw)
+    timings["perplexity"] = time.monotonic() - t0
     perplexity = {
         "split": ppl_split,
         "examples": len(ppl_feats),
@@ -530,7 +572,9 @@ def train_adapter(
     best_step = best_val = None
     if eval_every and state.best_model_checkpoint:
         best_step = int(Path(state.best_model_checkpoint).name.rsplit("-", 1)[-1])
-        best_val = next((float(e["eval_loss"]) for e in state.log_history if e.get("step") == best_step and "eval_loss" in e), None)
+        best_val = next(
+            (float(e["eval_loss"]) for e in state.log_history if e.get("step") == best_step and "eval_loss" in e), None
+        )
     elif eval_every:
         notes.append("no evaluated checkpoint was better than none: the adapter is the last step's")
     result = TrainingResult(
@@ -559,6 +603,7 @@ def train_adapter(
         },
         tokens_per_s=meter["tokens"] / meter["seconds"] if meter["seconds"] else None,
         train_seconds=round(meter["seconds"], 3),
+        timings={k: round(v, 3) for k, v in timings.items()},
         wall_seconds=round(time.monotonic() - wall_start, 3),
         device=device,
         dtype=str(dtype).removeprefix("torch."),

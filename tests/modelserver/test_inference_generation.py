@@ -14,9 +14,13 @@ from modelserver.inference.generation import (
     GenerationRequest,
     ProvenanceMismatch,
     decode_batch,
+    _process_logits,
     encode_prompt,
     generate,
+    nucleus,
+    plan_batches,
     regenerate,
+    sample_rows,
     stop_token_ids,
     use_adapter,
 )
@@ -55,12 +59,9 @@ def _loop_ids(loaded, reqs, params, adapter=None):
     return [ids for ids, _, _ in res]
 
 
-def _hf_ids(loaded, req, params, adapter=None):
+def _hf_greedy_ids(loaded, req, params, adapter=None):
+    assert not params.do_sample
     ids = _prompt_ids(loaded, req, params)
-    kwargs = {"do_sample": False}
-    if params.do_sample:
-        kwargs = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
-        torch.manual_seed(req.seed)
     with use_adapter(loaded, adapter), torch.inference_mode():
         out = loaded.model.generate(
             input_ids=torch.tensor([ids]),
@@ -69,7 +70,7 @@ def _hf_ids(loaded, req, params, adapter=None):
             repetition_penalty=params.repetition_penalty,
             eos_token_id=stop_token_ids(loaded),
             pad_token_id=loaded.tokenizer.pad_token_id,
-            **kwargs,
+            do_sample=False,
         )
     return out[0, len(ids):].tolist()
 
@@ -80,7 +81,7 @@ def test_greedy_loop_equals_hf_generate_batch_of_one(tiny_long, adapter):
     lengths = []
     for req in _requests()[:4]:
         [ours] = _loop_ids(tiny_long, [req], params, adapter)
-        assert ours == _hf_ids(tiny_long, req, params, adapter)
+        assert ours == _hf_greedy_ids(tiny_long, req, params, adapter)
         lengths.append(len(ours))
     assert max(lengths) == params.max_new_tokens
 
@@ -88,21 +89,62 @@ def test_greedy_loop_equals_hf_generate_batch_of_one(tiny_long, adapter):
 def test_greedy_loop_equals_hf_generate_without_repetition_penalty(tiny_long):
     params = GenerationParams(max_new_tokens=24, do_sample=False, repetition_penalty=1.0)
     for req in _requests()[:4]:
-        assert _loop_ids(tiny_long, [req], params) == [_hf_ids(tiny_long, req, params)]
+        assert _loop_ids(tiny_long, [req], params) == [_hf_greedy_ids(tiny_long, req, params)]
 
 
-@pytest.mark.parametrize("adapter", [None, "lora"])
-def test_sampling_loop_equals_hf_sampling_with_same_seed(tiny_long, adapter):
-    # One row: our per-row generator seeded with s draws exactly what HF draws after torch.manual_seed(s).
-    params = GenerationParams(max_new_tokens=24, temperature=0.8, top_p=0.9, repetition_penalty=1.2)
-    for req in _requests()[:4]:
-        assert _loop_ids(tiny_long, [req], params, adapter) == [_hf_ids(tiny_long, req, params, adapter)]
+def test_logits_processing_matches_hf_processors():
+    from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 300, generator=gen) * 3
+    history = torch.randint(0, 300, (4, 40), generator=gen)
+    seen = torch.zeros(4, 300, dtype=torch.bool)
+    seen.scatter_(1, history, True)
+    params = GenerationParams(temperature=0.7, repetition_penalty=1.3)
+    expected = TemperatureLogitsWarper(0.7)(history, RepetitionPenaltyLogitsProcessor(1.3)(history, logits.clone()))
+    assert torch.equal(_process_logits(logits, seen, params), expected)
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.99])
+@pytest.mark.parametrize("spread", [0.05, 1.0, 4.0])  # flat rows (nucleus > candidates: full sort) to peaked rows
+def test_nucleus_equals_hf_top_p_warper(top_p, spread):
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    gen = torch.Generator().manual_seed(int(spread * 100 + top_p * 10))
+    scores = torch.randn(6, 2000, generator=gen) * spread
+    probs, ids = nucleus(scores, top_p)
+    hf = TopPLogitsWarper(top_p)(None, scores.clone())
+    for row in range(scores.shape[0]):
+        ours = set(ids[row][probs[row] > 0].tolist())
+        assert ours == set(torch.nonzero(hf[row] > -float("inf")).flatten().tolist())
+        kept = probs[row][probs[row] > 0]
+        assert torch.all(kept[:-1] >= kept[1:])  # descending order
+
+
+def test_sampling_follows_the_nucleus_distribution():
+    scores = torch.log(torch.tensor([[0.5, 0.25, 0.15, 0.06, 0.04]]))
+    n = 6000
+    draws = torch.cat([sample_rows(scores, 0.8, [torch.Generator().manual_seed(s)]) for s in range(n)])
+    counts = torch.bincount(draws, minlength=5).float() / n
+    # nucleus at top_p=0.8: tokens 0, 1, 2 (0.5 + 0.25 < 0.8), renormalised over 0.9
+    assert counts[3] == counts[4] == 0
+    expected = torch.tensor([0.5, 0.25, 0.15]) / 0.9
+    assert torch.allclose(counts[:3], expected, atol=0.02)
+    full = torch.cat([sample_rows(scores, 1.0, [torch.Generator().manual_seed(s)]) for s in range(n)])
+    assert torch.allclose(torch.bincount(full, minlength=5).float() / n, scores.exp()[0], atol=0.02)
+
+
+def test_a_rows_draws_do_not_depend_on_other_rows():
+    scores = torch.randn(5, 400, generator=torch.Generator().manual_seed(1))
+    together = sample_rows(scores, 0.9, [torch.Generator().manual_seed(s) for s in range(5)])
+    alone = [sample_rows(scores[i:i + 1], 0.9, [torch.Generator().manual_seed(i)]).item() for i in range(5)]
+    assert together.tolist() == alone
 
 
 @pytest.mark.parametrize("do_sample", [False, True])
 @pytest.mark.parametrize("adapter", [None, "lora"])
 def test_batch_composition_does_not_change_a_row(tiny_loaded, do_sample, adapter):
-    params = GenerationParams(max_new_tokens=30, do_sample=do_sample)
+    params = GenerationParams(max_new_tokens=30 if not do_sample else 10, do_sample=do_sample)
     reqs = _requests()
     alone = [generate(tiny_loaded, [r], params, adapter=adapter, batch_size=1)[0] for r in reqs]
     together = generate(tiny_loaded, reqs, params, adapter=adapter, batch_size=8)
@@ -273,3 +315,11 @@ def test_params_round_trip_and_validation():
 
 def test_empty_request_list(tiny_loaded):
     assert generate(tiny_loaded, [], GenerationParams()) == []
+
+
+def test_plan_batches_groups_by_length_and_isolates_outliers():
+    lengths = [50, 10, 12, 11, 400, 13, 420, 9]
+    assert plan_batches(lengths, 3, budget=10**9) == [[7, 1, 3], [2, 5, 0], [4, 6]]
+    # 4 short rows + a 400-token prompt would add (400 - 50) * 6 padded cells: over budget
+    assert plan_batches(lengths, 8, budget=1000) == [[7, 1, 3, 2, 5, 0], [4, 6]]
+    assert plan_batches([], 4, 10) == []

@@ -155,16 +155,14 @@ def test_sha256_of_adapter_covers_config_and_weights(tmp_path, tiny_adapter_dir)
     assert sha256_of_adapter(a) != first
 
 
-def test_sha256_read_only_dir(tmp_path, tiny_model_dir):
+def test_sha256_when_the_digest_cannot_be_cached(tmp_path, tiny_model_dir):
+    # A directory where the digest file belongs makes the cache write fail the same way a
+    # read-only model directory does, and unlike chmod it also fails for root (CI runs as root).
     d = _copy(tiny_model_dir, tmp_path / "ro")
-    os.chmod(d, 0o555)
-    try:
-        if os.access(d, os.W_OK):  # running as root: permissions are not enforced
-            pytest.skip("directory permissions are not enforced for this user")
-        assert len(sha256_of_weights(d)) == 64
-        assert not (d / DIGEST_FILE).exists()
-    finally:
-        os.chmod(d, 0o755)
+    (d / DIGEST_FILE).mkdir()
+    assert sha256_of_weights(d) == sha256_of_weights(tiny_model_dir)
+    assert (d / DIGEST_FILE).is_dir()
+    assert not [p for p in d.iterdir() if p.name.startswith(f".{DIGEST_FILE}.")]  # no temp file left behind
 
 
 def test_loaded_model_fields(tiny_loaded, tiny_model_dir, tiny_adapter_dir):
