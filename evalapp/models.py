@@ -245,6 +245,8 @@ class Rating(models.Model):
 
     class Meta:
         ordering = ["id"]
+        # The export pages through a study's ratings in (response, id) order.
+        indexes = [models.Index(fields=["response", "id"], name="rating_response_id")]
         constraints = [
             models.UniqueConstraint(fields=["response", "rater"], name="rating_unique_response_rater"),
             models.CheckConstraint(
