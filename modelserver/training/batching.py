@@ -142,6 +142,52 @@ def tokenize_examples(
     return features, stats
 
 
+# --------------------------------------------------------------------------- length grouping
+
+
+class LengthGroupedSampler:
+    """Index order for batches of similar length (less padding), reshuffled every epoch.
+
+    Per epoch (seeded by ``seed`` and the epoch, so a resumed run sees the same order): shuffle,
+    cut into mega-batches of ``megabatch`` batches, sort each by length, cut into batches,
+    shuffle the batches (the short last one stays last, so the DataLoader's batches line up).
+
+    Why not transformers' LengthGroupedSampler: it sizes its mega-batches as
+    ``min(n // (4 * batch_size), 50)`` batches, i.e. a single batch for small data sets, where it
+    then groups nothing; and it always puts the longest batch first.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, megabatch: int = 64):
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.megabatch = megabatch
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by the Trainer before each epoch
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def batches(self) -> list[list[int]]:
+        rng = random.Random(f"{self.seed}:{self.epoch}")
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        size = self.megabatch * self.batch_size
+        batches = []
+        for start in range(0, len(order), size):
+            mega = sorted(order[start:start + size], key=lambda i: -self.lengths[i])
+            batches.extend(mega[k:k + self.batch_size] for k in range(0, len(mega), self.batch_size))
+        full = [b for b in batches if len(b) == self.batch_size]
+        short = [b for b in batches if len(b) < self.batch_size]
+        rng.shuffle(full)
+        return full + short
+
+    def __iter__(self):
+        return iter([i for batch in self.batches() for i in batch])
+
+
 # --------------------------------------------------------------------------- collators
 
 

@@ -4,8 +4,9 @@ Why the Trainer and not a plain loop: it already does what an interrupted CPU ru
 checkpoints with optimizer, scheduler and RNG state, resuming at the checkpoint's step (skipping
 the batches already seen), gradient accumulation with token-weighted loss, best-checkpoint
 tracking and early stopping - all tested upstream.  We override only ``evaluate`` (to get a
-token-weighted validation loss instead of Trainer's mean of batch means) and ``compute_loss``
-(to count real tokens for tokens/s).
+token-weighted validation loss instead of Trainer's mean of batch means), ``compute_loss`` (to
+count real tokens for tokens/s) and ``_get_train_sampler`` (length grouping that also works on
+small data sets, see batching.LengthGroupedSampler).
 
 Layout of ``out_dir``::
 
@@ -35,6 +36,7 @@ from modelserver.inference.generation import DEFAULT_SYSTEM_PROMPT
 from .batching import (
     BATCHING_MODES,
     IGNORE_INDEX,
+    LengthGroupedSampler,
     PackedCollator,
     SFTCollator,
     TokenizeStats,
@@ -426,6 +428,12 @@ def train_adapter(
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
             )
 
+        def _get_train_sampler(self, train_dataset=None):
+            if config.batching == "group":
+                lengths = [len(f["input_ids"]) for f in train_feats]
+                return LengthGroupedSampler(lengths, config.batch_size, seed=config.seed)
+            return super()._get_train_sampler(train_dataset)
+
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
             start = time.monotonic()
             total, count = answer_nll(
@@ -515,7 +523,7 @@ def train_adapter(
             data_seed=config.seed,
             bf16=on_cuda,
             use_cpu=device == "cpu",
-            train_sampling_strategy="group_by_length" if config.batching == "group" else "random",
+            train_sampling_strategy="random",  # "group" uses our LengthGroupedSampler (_get_train_sampler)
             remove_unused_columns=False,
             dataloader_num_workers=0,
             report_to="none",

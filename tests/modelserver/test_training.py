@@ -14,6 +14,7 @@ import pytest
 
 from modelserver.training.batching import (
     IGNORE_INDEX,
+    LengthGroupedSampler,
     PackedCollator,
     SFTCollator,
     pack_features,
@@ -250,6 +251,26 @@ def _features(tok, n=6):
     return [tokenize_conversation(tok, m, system_prompt=SYSTEM, max_length=512) for m in msgs]
 
 
+def test_length_grouped_sampler():
+    rng = random.Random(0)
+    lengths = [rng.randint(10, 256) for _ in range(30)]
+    sampler = LengthGroupedSampler(lengths, batch_size=4, seed=1)
+    first = list(sampler)
+    assert sorted(first) == list(range(30)) and len(sampler) == 30
+    assert list(sampler) == first  # same epoch, same order (what a resumed run relies on)
+    sampler.set_epoch(1)
+    assert list(sampler) != first and sorted(sampler) == list(range(30))
+
+    def padding(order):
+        batches = [order[k:k + 4] for k in range(0, len(order), 4)]
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+    shuffled = list(range(30))
+    random.Random(2).shuffle(shuffled)
+    assert padding(first) < padding(shuffled) / 3
+    assert [len(b) for b in sampler.batches()] == [4] * 7 + [2]  # the short batch is last
+
+
 def test_collator_left_and_right_padding_agree(tiny_tokenizer, tiny_model_dir):
     import torch
     from transformers import AutoModelForCausalLM
@@ -348,16 +369,17 @@ def test_resume_after_interruption_continues_from_checkpoint(tmp_path, tiny_mode
     from safetensors.torch import load_file
 
     data = _chat_file(tmp_path / "chat.jsonl")
-    cfg = dict(eval_every=0, save_every=3, max_steps=8)
+    # 32 training examples = 8 steps an epoch: the interruption falls in the second epoch.
+    cfg = dict(eval_every=0, save_every=3, max_steps=12)
 
     full = train_adapter(_tiny_config(tiny_model_dir, **cfg), str(data), tmp_path / "full")
 
-    def stop_at_5(p):
-        if p.phase == "train" and p.step == 5:
+    def stop_at_11(p):
+        if p.phase == "train" and p.step == 11:
             raise _Interrupt
 
     with pytest.raises(_Interrupt):
-        train_adapter(_tiny_config(tiny_model_dir, **cfg), str(data), tmp_path / "run", progress=stop_at_5)
+        train_adapter(_tiny_config(tiny_model_dir, **cfg), str(data), tmp_path / "run", progress=stop_at_11)
     assert not (tmp_path / "run" / "training_result.json").exists()
     with pytest.raises(ValueError, match="resume"):
         train_adapter(_tiny_config(tiny_model_dir, **cfg), str(data), tmp_path / "run")
@@ -365,8 +387,8 @@ def test_resume_after_interruption_continues_from_checkpoint(tmp_path, tiny_mode
     steps = []
     resumed = train_adapter(_tiny_config(tiny_model_dir, **cfg), str(data), tmp_path / "run",
                             progress=lambda p: steps.append(p.step) if p.phase == "train" else None, resume=True)
-    assert resumed.resumed_from_step == 3 and steps == [4, 5, 6, 7, 8] and resumed.global_step == 8
-    assert [s for s, _ in resumed.train_losses] == list(range(1, 9))  # history restored from the checkpoint
+    assert resumed.resumed_from_step == 9 and steps == [10, 11, 12] and resumed.global_step == 12
+    assert [s for s, _ in resumed.train_losses] == list(range(1, 13))  # history restored from the checkpoint
     # Same data order, RNG and optimizer state: the resumed run ends where the uninterrupted one does.
     a = load_file(tmp_path / "full" / "adapter_model.safetensors")
     b = load_file(tmp_path / "run" / "adapter_model.safetensors")

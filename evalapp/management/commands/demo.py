@@ -124,14 +124,21 @@ class Command(BaseCommand):
         from modelserver.training_services import adapter_register, check_adapter_for_study
 
         out = Path(settings.VAR_DIR) / ("demo-adapter-quick" if options["quick"] else "demo-adapter")
+        # r 8 on q/v (about 4 s a step of 4 x 256 on 2 idle cores, ~15% faster than all-linear) and a
+        # higher learning rate than the default, so 50 steps fit the 5-minute budget and still move
+        # the model; one mid-way and one final validation give the loss plot its curve.
         config = TrainingConfig(
             base="bundled",
             max_steps=options["train_steps"],
+            rank=8,
+            alpha=16,
+            target_modules=["q_proj", "v_proj"],
+            learning_rate=5e-4,
             batch_size=4,
             max_length=64 if options["quick"] else 256,
             eval_every=0 if options["quick"] else 25,
             eval_max_examples=16,
-            perplexity_max_examples=4 if options["quick"] else 48,
+            perplexity_max_examples=4 if options["quick"] else 16,
             exclude_question_ids=list(study.prompts.values_list("external_id", flat=True)),
             seed=DEMO_SEED,
         )
