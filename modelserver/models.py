@@ -12,25 +12,16 @@ class RunStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
-class GenerationRun(models.Model):
-    """Generate every missing (prompt, arm, sample index) response of a study.
+class LeasedJob(models.Model):
+    """A job on the gpu queue that one worker at a time holds through a heartbeat lease.
 
-    A run is claimed by a conditional update (status and a heartbeat lease), so
-    two workers never run it at once; a redelivered message after a killed
-    worker re-claims it once the lease has lapsed.
+    Claimed by a conditional update on (status, heartbeat), so two workers never run it at
+    once; a redelivered message after a killed worker takes it over once the lease has lapsed.
     """
 
     Status = RunStatus
 
-    study = models.ForeignKey("evalapp.Study", on_delete=models.CASCADE, related_name="generation_runs")
-    arms = models.ManyToManyField("evalapp.Arm", related_name="generation_runs")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED)
-    samples_per_prompt = models.PositiveSmallIntegerField(default=1)
-    seed = models.BigIntegerField(default=0)
-    batch_size = models.PositiveSmallIntegerField(default=16)
-    total = models.PositiveIntegerField(default=0)
-    done = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     worker = models.CharField(max_length=200, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -40,9 +31,64 @@ class GenerationRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        abstract = True
         ordering = ["-created_at"]
         constraints = [
-            models.CheckConstraint(condition=Q(status__in=RunStatus.values), name="generationrun_status_valid"),
+            models.CheckConstraint(condition=Q(status__in=RunStatus.values), name="%(class)s_status_valid"),
+        ]
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (RunStatus.QUEUED, RunStatus.RUNNING)
+
+    @classmethod
+    def _lapsed(cls):
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        return timezone.now() - timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
+
+    @classmethod
+    def claim(cls, job_id: int, worker: str) -> bool:
+        """Take the job for this worker; False if it is finished or a live worker holds it."""
+        from django.utils import timezone
+
+        claimable = Q(status=RunStatus.QUEUED) | Q(status=RunStatus.RUNNING, heartbeat_at__lt=cls._lapsed())
+        now = timezone.now()
+        return bool(cls.objects.filter(claimable, id=job_id).update(
+            status=RunStatus.RUNNING, worker=worker[:200], heartbeat_at=now, started_at=now, error="",
+            attempts=models.F("attempts") + 1,
+        ))
+
+    @classmethod
+    def requeue(cls, job_id: int) -> bool:
+        """Queue a failed job, or one whose worker stopped reporting, again."""
+        resumable = Q(status=RunStatus.FAILED) | Q(status=RunStatus.RUNNING, heartbeat_at__lt=cls._lapsed())
+        return bool(cls.objects.filter(resumable, id=job_id).update(status=RunStatus.QUEUED, error="",
+                                                                    finished_at=None))
+
+
+class GenerationRun(LeasedJob):
+    """Generate every missing (prompt, arm, sample index) response of a study.
+
+    A run is claimed by a conditional update (status and a heartbeat lease), so
+    two workers never run it at once; a redelivered message after a killed
+    worker re-claims it once the lease has lapsed.
+    """
+
+    study = models.ForeignKey("evalapp.Study", on_delete=models.CASCADE, related_name="generation_runs")
+    arms = models.ManyToManyField("evalapp.Arm", related_name="generation_runs")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    samples_per_prompt = models.PositiveSmallIntegerField(default=1)
+    seed = models.BigIntegerField(default=0)
+    batch_size = models.PositiveSmallIntegerField(default=16)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+
+    class Meta(LeasedJob.Meta):
+        constraints = [
+            *LeasedJob.Meta.constraints,
             models.CheckConstraint(condition=Q(samples_per_prompt__gte=1), name="generationrun_samples_gte_1"),
             models.CheckConstraint(condition=Q(batch_size__gte=1), name="generationrun_batch_size_gte_1"),
             models.CheckConstraint(condition=Q(done__lte=models.F("total")), name="generationrun_done_lte_total"),
@@ -54,10 +100,6 @@ class GenerationRun(models.Model):
     @property
     def percent(self) -> int:
         return int(100 * self.done / self.total) if self.total else 0
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
 class PlaygroundRequest(models.Model):
@@ -81,37 +123,17 @@ class PlaygroundRequest(models.Model):
         ]
 
 
-class TrainingRun(models.Model):
+class TrainingRun(LeasedJob):
     """A LoRA training job on the gpu queue, resumable from its last checkpoint."""
-
-    Status = RunStatus
 
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     # The study whose prompts must stay out of the training data (optional).
     study = models.ForeignKey("evalapp.Study", on_delete=models.SET_NULL, null=True, blank=True,
                               related_name="training_runs")
     name = models.CharField(max_length=200)
-    status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED)
     config = models.JSONField()
     out_dir = models.CharField(max_length=500)
     progress = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
-    worker = models.CharField(max_length=200, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-        constraints = [
-            models.CheckConstraint(condition=Q(status__in=RunStatus.values), name="trainingrun_status_valid"),
-        ]
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
 class Adapter(models.Model):

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
 from django.utils import timezone
 
 from evalapp.models import Arm, Prompt, Response, Study
@@ -107,12 +106,8 @@ def generation_run_create(
 
 def generation_run_resume(*, run: GenerationRun) -> GenerationRun:
     """Queue a failed (or abandoned) run again; it generates only what is missing."""
-    lease = timezone.now() - timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
     with transaction.atomic():
-        updated = GenerationRun.objects.filter(
-            Q(status=RunStatus.FAILED) | Q(status=RunStatus.RUNNING, heartbeat_at__lt=lease), id=run.id
-        ).update(status=RunStatus.QUEUED, error="", finished_at=None)
-        if not updated:
+        if not GenerationRun.requeue(run.id):
             raise GenerationError("Only a failed run, or a running one whose worker stopped reporting, can be resumed.")
         transaction.on_commit(lambda: _dispatch("generate_responses", run.id))
     run.refresh_from_db()
@@ -120,19 +115,7 @@ def generation_run_resume(*, run: GenerationRun) -> GenerationRun:
 
 
 def generation_run_claim(*, run_id: int, worker: str) -> bool:
-    """Take the run for this worker; False if another live worker holds it or it is finished."""
-    now = timezone.now()
-    lease = now - timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
-    claimable = Q(status=RunStatus.QUEUED) | Q(status=RunStatus.RUNNING, heartbeat_at__lt=lease)
-    claimed = GenerationRun.objects.filter(claimable, id=run_id).update(
-        status=RunStatus.RUNNING,
-        worker=worker[:200],
-        heartbeat_at=now,
-        started_at=now,
-        error="",
-        attempts=F("attempts") + 1,
-    )
-    return bool(claimed)
+    return GenerationRun.claim(run_id, worker)
 
 
 def seconds_until_claimable(*, run_id: int) -> float | None:

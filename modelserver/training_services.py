@@ -6,12 +6,10 @@ torch is imported only inside the worker-side function, never at module import.
 import json
 import logging
 import time
-from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
 from django.utils import timezone
 
 from evalapp.models import Study
@@ -91,12 +89,8 @@ def training_run_create(*, user, name: str, config: dict, study: Study | None = 
 def training_run_resume(*, run: TrainingRun) -> None:
     from modelserver.services import _dispatch
 
-    lease = timezone.now() - timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
     with transaction.atomic():
-        updated = TrainingRun.objects.filter(
-            Q(status=RunStatus.FAILED) | Q(status=RunStatus.RUNNING, heartbeat_at__lt=lease), id=run.id
-        ).update(status=RunStatus.QUEUED, error="")
-        if not updated:
+        if not TrainingRun.requeue(run.id):
             raise TrainingError("Only a failed training, or one whose worker stopped reporting, can be resumed.")
         transaction.on_commit(lambda: _dispatch("train_adapter", run.id))
 
@@ -104,13 +98,7 @@ def training_run_resume(*, run: TrainingRun) -> None:
 def training_run_execute(*, run_id: int, worker: str) -> None:
     from modelserver.training.sft import TrainingConfig, train_adapter
 
-    now = timezone.now()
-    lease = now - timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
-    claimed = TrainingRun.objects.filter(
-        Q(status=RunStatus.QUEUED) | Q(status=RunStatus.RUNNING, heartbeat_at__lt=lease), id=run_id
-    ).update(status=RunStatus.RUNNING, worker=worker[:200], heartbeat_at=now, started_at=now,
-             attempts=F("attempts") + 1)
-    if not claimed:
+    if not TrainingRun.claim(run_id, worker):
         logger.info("Training run %s is finished or held by a live worker; skipping.", run_id)
         return
     run = TrainingRun.objects.get(id=run_id)
