@@ -63,14 +63,21 @@ def generation_start(request, study_id: int):
 @login_required
 @require_POST
 def generation_resume(request, study_id: int, run_id: int):
+    return _resume(request, study_id, GenerationRun, run_id,
+                   lambda run: generation_run_resume(run=run), GenerationError,
+                   "Run {id} queued again; it generates only what is missing.")
+
+
+def _resume(request, study_id, model, run_id, resume, error_class, done_message):
+    """Requeue a failed or abandoned job of the study: generation and training alike."""
     study = get_study_for(request.user, study_id, roles=RESEARCHERS)
-    run = get_object_or_404(GenerationRun, id=run_id, study=study)
+    run = get_object_or_404(model, id=run_id, study=study)
     try:
-        generation_run_resume(run=run)
-    except GenerationError as exc:
+        resume(run)
+    except error_class as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"Run {run.id} queued again; it generates only what is missing.")
+        messages.success(request, done_message.format(id=run.id))
     return redirect("study_detail", study_id=study.id)
 
 
@@ -147,15 +154,9 @@ def training_resume(request, study_id: int, run_id: int):
     from modelserver.models import TrainingRun
     from modelserver.training_services import TrainingError, training_run_resume
 
-    study = get_study_for(request.user, study_id, roles=RESEARCHERS)
-    run = get_object_or_404(TrainingRun, id=run_id, study=study)
-    try:
-        training_run_resume(run=run)
-    except TrainingError as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, f"Training run {run.id} resumes from its last checkpoint.")
-    return redirect("study_detail", study_id=study.id)
+    return _resume(request, study_id, TrainingRun, run_id,
+                   lambda run: training_run_resume(run=run), TrainingError,
+                   "Training run {id} resumes from its last checkpoint.")
 
 
 @login_required

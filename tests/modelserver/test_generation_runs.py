@@ -282,3 +282,19 @@ def test_web_process_never_imports_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "clean" in result.stdout
+
+
+def test_resume_buttons_requeue_failed_jobs_only(client, tiny_study, researcher, django_capture_on_commit_callbacks):
+    from modelserver.models import TrainingRun
+
+    run = GenerationRun.objects.create(study=tiny_study, created_by=researcher, total=12, status=RunStatus.FAILED)
+    training = TrainingRun.objects.create(study=tiny_study, created_by=researcher, name="t", config={},
+                                          out_dir="x", status=RunStatus.SUCCEEDED)
+    client.force_login(researcher)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        client.post(reverse("generation_resume", args=[tiny_study.id, run.id]))
+        response = client.post(reverse("training_resume", args=[tiny_study.id, training.id]), follow=True)
+    run.refresh_from_db()
+    assert run.status == RunStatus.QUEUED and len(callbacks) == 1  # queued after commit, once
+    assert "Only a failed training" in response.content.decode()
+    assert TrainingRun.objects.get(id=training.id).status == RunStatus.SUCCEEDED
