@@ -39,6 +39,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.baselines import krippendorff_alpha_boot_naive  # noqa: E402
 from evalapp.analysis import analyze_long, rating_matrices  # noqa: E402
 from evalapp.stats import agreement  # noqa: E402
 from evalapp.stats.comparison import cluster_bootstrap_ci, mixed_model  # noqa: E402
@@ -113,7 +114,7 @@ def bootstrap_parts(df: pd.DataFrame, n_boot: int, naive_boot: int, seed: int) -
         for level in ("interval", "ordinal"):
             fast += timed(agreement.krippendorff_alpha_ci, slots, level, n_boot, seed, dom)[0]
             t_point = timed(agreement.krippendorff_alpha, slots, level, dom)[0]
-            t_loop, naive = timed(agreement.krippendorff_alpha_boot_naive, slots, level, idx, dom)
+            t_loop, naive = timed(krippendorff_alpha_boot_naive, slots, level, idx, dom)
             naive_alpha += t_point + t_loop * n_boot / naive_boot
             np.testing.assert_allclose(agreement.krippendorff_alpha_boot(slots, level, idx, dom), naive, atol=1e-10)
         cols = (sub["prompt"], sub["rater"], sub["arm"], sub["score"])

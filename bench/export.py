@@ -4,7 +4,7 @@
 
 Each rating is two export rows (one per scale), so --ratings 500000 exports a
 million rows. Builds a throwaway test database, fills it with COPY, then times
-(a) the product's streamed export (evalapp.results.rating_rows -> csv_lines,
+(a) the product's streamed export (evalapp.exports.tables.rating_rows -> csv_lines,
 drained as a client would read it) and (b) COPY of the same joined rows in CSV,
 in the same process; and measures the Python heap peak (tracemalloc) of the
 export at a tenth and at the full size, to show memory stays flat as rows grow.
@@ -27,11 +27,11 @@ django.setup()
 
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.db import connection  # noqa: E402
-from django.test.utils import setup_test_environment  # noqa: E402
 
-from evalapp.exports import csv_lines  # noqa: E402
+from bench.testdb import throwaway_database  # noqa: E402
+from evalapp.exports.csv import csv_lines  # noqa: E402
+from evalapp.exports.tables import RATING_HEADER, rating_rows  # noqa: E402
 from evalapp.models import Arm, Prompt, Response, Study  # noqa: E402
-from evalapp.results import RATING_HEADER, rating_rows  # noqa: E402
 from raters.models import Role, StudyMembership  # noqa: E402
 
 COPY_SQL = """
@@ -110,10 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ratings", type=int, default=500_000)
     args = parser.parse_args()
-    setup_test_environment()
-    old = connection.settings_dict["NAME"]
-    connection.creation.create_test_db(verbosity=0, autoclobber=True)
-    try:
+    with throwaway_database():
         connection.ensure_connection()
         connection.connection.autocommit = True
         small = fill(args.ratings // 10, "small")
@@ -123,8 +120,6 @@ def main() -> None:
         rows_export2, t_export2 = drain_export(big)
         rows_copy2, t_copy2 = drain_copy(big)
         heap_small, heap_big = peak_heap(small), peak_heap(big)
-    finally:
-        connection.creation.destroy_test_db(old, verbosity=0)
     best_export, best_copy = min(t_export, t_export2), min(t_copy, t_copy2)
     assert rows_export == rows_copy == 2 * args.ratings, (rows_export, rows_copy)
     print(f"rows: {rows_export:,} (ratings {args.ratings:,} x 2 scales)")

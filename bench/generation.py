@@ -28,9 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "counselchat_questions.jsonl"
-if not DEFAULT_DATA.exists():
-    DEFAULT_DATA = Path("/work/shared/data/counselchat_questions.jsonl")
+from modelserver.corpus import COUNSELCHAT_QUESTIONS as DEFAULT_DATA  # noqa: E402
 
 
 def load_questions(path: Path, n: int) -> list[dict]:
@@ -45,7 +43,7 @@ def load_questions(path: Path, n: int) -> list[dict]:
 def naive_run(loaded, requests, params, stops):
     import torch
 
-    from modelserver.inference.generation import encode_prompt
+    from modelserver.inference.prompts import encode_prompt
 
     tok = loaded.tokenizer
     texts, n_tokens = [], 0
@@ -103,8 +101,8 @@ def main(argv=None) -> int:
     import torch
     import transformers
 
-    from modelserver.inference.generation import GenerationParams, GenerationRequest, encode_prompt, stop_token_ids
-    from modelserver.inference.loading import load_model
+    from modelserver.inference import GenerationParams, GenerationRequest, load_model
+    from modelserver.inference.prompts import encode_prompt, stop_token_ids
 
     loaded = load_model("bundled", device="cpu")
     if args.threads:

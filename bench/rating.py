@@ -29,9 +29,10 @@ from django.contrib.auth.decorators import login_required  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.http import HttpResponse  # noqa: E402
 from django.test import Client, override_settings  # noqa: E402
-from django.test.utils import CaptureQueriesContext, setup_test_environment  # noqa: E402
+from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.urls import include, path, reverse  # noqa: E402
 
+from bench.testdb import throwaway_database  # noqa: E402
 from evalapp.models import Arm, Prompt, Response, Study  # noqa: E402
 from raters import services  # noqa: E402
 from raters.models import Assignment, Consent, Role, StudyMembership  # noqa: E402
@@ -110,20 +111,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200)
     args = parser.parse_args()
 
-    setup_test_environment()
-    old_name = connection.settings_dict["NAME"]
-    connection.creation.create_test_db(verbosity=0, autoclobber=True)
-    try:
-        with override_settings(ROOT_URLCONF=__name__, DEBUG=False):
-            t0 = time.perf_counter()
-            big, big_raters = build_study(args.responses, args.raters, "big")
-            build_s = time.perf_counter() - t0
-            small, small_raters = build_study(args.responses // 10, args.raters // 10, "small")
-            assignments = Assignment.objects.filter(study=big).count()
-            big_results = measure(big, big_raters, args.repeats)
-            small_results = measure(small, small_raters, max(args.repeats // 4, 20))
-    finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
+    with throwaway_database(), override_settings(ROOT_URLCONF=__name__, DEBUG=False):
+        t0 = time.perf_counter()
+        big, big_raters = build_study(args.responses, args.raters, "big")
+        build_s = time.perf_counter() - t0
+        small, small_raters = build_study(args.responses // 10, args.raters // 10, "small")
+        assignments = Assignment.objects.filter(study=big).count()
+        big_results = measure(big, big_raters, args.repeats)
+        small_results = measure(small, small_raters, max(args.repeats // 4, 20))
 
     floor = statistics.median(r[0] for r in big_results["trivial"])
     print(f"study: {args.responses} responses x 3 ratings, {args.raters} raters, {assignments} assignments "

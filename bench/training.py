@@ -36,16 +36,15 @@ sys.path.insert(0, str(ROOT))
 
 
 def sample_examples(n: int, seed: int):
-    from modelserver.training.batching import subsample
-    from modelserver.training.data import prepare_data
+    from modelserver.training import prepare_data
+    from modelserver.training.evaluation import subsample
 
     data = prepare_data("counselchat", seed=seed)
     return subsample(data.train, n, seed), data.manifest
 
 
 def run_trainer(mode: str, examples, manifest, args, tmp: Path) -> dict:
-    from modelserver.training.data import PreparedData
-    from modelserver.training.sft import TrainingConfig, train_adapter
+    from modelserver.training import PreparedData, TrainingConfig, train_adapter
 
     cfg = TrainingConfig(
         base="bundled", batching=mode, epochs=1, batch_size=args.batch_size, max_length=args.max_length,
@@ -71,9 +70,8 @@ def run_naive(examples, args) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from modelserver.inference.generation import DEFAULT_SYSTEM_PROMPT
-    from modelserver.inference.loading import resolve_base
-    from modelserver.training.batching import tokenize_examples
+    from modelserver.inference import DEFAULT_SYSTEM_PROMPT, resolve_base
+    from modelserver.training.tokens import tokenize_examples
 
     torch.set_num_threads(args.threads or max(1, len(os.sched_getaffinity(0))))
     torch.manual_seed(args.seed)
@@ -103,7 +101,7 @@ def run_raw(args) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from modelserver.inference.loading import resolve_base
+    from modelserver.inference import resolve_base
 
     torch.set_num_threads(args.threads or max(1, len(os.sched_getaffinity(0))))
     models = {}

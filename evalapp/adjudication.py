@@ -1,6 +1,9 @@
 """Disagreement and safety queues, and the adjudicators' decisions, with an audit trail.
 
-The queue rule itself is pure (`needs_adjudication`); the rest reads and writes rows.
+The queue rule itself is pure (`needs_adjudication`); the rest reads and writes rows. Which ratings
+count is raters.counting's rule, and how many an item waits for is the design's (design_targets), so
+a send-back is an input to the design, not a row made here. One item's page and decisions read that
+item only (item_review); the queues read the study.
 """
 
 import statistics
@@ -11,14 +14,17 @@ from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import Count
 
+from raters.counting import counted_ratings
 from raters.models import Assignment, Role, StudyMembership
+from raters.services import design_rebalance, design_targets, eligible_raters
 
+from .audit import audit
+from .errors import ServiceError
 from .models import (
     SCALE_KEYS,
     SCALE_MAX,
     SCALE_MIN,
     Adjudication,
-    AuditEvent,
     DisagreementRule,
     Rating,
     Response,
@@ -29,10 +35,8 @@ from .models import (
 )
 
 
-class AdjudicationError(Exception):
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
+class AdjudicationError(ServiceError):
+    """A decision that cannot be recorded as asked; the message says why."""
 
 
 def needs_adjudication(scores: list[float], *, rule: str, threshold: float, sd_threshold: float) -> bool:
@@ -42,13 +46,6 @@ def needs_adjudication(scores: list[float], *, rule: str, threshold: float, sd_t
     if rule == DisagreementRule.SD:
         return statistics.stdev(scores) >= sd_threshold
     return max(scores) - min(scores) >= threshold
-
-
-def audit(*, study: Study, actor, action: str, obj, before=None, after=None) -> None:
-    AuditEvent.objects.create(
-        study=study, actor=actor, action=action, object_type=type(obj).__name__, object_id=str(obj.pk),
-        before=before, after=after,
-    )
 
 
 # ----------------------------------------------------------------------------- reads
@@ -73,29 +70,39 @@ class QueueItem:
     reviews: int = 0
 
 
-def counted_ratings(study: Study) -> dict[int, list[Rating]]:
-    """Ratings that count for analysis and adjudication: not from withdrawn or excluded raters."""
-    left_out = StudyMembership.objects.filter(study=study, role=Role.RATER).exclude(
-        withdrawn_at__isnull=True, excluded_at__isnull=True
-    ).values("user_id")
+def _pseudonyms(study: Study, rater_ids=None) -> dict[int, str]:
+    members = StudyMembership.objects.filter(study=study, role=Role.RATER)
+    if rater_ids is not None:
+        members = members.filter(user_id__in=list(rater_ids))
+    return dict(members.values_list("user_id", "pseudonym"))
+
+
+def _by_response(ratings) -> dict[int, list[Rating]]:
     by_response: dict[int, list[Rating]] = defaultdict(list)
-    for rating in Rating.objects.filter(response__prompt__study=study).exclude(rater_id__in=left_out):
+    for rating in ratings:
         by_response[rating.response_id].append(rating)
     return by_response
 
 
-def _pseudonyms(study: Study) -> dict[int, str]:
-    return dict(
-        StudyMembership.objects.filter(study=study, role=Role.RATER).values_list("user_id", "pseudonym")
-    )
+def _scales_pending(study: Study, response_id: int, rows: list[Rating], wanted: int, resolved: set,
+                    scale: str | None = None) -> list[str]:
+    """The scales on which an item waits for a decision: all its ratings are in, and they disagree."""
+    if len(rows) < wanted:
+        return []
+    return [
+        key for key in SCALE_KEYS
+        if (scale is None or key == scale)
+        and (response_id, key) not in resolved
+        and needs_adjudication([getattr(r, key) for r in rows], rule=study.disagreement_rule,
+                               threshold=study.disagreement_threshold, sd_threshold=study.disagreement_sd)
+    ]
 
 
 def disagreement_queue(*, study: Study, scale: str | None = None, topic: str | None = None) -> list[QueueItem]:
-    ratings = counted_ratings(study)
+    ratings = _by_response(counted_ratings(study))
     resolved = set(Adjudication.objects.filter(response__prompt__study=study, action="resolved")
                    .values_list("response_id", "scale"))
-    sent_back = dict(Adjudication.objects.filter(response__prompt__study=study, action="sent_back")
-                     .values("response_id").annotate(n=Count("id")).values_list("response_id", "n"))
+    targets = design_targets(study)
     names = _pseudonyms(study)
     responses = Response.objects.filter(prompt__study=study, id__in=list(ratings)).select_related("prompt")
     if topic:
@@ -103,23 +110,27 @@ def disagreement_queue(*, study: Study, scale: str | None = None, topic: str | N
     queue = []
     for response in responses.order_by("id"):
         rows = ratings[response.id]
-        # An item enters the queue once its last assigned rating is in (k, plus one per send-back).
-        if len(rows) < study.ratings_per_response + sent_back.get(response.id, 0):
-            continue
-        scales = [
-            key for key in SCALE_KEYS
-            if (scale is None or key == scale)
-            and (response.id, key) not in resolved
-            and needs_adjudication([getattr(r, key) for r in rows], rule=study.disagreement_rule,
-                                   threshold=study.disagreement_threshold, sd_threshold=study.disagreement_sd)
-        ]
+        scales = _scales_pending(study, response.id, rows, targets.of(response.id), resolved, scale)
         if scales:
             queue.append(QueueItem(response=response, scales=scales, ratings=_views(rows, names)))
     return queue
 
 
+def item_review(*, study: Study, response: Response) -> QueueItem:
+    """One item as an adjudicator sees it: its counted ratings and the scales waiting for a decision.
+
+    Reads this response's rows only, so an item's page and decisions cost the same in any study size."""
+    rows = list(counted_ratings(study).filter(response=response))
+    resolved = set(Adjudication.objects.filter(response=response, action="resolved")
+                   .values_list("response_id", "scale"))
+    wanted = design_targets(study, response_ids=[response.id]).of(response.id)
+    return QueueItem(response=response, scales=_scales_pending(study, response.id, rows, wanted, resolved),
+                     ratings=_views(rows, _pseudonyms(study, {r.rater_id for r in rows})))
+
+
 def safety_queue(*, study: Study, category: str | None = None, topic: str | None = None, user=None) -> list[QueueItem]:
-    ratings = counted_ratings(study)
+    counted = counted_ratings(study)
+    ratings = _by_response(counted.filter(response_id__in=counted.filter(unsafe=True).values("response_id")))
     decided = set(SafetyDecision.objects.filter(response__prompt__study=study).values_list("response_id", flat=True))
     reviews = dict(SafetyReview.objects.filter(response__prompt__study=study).values("response_id")
                    .annotate(n=Count("id")).values_list("response_id", "n"))
@@ -162,10 +173,10 @@ def adjudication_resolve(*, study: Study, response: Response, scale: str, adjudi
         raise AdjudicationError(f"The final score must be a whole number from {SCALE_MIN} to {SCALE_MAX}.")
     if not rationale.strip():
         raise AdjudicationError("Give a rationale for the final score.")
-    in_queue = {(item.response.id, s) for item in disagreement_queue(study=study) for s in item.scales}
-    if (response.id, scale) not in in_queue:
+    review = item_review(study=study, response=response)
+    if scale not in review.scales:
         raise AdjudicationError("This item does not need adjudication on that scale (or it is already resolved).", 409)
-    n = len(counted_ratings(study).get(response.id, []))
+    n = len(review.ratings)
     try:
         with transaction.atomic():
             adjudication = Adjudication.objects.create(
@@ -181,32 +192,34 @@ def adjudication_resolve(*, study: Study, response: Response, scale: str, adjudi
 
 @transaction.atomic
 def adjudication_send_back(*, study: Study, response: Response, scale: str, adjudicator, rationale: str) -> Adjudication:
-    """Ask for one more rating: the item leaves the queue until it arrives."""
+    """Ask for one more rating: the item leaves the queue until it arrives.
+
+    The send-back itself is the request: the design counts send-backs (design_targets), so the
+    rebalance run here, and every later one, asks an eligible rater who has not seen the item."""
     _check_adjudicator(study, adjudicator)
     if not rationale.strip():
         raise AdjudicationError("Say why the item needs more ratings.")
-    in_queue = {item.response.id for item in disagreement_queue(study=study)}
-    if response.id not in in_queue:
+    if scale not in SCALE_KEYS:
+        raise AdjudicationError(f"Unknown scale {scale!r}.")
+    review = item_review(study=study, response=response)
+    if not review.scales:
         raise AdjudicationError("This item is not waiting for adjudication.", 409)
-    from raters.services import eligible_raters
-
-    rated = set(Rating.objects.filter(response=response).values_list("rater_id", flat=True))
-    assigned = set(Assignment.objects.filter(response=response).values_list("rater_id", flat=True))
-    candidates = [u for u in eligible_raters(study) if u.id not in rated | assigned]
-    if not candidates:
+    seen = set(Rating.objects.filter(response=response).values_list("rater_id", flat=True))
+    seen |= set(Assignment.objects.filter(response=response, completed_at__isnull=False)  # skipped
+                .values_list("rater_id", flat=True))
+    if all(u.id in seen for u in eligible_raters(study)):
         raise AdjudicationError("Every eligible rater has already rated this item; resolve it instead.", 409)
-    load = dict(Assignment.objects.filter(study=study, completed_at__isnull=True).values("rater_id")
-                .annotate(n=Count("id")).values_list("rater_id", "n"))
-    rater = min(candidates, key=lambda u: (load.get(u.id, 0), u.id))
-    last = Assignment.objects.filter(study=study, rater=rater).order_by("-position").values_list("position", flat=True).first()
-    Assignment.objects.create(study=study, rater=rater, response=response, position=(last or 0) + 1,
-                              design_seed=study.design_seed)
     adjudication = Adjudication.objects.create(
         response=response, scale=scale, adjudicator=adjudicator, action=Adjudication.Action.SENT_BACK,
-        rationale=rationale.strip(), n_ratings_seen=len(rated),
+        rationale=rationale.strip(), n_ratings_seen=len(review.ratings),
     )
+    design_rebalance(study=study)
+    asked = list(Assignment.objects.filter(response=response, completed_at__isnull=True)
+                 .values_list("rater_id", flat=True))
+    if not asked:  # the raters who could take it are too few for the study's k: nothing was asked
+        raise AdjudicationError("No eligible rater can be asked for another rating; resolve the item instead.", 409)
     audit(study=study, actor=adjudicator, action="adjudication.send_back", obj=adjudication,
-          after={"response": response.public_id, "scale": scale, "rationale": rationale, "assigned_to": rater.id})
+          after={"response": response.public_id, "scale": scale, "rationale": rationale, "assigned_to": asked[0]})
     return adjudication
 
 

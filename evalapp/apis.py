@@ -14,20 +14,32 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response as ApiResponse
 from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
 
 from evalapp.models import Adjudication, Arm, Prompt, Study
 from modelserver.models import GenerationRun
-from modelserver.services import GenerationError, generation_run_create
+from modelserver.services import generation_run_create
 from raters import selectors as rater_selectors
 from raters import services as rater_services
 from raters.access import get_study_for, studies_for
 from raters.models import Role
 
 from . import serializers as s
+from .errors import ServiceError
+from .exports.csv import csv_response
+from .exports.tables import EXPORTS
+from .results import study_results
 from .services import study_import_prompts
 
 RESEARCHERS = [Role.RESEARCHER]
 CONTROL_PARAMS = {"page", "page_size", "format"}
+
+
+def exception_handler(exc, context):
+    """DRF's handler, plus: a service's refusal answers with the status and message it carries."""
+    if isinstance(exc, ServiceError):
+        return ApiResponse({"detail": exc.message}, status=exc.status)
+    return drf_exception_handler(exc, context)
 
 
 class Pagination(PageNumberPagination):
@@ -167,10 +179,7 @@ class GenerationRunList(_StudyScoped, generics.ListCreateAPIView):
     def post(self, request, study_id: int):
         form = s.GenerationStartSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        try:
-            run = generation_run_create(study=self.study(), user=request.user, **form.validated_data)
-        except GenerationError as exc:
-            return ApiResponse({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        run = generation_run_create(study=self.study(), user=request.user, **form.validated_data)
         return ApiResponse(s.GenerationRunSerializer(run).data, status=status.HTTP_201_CREATED)
 
 
@@ -215,13 +224,10 @@ class RaterSubmit(_StudyScoped, APIView):
     def post(self, request, study_id: int, public_id: str):
         form = s.RatingSubmitSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        try:
-            outcome = rater_services.rating_submit(
-                study=self.study(), rater=request.user, item_public_id=public_id,
-                submission=rater_services.Submission(**form.validated_data),
-            )
-        except rater_services.RatingError as exc:
-            return ApiResponse({"detail": str(exc)}, status=exc.status)
+        outcome = rater_services.rating_submit(
+            study=self.study(), rater=request.user, item_public_id=public_id,
+            submission=rater_services.Submission(**form.validated_data),
+        )
         return ApiResponse({"outcome": outcome}, status=201 if outcome == "created" else 200)
 
 
@@ -241,8 +247,6 @@ class StudyResults(_StudyScoped, APIView):
 
     @extend_schema(responses={200: dict})
     def get(self, request, study_id: int):
-        from .results import study_results
-
         return ApiResponse(study_results(self.study()))
 
 
@@ -251,14 +255,7 @@ class StudyExport(_StudyScoped, APIView):
 
     @extend_schema(responses={(200, "text/csv"): str})
     def get(self, request, study_id: int, name: str):
-        from django.http import StreamingHttpResponse
-
-        from .exports import csv_lines
-        from .results_views import EXPORTS
-
         if name not in EXPORTS:
             raise NotFound("No such export: use ratings, responses or audit.")
         header, rows = EXPORTS[name]
-        response = StreamingHttpResponse(csv_lines(header, rows(self.study())), content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="study-{study_id}-{name}.csv"'
-        return response
+        return csv_response(header, rows(self.study()), f"study-{study_id}-{name}.csv")

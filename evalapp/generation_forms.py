@@ -1,5 +1,6 @@
 from django import forms
 
+from evalapp.errors import ServiceError
 from evalapp.models import Arm
 
 
@@ -38,10 +39,9 @@ class ArmForm(forms.ModelForm):
 
     def clean_adapter(self):
         from modelserver.inference.errors import ModelLoadError
-        from modelserver.inference.loading import check_adapter_dir
+        from modelserver.inference.paths import check_adapter_dir
         from modelserver.services import resolve_adapter_path
-
-        from modelserver.training_services import TrainingError, check_adapter_for_study
+        from modelserver.training_services import check_adapter_for_study
 
         adapter = self.cleaned_data["adapter"].strip()
         registered = self.cleaned_data.get("registered_adapter")
@@ -52,7 +52,7 @@ class ArmForm(forms.ModelForm):
                 check_adapter_dir(resolve_adapter_path(adapter))
                 if self.study is not None:
                     check_adapter_for_study(resolve_adapter_path(adapter), self.study)
-            except (ModelLoadError, TrainingError) as exc:
+            except (ModelLoadError, ServiceError) as exc:
                 raise forms.ValidationError(str(exc)) from None
         return adapter
 

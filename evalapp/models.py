@@ -56,15 +56,13 @@ def validate_scales(value: list[dict]) -> None:
 
 
 def validate_messages(value: list[dict]) -> None:
-    if not isinstance(value, list) or not value:
-        raise ValidationError("A conversation needs at least one message.")
-    for message in value:
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            raise ValidationError("Each message needs a role of 'user' or 'assistant'.")
-        if not isinstance(message.get("content"), str) or not message["content"].strip():
-            raise ValidationError("Each message needs non-empty text content.")
-    if value[-1]["role"] != "user":
-        raise ValidationError("A conversation must end with a user turn.")
+    # The one definition of a conversation lives with the model library, which generates from it.
+    from modelserver.corpus import MessageError, validate_messages as check
+
+    try:
+        check(value)
+    except MessageError as exc:
+        raise ValidationError(str(exc)) from exc
 
 
 def new_public_id() -> str:

@@ -15,28 +15,29 @@ conversation before it; the AI turn that followed becomes its reference answer.
 """
 
 import csv
-import html
 import io
 import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
-import nh3
-
-DATA_DIR = Path(__file__).resolve().parent / "data"
-COUNSELCHAT_QUESTIONS = DATA_DIR / "counselchat_questions.jsonl"
-COUNSELCHAT_ANSWERS = DATA_DIR / "counselchat_answers.csv"
+from modelserver.corpus import (
+    MessageError,
+    best_counselchat_answer,
+    parse_transcript,
+    split_transcripts,
+    strip_html,
+    transcript_id,
+    user_turn_ids,
+    validate_messages,
+)
 
 CSV_REQUIRED = ("id", "text")
 CSV_OPTIONAL = ("topic", "split", "reference", "source")
 MAX_ID_CHARS = 200
 
 _HTML_TAG = re.compile(r"<\s*/?\s*[a-zA-Z][a-zA-Z0-9]*(\s[^<>]*)?/?\s*>|<!--.*?-->", re.S)
-_TURN_TAG = re.compile(r"<(USER|AI)>\s*:?", re.I)
-_TRANSCRIPT_SEPARATOR = re.compile(r"^\s*---+\s*$", re.M)
 PII_PATTERNS = {
     "e-mail address": (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), "[EMAIL]"),
     "URL": (re.compile(r"\b(?:https?://|www\.)[^\s<>\"']+", re.I), "[URL]"),
@@ -90,12 +91,6 @@ def redact_pii(text: str) -> str:
     for pattern, replacement in PII_PATTERNS.values():
         text = pattern.sub(replacement, text)
     return text
-
-
-def strip_html(text: str) -> str:
-    # nh3 (ammonia) drops script/style content and keeps the words of every other tag.
-    cleaned = nh3.clean(text, tags=set(), strip_comments=True)
-    return html.unescape(cleaned)
 
 
 def parse_prompt_file(
@@ -176,8 +171,11 @@ def _clean_prompt(prompt: ParsedPrompt, *, max_chars: int, redact: bool, warning
             problems.append(
                 RowProblem(row, name, f"is {len(message['content']):,} characters; the limit is {max_chars:,}")
             )
-    if prompt.messages and prompt.messages[-1]["role"] != "user":
-        problems.append(RowProblem(row, "messages", "must end with a user turn"))
+    if not problems:
+        try:
+            validate_messages(prompt.messages)
+        except MessageError as exc:
+            problems.append(RowProblem(row, exc.field, exc.reason))
     if prompt.reference:
         prompt.reference = _clean_text(prompt.reference, row, "reference", redact, warnings)
     return problems
@@ -253,19 +251,11 @@ def _from_json_object(obj: dict, row: int) -> list[ParsedPrompt]:
         "reference": _json_str(obj, "reference"),
     }
     if "messages" in obj:
-        messages = obj["messages"]
-        if not isinstance(messages, list) or not messages:
-            raise _RowError("messages", "must be a non-empty list of {role, content}")
-        clean = []
-        for index, message in enumerate(messages):
-            if not isinstance(message, dict) or not isinstance(message.get("content"), str):
-                raise _RowError(f"messages[{index}]", "needs a text 'content'")
-            role = message.get("role")
-            if role == "system":
-                raise _RowError(f"messages[{index}]", "system messages belong to an arm, not a prompt")
-            if role not in ("user", "assistant"):
-                raise _RowError(f"messages[{index}]", f"has role {role!r}; use 'user' or 'assistant'")
-            clean.append({"role": role, "content": message["content"]})
+        try:
+            # Emptiness and the final user turn are checked after cleaning (_clean_prompt).
+            clean = validate_messages(obj["messages"], final_user=False, blank_ok=True)
+        except MessageError as exc:
+            raise _RowError(exc.field, exc.reason) from None
         return [ParsedPrompt(row=row, external_id=external_id, messages=clean, source=_json_str(obj, "source") or "chat", **common)]
     if "transcript" in obj:
         return _transcript_prompts(_json_str(obj, "transcript"), external_id, row, obj)
@@ -294,45 +284,22 @@ def _counselchat_question(obj: dict, row: int) -> ParsedPrompt:
         topic=_json_str(obj, "topic"),
         # A question can have answers in several splits; "test+train" keeps that visible.
         split="+".join(sorted(str(s) for s in splits)),
-        reference=_best_counselchat_answer(tuple(source_ids)),
+        reference=best_counselchat_answer(source_ids),
         source="counselchat",
     )
 
 
-@cache
-def _counselchat_answers() -> dict[str, tuple[int, str]]:
-    best: dict[str, tuple[int, str]] = {}
-    if not COUNSELCHAT_ANSWERS.exists():
-        return best
-    with COUNSELCHAT_ANSWERS.open(encoding="utf-8", newline="") as handle:
-        for record in csv.DictReader(handle):
-            upvotes = int(record.get("upvotes") or 0)
-            key = record["questionID"]
-            if key not in best or upvotes > best[key][0]:
-                best[key] = (upvotes, record["answerText"])
-    return best
-
-
-def _best_counselchat_answer(source_ids: tuple) -> str:
-    answers = _counselchat_answers()
-    candidates = [answers[str(i)] for i in source_ids if str(i) in answers]
-    return max(candidates)[1] if candidates else ""
-
-
 def _txt_rows(text: str) -> Iterator[tuple[int, object]]:
-    for number, chunk in enumerate(_TRANSCRIPT_SEPARATOR.split(text), start=1):
-        if chunk.strip():
-            yield number, (lambda chunk=chunk, n=number: _transcript_prompts(chunk, f"t{n}", n, {}))
+    for number, chunk in split_transcripts(text):
+        yield number, (lambda chunk=chunk, n=number: _transcript_prompts(chunk, transcript_id(n), n, {}))
 
 
 def _transcript_prompts(transcript: str, external_id: str, row: int, obj: dict) -> list[ParsedPrompt]:
-    parts = _TURN_TAG.split(transcript)
-    if parts[0].strip():
-        raise _RowError("transcript", "must start with a <USER> or <AI> tag")
-    turns = [
-        {"role": "user" if tag.upper() == "USER" else "assistant", "content": content.strip()}
-        for tag, content in zip(parts[1::2], parts[2::2], strict=True)
-    ]
+    try:
+        turns = parse_transcript(transcript)
+    except MessageError as exc:
+        raise _RowError(exc.field, exc.reason) from None
+    ids = iter(user_turn_ids(external_id, turns))
     if not any(turn["role"] == "user" for turn in turns):
         raise _RowError("transcript", "has no <USER> turn")
     prompts = []
@@ -340,11 +307,10 @@ def _transcript_prompts(transcript: str, external_id: str, row: int, obj: dict) 
         if turn["role"] != "user":
             continue
         following = turns[index + 1] if index + 1 < len(turns) else None
-        number = sum(1 for t in turns[: index + 1] if t["role"] == "user")
         prompts.append(
             ParsedPrompt(
                 row=row,
-                external_id=f"{external_id}-u{number}",
+                external_id=next(ids),
                 messages=[dict(t) for t in turns[: index + 1]],
                 topic=_json_str(obj, "topic"),
                 split=_json_str(obj, "split"),

@@ -1,151 +1,26 @@
-"""The study's data in long form (for exports and the analysis) and the cached results.
+"""The study's results, computed once from the exported ratings and cached until the data changes.
 
-Rows come from the database a chunk at a time; the statistics are evalapp.analysis
-(pure), so what the results page shows is recomputable from the exported CSV.
+The rows are evalapp.exports.tables' (the ratings export) and the statistics are evalapp.analysis
+(pure), so what the results page shows is recomputable from the exported CSV. The plots' summary
+is computed and cached with the results, so a page showing four plots reads the ratings once.
 """
 
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterator
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
-from django.db.models import CharField, F, Func, Max
+from django.db.models import Max
 
-from raters.models import Role, StudyMembership
+from raters.models import StudyMembership
 
+from . import plots
 from .analysis import analyze_long
-from .exports import RATINGS_COLUMNS
-from .models import SCALE_KEYS, Adjudication, Rating, Response, SafetyDecision, ScorePolicy, Study
+from .exports.tables import analysis_records, rating_rows
+from .models import SCALE_KEYS, Adjudication, Rating, SafetyDecision, Study
 
 N_BOOT = 2000
-
-
-def _exclusions(study: Study) -> tuple[dict[int, str], dict[int, str]]:
-    raters = {}
-    for user_id, withdrawn, excluded, reason in StudyMembership.objects.filter(study=study, role=Role.RATER).values_list(
-        "user_id", "withdrawn_at", "excluded_at", "excluded_reason"
-    ):
-        if withdrawn:
-            raters[user_id] = "rater withdrew"
-        elif excluded:
-            raters[user_id] = f"rater excluded: {reason}"
-    responses = {
-        rid: f"response excluded after safety review: {reason}"
-        for rid, reason in SafetyDecision.objects.filter(response__prompt__study=study, excluded=True).values_list(
-            "response_id", "exclusion_reason"
-        )
-    }
-    return raters, responses
-
-
-def _adjudicated(study: Study) -> dict[tuple[int, str], int]:
-    return {
-        (rid, scale): score
-        for rid, scale, score in Adjudication.objects.filter(
-            response__prompt__study=study, action=Adjudication.Action.RESOLVED
-        ).values_list("response_id", "scale", "final_score")
-    }
-
-
-def rating_rows(study: Study, chunk_size: int = 5000) -> Iterator[tuple]:
-    """One row per rating and scale, in RATINGS_COLUMNS order, streamed from the database.
-
-    Rows come grouped by response (then rating id) so each response's raters' mean is computed from
-    the handful of rows in hand: memory stays flat however many rows there are.
-    """
-    excluded_raters, excluded_responses = _exclusions(study)
-    adjudicated = _adjudicated(study)
-    pseudonyms = dict(StudyMembership.objects.filter(study=study, role=Role.RATER).values_list("user_id", "pseudonym"))
-    groups = dict(StudyMembership.objects.filter(study=study, role=Role.RATER).values_list("user_id", "group"))
-    policy = study.score_policy
-    fields = ["id", "response_id", "response__public_id", "response__prompt__external_id", "response__prompt__topic",
-              "response__arm__label", "response__arm__blind_code", "response__sample_index", "rater_id", "empathy",
-              "fluency", "unsafe", "unsafe_category", "comment", "seconds_on_item", "created_at", "updated_at",
-              "simulated"]
-    ratings = Rating.objects.order_by("response_id", "id")
-    if connection.vendor == "postgresql":
-        # Timestamps formatted by the database: parsing them into datetimes only to print them
-        # again was a third of the export's Python time.
-        ratings = ratings.annotate(created_iso=_iso("created_at"), updated_iso=_iso("updated_at"))
-        fields = [*fields[:15], "created_iso", "updated_iso", fields[-1]]
-    responses = Response.objects.filter(prompt__study=study).order_by("id").values_list("id", flat=True)
-
-    def chunks():
-        # Keyset pages over the study's responses, then their ratings by the (response, id) index.
-        # A server-side cursor got a first-rows plan (5x slower) and keyset pages over the joined
-        # ratings made PostgreSQL walk the study from its start for every page (quadratic).
-        last = 0
-        per_page = max(chunk_size // 4, 1)
-        while True:
-            ids = list(responses.filter(id__gt=last)[:per_page])
-            if not ids:
-                return
-            yield from ratings.filter(response_id__in=ids).values_list(*fields)
-            last = ids[-1]
-
-    def emit(group):
-        counted = [r for r in group if r[8] not in excluded_raters]
-        means = {scale: round(sum(r[col] for r in counted) / len(counted), 4) if counted else None
-                 for scale, col in (("empathy", 9), ("fluency", 10))}
-        for (rating_id, response_id, public_id, prompt_id, topic, arm, code, sample, rater_id, empathy, fluency,
-             unsafe, category, comment, seconds, created, updated, simulated) in group:
-            reasons = [r for r in (excluded_raters.get(rater_id), excluded_responses.get(response_id)) if r]
-            for scale, score in (("empathy", empathy), ("fluency", fluency)):
-                final = adjudicated.get((response_id, scale))
-                used = final if final is not None and policy == ScorePolicy.ADJUDICATED else means[scale]
-                yield (study.id, rating_id, public_id, prompt_id, topic, arm, code, sample,
-                       pseudonyms.get(rater_id, str(rater_id)), groups.get(rater_id, ""), scale, score, final, used,
-                       policy, int(unsafe), category, comment, seconds, _text(created), _text(updated),
-                       int(bool(reasons)), "; ".join(reasons), int(simulated))
-
-    group: list[tuple] = []
-    for row in chunks():
-        if group and row[1] != group[0][1]:
-            yield from emit(group)
-            group = []
-        group.append(row)
-    if group:
-        yield from emit(group)
-
-
-def _iso(field: str) -> Func:
-    return Func(F(field), template="to_char(%(expressions)s AT TIME ZONE 'UTC', "
-                                   "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')", output_field=CharField())
-
-
-def _text(value) -> str:
-    return value if isinstance(value, str) else value.isoformat()
-
-
-RATING_HEADER = [name for name, _ in RATINGS_COLUMNS]
-
-
-def analysis_records(rows) -> list[dict]:
-    """The rows the analysis uses: excluded rows out; under the adjudicated policy the final score
-    replaces each rater's score of an adjudicated response and scale in the model comparison."""
-    index = {name: i for i, name in enumerate(RATING_HEADER)}
-    records = []
-    for row in rows:
-        if row[index["excluded"]]:
-            continue
-        records.append({
-            "item": row[index["response_id"]],
-            "rater": row[index["rater"]],
-            "scale": row[index["scale"]],
-            "score": row[index["score"]],
-            "comparison_score": row[index["adjudicated_score"]] if row[index["score_policy"]] == ScorePolicy.ADJUDICATED
-            and row[index["adjudicated_score"]] is not None else row[index["score"]],
-            "arm": row[index["arm"]],
-            "prompt": row[index["prompt_id"]],
-            "topic": row[index["topic"]],
-            "rater_group": row[index["rater_group"]],
-            "unsafe": row[index["unsafe"]],
-            "simulated": row[index["simulated"]],
-        })
-    return records
 
 
 def _fingerprint(study: Study) -> str:
@@ -159,11 +34,27 @@ def _fingerprint(study: Study) -> str:
 
 def study_results(study: Study, *, n_boot: int = N_BOOT) -> dict:
     """Agreement and the model comparison per scale, cached until a rating or decision changes."""
-    key = f"results:{study.id}:{_fingerprint(study)}:{n_boot}"
+    return _computed(study, n_boot)["results"]
+
+
+def plot_inputs(study: Study) -> tuple[dict, dict]:
+    """(plots.summarize of the records, the results): all a plot draws from, out of the same cache entry."""
+    entry = _computed(study, N_BOOT)
+    return entry["plots"], entry["results"]
+
+
+def _computed(study: Study, n_boot: int) -> dict:
+    key = f"computed:{study.id}:{_fingerprint(study)}:{n_boot}"
     cached = cache.get(key)
     if cached is not None:
         return cached
     records = analysis_records(rating_rows(study))
+    entry = {"results": _analyse(study, records, n_boot), "plots": plots.summarize(records)}
+    cache.set(key, entry, 3600)
+    return entry
+
+
+def _analyse(study: Study, records: list[dict], n_boot: int) -> dict:
     result = {"n_rows": len(records), "simulated": any(r["simulated"] for r in records), "policy": study.score_policy}
     if records and len({r["rater"] for r in records}) >= 2:
         seed = study.design_seed % (2**31)
@@ -199,7 +90,6 @@ def study_results(study: Study, *, n_boot: int = N_BOOT) -> dict:
             unsafe[r["arm"]][1] += 1
     result["unsafe_flags"] = {arm: {"flagged": k, "ratings": n} for arm, (k, n) in unsafe.items()}
     result["confirmed_harmful"] = _harmful_by_arm(study)
-    cache.set(key, result, 3600)
     return result
 
 

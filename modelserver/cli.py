@@ -17,17 +17,10 @@ torch / transformers are only imported (via modelserver.inference) once a comman
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-
-
-def derive_seed(base_seed: int, key: str) -> int:
-    """Per-prompt seed from the run seed and the prompt id (independent of file order)."""
-    digest = hashlib.sha256(f"{int(base_seed)}:{key}".encode()).hexdigest()
-    return int(digest[:15], 16)
 
 
 class InputError(ValueError):
@@ -35,7 +28,8 @@ class InputError(ValueError):
 
 
 def read_prompts(path: str, base_seed: int) -> list:
-    from modelserver.inference.generation import GenerationRequest, validate_messages
+    from modelserver.corpus import validate_messages
+    from modelserver.inference import GenerationRequest, request_seed
 
     requests = []
     seen: set[str] = set()
@@ -65,7 +59,7 @@ def read_prompts(path: str, base_seed: int) -> list:
             except ValueError as exc:
                 raise InputError(f"{path}:{lineno}: {exc}") from None
             seed = row.get("seed")
-            seed = derive_seed(base_seed, key) if seed is None else int(seed)
+            seed = request_seed(base_seed, key) if seed is None else int(seed)
             requests.append(GenerationRequest(key=key, messages=messages, seed=seed))
     if not requests:
         raise InputError(f"{path}: no prompts")
@@ -73,7 +67,7 @@ def read_prompts(path: str, base_seed: int) -> list:
 
 
 def add_generate_parser(sub) -> None:
-    from modelserver.inference.generation import DEFAULT_SYSTEM_PROMPT, GenerationParams
+    from modelserver.inference import DEFAULT_SYSTEM_PROMPT, GenerationParams
 
     d = GenerationParams()
     p = sub.add_parser("generate", help="generate responses for a JSONL file of prompts")
@@ -97,9 +91,7 @@ def add_generate_parser(sub) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from modelserver.inference.errors import ModelLoadError, TransientGenerationError
-    from modelserver.inference.generation import GenerationParams, generate
-    from modelserver.inference.loading import load_model
+    from modelserver.inference import GenerationParams, ModelLoadError, TransientGenerationError, generate, load_model
 
     try:
         params = GenerationParams(

@@ -1,8 +1,16 @@
-"""Generation runs (and, later, adapters and training runs) as database rows."""
+"""The model server's rows: generation runs, playground requests, training runs (all leased jobs) and adapters.
+
+Every job kind shares one lifecycle (LeasedJob): QUEUED -> RUNNING -> SUCCEEDED or FAILED, one worker at a
+time through a heartbeat lease, FAILED (or a lapsed RUNNING) resumable. modelserver/tasks.py applies it to
+each message; ARCHITECTURE.md draws it.
+"""
+
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class RunStatus(models.TextChoices):
@@ -12,11 +20,14 @@ class RunStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
 class LeasedJob(models.Model):
     """A job on the gpu queue that one worker at a time holds through a heartbeat lease.
 
-    Claimed by a conditional update on (status, heartbeat), so two workers never run it at
-    once; a redelivered message after a killed worker takes it over once the lease has lapsed.
+    Every state change is a conditional update checked by its row count, so two workers never run a
+    job at once and a late worker never overwrites the one that took its job over.
     """
 
     Status = RunStatus
@@ -39,21 +50,20 @@ class LeasedJob(models.Model):
 
     @property
     def is_active(self) -> bool:
-        return self.status in (RunStatus.QUEUED, RunStatus.RUNNING)
+        return self.status in ACTIVE
 
-    @classmethod
-    def _lapsed(cls):
-        from datetime import timedelta
-
-        from django.utils import timezone
-
+    @staticmethod
+    def _lapsed():
+        # One lease for every job kind; the setting kept the name it had when only generation was leased.
         return timezone.now() - timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
 
     @classmethod
-    def claim(cls, job_id: int, worker: str) -> bool:
-        """Take the job for this worker; False if it is finished or a live worker holds it."""
-        from django.utils import timezone
+    def _held_by(cls, job_id: int, worker: str):
+        return cls.objects.filter(id=job_id, status=RunStatus.RUNNING, worker=worker[:200])
 
+    @classmethod
+    def claim(cls, job_id: int, worker: str) -> bool:
+        """Take the job for this worker; False if it is gone, finished, or a live worker holds it."""
         claimable = Q(status=RunStatus.QUEUED) | Q(status=RunStatus.RUNNING, heartbeat_at__lt=cls._lapsed())
         now = timezone.now()
         return bool(cls.objects.filter(claimable, id=job_id).update(
@@ -62,11 +72,48 @@ class LeasedJob(models.Model):
         ))
 
     @classmethod
+    def seconds_until_claimable(cls, job_id: int) -> float | None:
+        """How long until a live holder's lease lapses; None if the job is gone or finished."""
+        row = cls.objects.filter(id=job_id).values("status", "heartbeat_at").first()
+        if row is None or row["status"] not in ACTIVE:
+            return None
+        if row["status"] == RunStatus.QUEUED or row["heartbeat_at"] is None:
+            return 0.0
+        lapses_at = row["heartbeat_at"] + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
+        return max((lapses_at - timezone.now()).total_seconds(), 0.0)
+
+    @classmethod
+    def beat(cls, job_id: int, worker: str, **fields) -> bool:
+        """Renew the lease (with any progress fields); False once another worker has taken the job over."""
+        return bool(cls._held_by(job_id, worker).update(heartbeat_at=timezone.now(), **fields))
+
+    @classmethod
+    def succeed(cls, job_id: int, worker: str, **fields) -> bool:
+        return bool(cls._held_by(job_id, worker).update(
+            status=RunStatus.SUCCEEDED, error="", finished_at=timezone.now(), **fields))
+
+    @classmethod
+    def fail(cls, job_id: int, worker: str, error: str) -> bool:
+        return bool(cls._held_by(job_id, worker).update(
+            status=RunStatus.FAILED, error=error, finished_at=timezone.now()))
+
+    @classmethod
+    def release(cls, job_id: int, worker: str, error: str) -> bool:
+        """Give the job back to the queue (for a retry): the next message claims it at once."""
+        return bool(cls._held_by(job_id, worker).update(status=RunStatus.QUEUED, error=error, heartbeat_at=None))
+
+    @classmethod
     def requeue(cls, job_id: int) -> bool:
         """Queue a failed job, or one whose worker stopped reporting, again."""
         resumable = Q(status=RunStatus.FAILED) | Q(status=RunStatus.RUNNING, heartbeat_at__lt=cls._lapsed())
         return bool(cls.objects.filter(resumable, id=job_id).update(status=RunStatus.QUEUED, error="",
                                                                     finished_at=None))
+
+    @classmethod
+    def abandon(cls, job_ids, error: str) -> int:
+        """Mark active jobs FAILED (resumable) whose only possible worker is known to be gone."""
+        return cls.objects.filter(id__in=job_ids, status__in=ACTIVE).update(
+            status=RunStatus.FAILED, error=error, finished_at=timezone.now())
 
 
 class GenerationRun(LeasedJob):
@@ -102,25 +149,15 @@ class GenerationRun(LeasedJob):
         return int(100 * self.done / self.total) if self.total else 0
 
 
-class PlaygroundRequest(models.Model):
+class PlaygroundRequest(LeasedJob):
     """A researcher's try-out conversation, answered by every arm side by side (unblinded)."""
 
     study = models.ForeignKey("evalapp.Study", on_delete=models.CASCADE, related_name="playground_requests")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     messages = models.JSONField()
     seed = models.BigIntegerField(default=0)
-    status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED)
     # [{"arm_id", "label", "text", "provenance"}] in arm order
     outputs = models.JSONField(default=list, blank=True)
-    error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-        constraints = [
-            models.CheckConstraint(condition=Q(status__in=RunStatus.values), name="playground_status_valid"),
-        ]
 
 
 class TrainingRun(LeasedJob):

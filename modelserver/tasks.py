@@ -1,17 +1,34 @@
-"""Celery tasks: routing and retry policy only; the work is in services."""
+"""Celery tasks: routing and retry policy only; the work is in services.
+
+Every job kind (generation run, playground request, training run) goes through run_leased_job, the one
+rule for a message:
+
+- the job is gone or finished: nothing to do (a redelivered message after success is a no-op);
+- a live worker holds it: look again once its lease could have lapsed (a new message with a countdown:
+  dropping this one would strand the job if that worker died later);
+- QUEUED, or RUNNING with a lapsed lease (its worker died): claim it and do the work;
+- a transient error with retries left: give the job back to the queue and retry with backoff;
+- a transient error on the last try, or any other error: the job becomes FAILED with the error, and
+  the researcher can resume it.
+"""
+
+import logging
 
 from celery import shared_task
 
 from modelserver.inference.errors import TransientGenerationError
 
-from . import services
+from . import dispatch, services, training_services
+from .models import GenerationRun, LeasedJob, PlaygroundRequest, TrainingRun
+
+logger = logging.getLogger(__name__)
 
 # Routed to the gpu queue by CELERY_TASK_ROUTES ("modelserver.*"), so a web
 # process or a CPU worker never picks these up.
 _GPU_TASK = {
     "bind": True,
-    # acks_late + reject_on_worker_lost: a killed worker must not lose its run;
-    # the message comes back and the run's lease decides who may continue it.
+    # acks_late + reject_on_worker_lost: a killed worker must not lose its job;
+    # the message comes back and the job's lease decides who may continue it.
     "acks_late": True,
     "reject_on_worker_lost": True,
     # Only errors that may go away (CUDA out of memory, a lost device); never every exception.
@@ -22,21 +39,61 @@ _GPU_TASK = {
 }
 
 
-@shared_task(name="modelserver.generate_responses", **_GPU_TASK)
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def run_leased_job(task, model: type[LeasedJob], job_id: int, work) -> None:
+    """Apply the lifecycle to one message; ``work(job_id=, worker=)`` returns the fields of success."""
+    name = f"{model._meta.verbose_name} {job_id}"
+    worker = task.request.hostname or "eager"
+    if not model.objects.filter(id=job_id).exists():
+        logger.warning("%s is gone; nothing to do.", name.capitalize())
+        return
+    if not model.claim(job_id, worker):
+        wait = model.seconds_until_claimable(job_id)
+        if wait is None:
+            logger.info("%s is finished; nothing to do.", name.capitalize())
+        elif task.request.is_eager:
+            # No broker: nothing would deliver the look-again message, and an eager retry would spin.
+            logger.warning("%s is held by another worker; leaving it to that worker.", name.capitalize())
+        else:
+            logger.info("%s is held by a live worker; looking again in %.0f s.", name.capitalize(), wait + 1)
+            task.apply_async(args=(job_id,), countdown=wait + 1)
+        return
+    try:
+        fields = work(job_id=job_id, worker=worker)
+    except TransientGenerationError as exc:
+        tries = task.request.retries + 1
+        if task.request.retries >= task.max_retries:
+            model.fail(job_id, worker, f"{_describe(exc)} (gave up after {tries} tries)")
+            logger.error("%s failed: %s (gave up after %d tries)", name.capitalize(), exc, tries)
+            return
+        model.release(job_id, worker, f"Retrying ({tries} of {task.max_retries + 1} tries failed): {_describe(exc)}")
+        raise  # autoretry_for schedules the retry, with backoff
+    except Exception as exc:
+        # Retrying an unknown error would only repeat it: recorded on the job, which is what the
+        # researcher sees, and the message ends here.
+        logger.exception("%s failed", name.capitalize())
+        model.fail(job_id, worker, _describe(exc))
+        return
+    except BaseException:
+        # Interrupted (Ctrl-C, a cold shutdown): hand the job back rather than leave a live-looking lease.
+        model.release(job_id, worker, "Interrupted: the worker stopped before the job finished.")
+        raise
+    model.succeed(job_id, worker, **(fields or {}))
+
+
+@shared_task(name=dispatch.GENERATE_RESPONSES, **_GPU_TASK)
 def generate_responses(self, run_id: int) -> None:
-    retry_in = services.generation_run_execute(run_id=run_id, worker=self.request.hostname or "eager")
-    if retry_in is not None:
-        # Another worker holds the run; look again once its lease could have lapsed.
-        raise self.retry(countdown=retry_in, max_retries=None)
+    run_leased_job(self, GenerationRun, run_id, services.generation_run_execute)
 
 
-@shared_task(name="modelserver.generate_playground", **_GPU_TASK)
+@shared_task(name=dispatch.GENERATE_PLAYGROUND, **_GPU_TASK)
 def generate_playground(self, request_id: int) -> None:
-    services.playground_request_execute(request_id=request_id)
+    run_leased_job(self, PlaygroundRequest, request_id, services.playground_request_execute)
 
 
-@shared_task(name="modelserver.train_adapter", **_GPU_TASK)
+@shared_task(name=dispatch.TRAIN_ADAPTER, **_GPU_TASK)
 def train_adapter(self, run_id: int) -> None:
-    from . import training_services
-
-    training_services.training_run_execute(run_id=run_id, worker=self.request.hostname or "eager")
+    run_leased_job(self, TrainingRun, run_id, training_services.training_run_execute)

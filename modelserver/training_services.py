@@ -10,18 +10,20 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
+from evalapp.errors import ServiceError
 from evalapp.models import Study
 
-from .models import Adapter, RunStatus, TrainingRun
+from . import dispatch
+from .inference.errors import TransientGenerationError
+from .models import Adapter, TrainingRun
 
 logger = logging.getLogger(__name__)
 RESULT_FILE = "training_result.json"
 
 
-class TrainingError(Exception):
-    pass
+class TrainingError(ServiceError):
+    """A training request, or an adapter for a study, that cannot be accepted as asked."""
 
 
 def adapter_manifest(adapter_path: str) -> dict | None:
@@ -71,8 +73,6 @@ def adapter_register(*, path: str, user, name: str, training_run: TrainingRun | 
 
 
 def training_run_create(*, user, name: str, config: dict, study: Study | None = None) -> TrainingRun:
-    from modelserver.services import _dispatch
-
     config = dict(config)
     if study is not None:
         # The study's prompts never enter training: that is what makes the comparison honest.
@@ -82,43 +82,41 @@ def training_run_create(*, user, name: str, config: dict, study: Study | None = 
         run = TrainingRun.objects.create(created_by=user, study=study, name=name, config=config, out_dir="")
         run.out_dir = str(Path(settings.EMPATHEVAL_ADAPTER_DIR) / f"training-run-{run.id}")
         run.save(update_fields=["out_dir"])
-        transaction.on_commit(lambda: _dispatch("train_adapter", run.id))
+        dispatch.queue_after_commit(dispatch.TRAIN_ADAPTER, run.id)
     return run
 
 
 def training_run_resume(*, run: TrainingRun) -> None:
-    from modelserver.services import _dispatch
-
-    with transaction.atomic():
-        if not TrainingRun.requeue(run.id):
-            raise TrainingError("Only a failed training, or one whose worker stopped reporting, can be resumed.")
-        transaction.on_commit(lambda: _dispatch("train_adapter", run.id))
+    if not dispatch.resume(TrainingRun, run.id, dispatch.TRAIN_ADAPTER):
+        raise TrainingError("Only a failed training, or one whose worker stopped reporting, can be resumed.",
+                            status=409)
 
 
-def training_run_execute(*, run_id: int, worker: str) -> None:
-    from modelserver.training.sft import TrainingConfig, train_adapter
+def training_run_execute(*, job_id: int, worker: str) -> dict:
+    """Train a claimed run, from its last checkpoint if it has one, and register the adapter.
 
-    if not TrainingRun.claim(run_id, worker):
-        logger.info("Training run %s is finished or held by a live worker; skipping.", run_id)
-        return
-    run = TrainingRun.objects.get(id=run_id)
+    Called by tasks.run_leased_job, which records any failure on the run; CUDA running out of memory is
+    passed on as transient, so the task retries (from the checkpoints) instead of failing the run.
+    """
+    import torch
+
+    from modelserver import training
+
+    run = TrainingRun.objects.get(id=job_id)
     last_write = [0.0]
 
     def progress(p):
         # Throttled: a progress row per step would hammer the database on a GPU.
         if time.monotonic() - last_write[0] >= 2 or p.phase == "done":
             last_write[0] = time.monotonic()
-            TrainingRun.objects.filter(id=run_id).update(progress=p.to_dict(), heartbeat_at=timezone.now())
+            TrainingRun.beat(job_id, worker, progress=p.to_dict())
 
+    config = training.TrainingConfig.from_dict(run.config)
+    resume = (Path(run.out_dir) / "checkpoints").is_dir()
     try:
-        config = TrainingConfig.from_dict(run.config)
-        resume = (Path(run.out_dir) / "checkpoints").is_dir()
-        train_adapter(config, None, run.out_dir, progress, resume=resume)
-        adapter = adapter_register(path=run.out_dir, user=run.created_by, name=run.name, training_run=run)
-    except Exception as exc:  # recorded on the run; checkpoints stay so it can be resumed
-        logger.exception("Training run %s failed", run_id)
-        TrainingRun.objects.filter(id=run_id).update(status=RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}",
-                                                     finished_at=timezone.now())
-        return
-    TrainingRun.objects.filter(id=run_id).update(status=RunStatus.SUCCEEDED, finished_at=timezone.now())
-    logger.info("Training run %s registered adapter %s", run_id, adapter.id)
+        training.train_adapter(config, None, run.out_dir, progress, resume=resume)
+    except torch.cuda.OutOfMemoryError as exc:
+        raise TransientGenerationError(f"CUDA out of memory while training: {exc}") from exc
+    adapter = adapter_register(path=run.out_dir, user=run.created_by, name=run.name, training_run=run)
+    logger.info("Training run %s registered adapter %s", job_id, adapter.id)
+    return {}

@@ -1,8 +1,9 @@
 """Who rates which response, in which order: the balanced blind rating design as plain data.
 
-No Django (numpy + stdlib) so the rules can be property-tested without a database; the caller stores
+No Django (numpy, scipy and the stdlib) so the rules can be property-tested without a database; the caller stores
 a design with design_to_rows(). The rules, checked by Design.violations():
-1. every real item is rated by exactly k distinct raters (after rebalance(), kept ratings count);
+1. every real item is rated by exactly k distinct raters, plus the extra ratings asked for it (`extra`:
+   an adjudicator's send-back); after rebalance(), kept ratings count;
 2. real-item loads differ by at most one between raters (rebalance(): see there);
 3. no rater gets any item, gold included, twice;
 4. two items of one group (arms of one prompt) never touch among a rater's real items, hence neither
@@ -13,21 +14,32 @@ Whether a rater sees both arms of a prompt is left to chance: research practice 
 
 Rule 4 holds by capping each rater's items of one group at ceil(n/2) of their n items, the most a
 queue can keep apart; _order() can order any mix within the cap. Exact per-item counts, exact loads
-and that cap make a max-flow problem (items -> (group, rater) -> rater): a greedy fill finished by
-augmenting paths either succeeds or proves that no design exists, so we never return a broken one.
+and that cap make a max-flow problem (items -> (group, rater) -> rater): a random greedy fill, then
+scipy's maximum_flow on what it left, either succeeds or proves that no design exists, so we never
+return a broken one.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import maximum_flow
 
 MAX_TRIES = 64  # rebalance(): how many ways of placing the "+1" loads are tried before giving up
+
+
+def ratings_wanted(ratings_per_item: int, n_raters: int, extra: int = 0) -> int:
+    """How many ratings an item gets: the study's k plus those asked for it, within the raters there are.
+
+    The one definition of the design's k (extra=0): the design and the adjudication queue both use it,
+    so the queue never waits for a rating nobody can be asked for."""
+    return min(ratings_per_item + extra, n_raters)
 
 
 @dataclass(frozen=True)
@@ -54,11 +66,16 @@ class Design:
     gold_rate: float = 0.0
     # Set by rebalance(): real items each rater (active or not) had rated; they count toward k.
     kept: dict[str, frozenset[str]] | None = None
+    extra: dict[str, int] = field(default_factory=dict)  # real item id -> ratings wanted beyond k
+
+    def wanted(self) -> dict[str, int]:
+        """Real item id -> how many distinct raters it needs in all (rule 1)."""
+        return {i: self.k + self.extra.get(i, 0) for i in self.groups}
 
     def violations(self) -> list[str]:
         """Every broken rule, in words; empty for a valid design."""
         out: list[str] = []
-        gold, kept = set(self.gold), self.kept or {}
+        gold, kept, want = set(self.gold), self.kept or {}, self.wanted()
         count: Counter[str] = Counter(i for items in kept.values() for i in items)
         new: dict[str, int] = {}
         for r, queue in self.queues.items():
@@ -73,12 +90,12 @@ class Design:
                 out.append(f"rater {r!r} starts with a gold item")
             if any(self.groups[a] == self.groups[b] for a, b in zip(real, real[1:])):
                 out.append(f"rater {r!r} gets two items of one group back to back")
-        out += [f"item {i!r} has {count[i]} raters, not {self.k}" for i in self.groups if count[i] != self.k]
+        out += [f"item {i!r} has {count[i]} raters, not {want[i]}" for i in self.groups if count[i] != want[i]]
         if self.kept is None:
             if new and max(new.values()) - min(new.values()) > 1:
                 out.append("loads differ by more than one")
         else:
-            room = _rooms(self.groups, self.k, kept, list(new))
+            room = _rooms(self.groups, want, kept, list(new))
             total = {r: n + len(kept.get(r, ())) for r, n in new.items()}
             busy = [total[r] for r in new if new[r] > 0]
             could = [total[r] for r in new if new[r] < room[r]]
@@ -92,8 +109,11 @@ class Design:
 
 
 def build_design(items: Sequence[Item], raters: Sequence[str], ratings_per_item: int, seed: int,
-                 gold: Sequence[GoldItem] = (), gold_rate: float = 0.0) -> Design:
-    """A fresh design: rules 1-5, loads within one, about `gold_rate` gold items per real item."""
+                 gold: Sequence[GoldItem] = (), gold_rate: float = 0.0,
+                 extra: Mapping[str, int] | None = None) -> Design:
+    """A fresh design: rules 1-5, loads within one, about `gold_rate` gold items per real item.
+
+    `extra` (item id -> ratings wanted beyond k) is kept in the design, so rebalance() honours it."""
     k = ratings_per_item
     groups = {it.item_id: it.group for it in sorted(items, key=lambda it: it.item_id)}
     gold_ids = tuple(sorted(g.item_id for g in gold))
@@ -110,7 +130,12 @@ def build_design(items: Sequence[Item], raters: Sequence[str], ratings_per_item:
         raise ValueError(f"ratings_per_item must be at least 1, got {k}")
     if k > len(raters):
         raise ValueError(f"ratings_per_item={k} needs at least {k} distinct raters, got {len(raters)}")
-    design = Design({}, _seed(seed), k, groups, gold_ids, gold_rate)
+    extra = {i: n for i, n in sorted((extra or {}).items()) if n}
+    if unknown := sorted(set(extra) - set(groups)):
+        raise ValueError(f"extra ratings asked for unknown items {unknown[:3]}")
+    if bad := [i for i, n in extra.items() if not isinstance(n, int) or n < 0 or k + n > len(raters)]:
+        raise ValueError(f"extra ratings must be whole numbers from 0 to {len(raters) - k}: {bad[:3]}")
+    design = Design({}, _seed(seed), k, groups, gold_ids, gold_rate, extra=extra)
     # One try suffices: raters start alike, so which ones get the "+1" loads cannot matter.
     return _fill(design, sorted(raters), {}, {}, tries=1)
 
@@ -144,9 +169,10 @@ def rebalance(design: Design, rated: Mapping[str, Iterable[str]], active_raters:
         if real := ids.intersection(design.groups):
             kept[r] = real
         seen[r] = ids
-    if over := [i for i, n in Counter(i for s in kept.values() for i in s).items() if n > design.k]:
-        raise ValueError(f"items rated more than k={design.k} times: {sorted(over)[:3]}")
-    fresh = Design({}, _seed(seed), design.k, design.groups, design.gold, design.gold_rate, kept)
+    want = design.wanted()
+    if over := [i for i, n in Counter(i for s in kept.values() for i in s).items() if n > want[i]]:
+        raise ValueError(f"items rated more than k={design.k} (plus extra) times: {sorted(over)[:3]}")
+    fresh = Design({}, _seed(seed), design.k, design.groups, design.gold, design.gold_rate, kept, design.extra)
     return _fill(fresh, active, kept, seen, tries=MAX_TRIES)
 
 
@@ -174,11 +200,11 @@ def _room(per_group: Iterable[int]) -> int:
     return min(total, 2 * (total - top) + 1)  # one dominant group: separate it with all the others
 
 
-def _rooms(groups: Mapping[str, Hashable], k: int, kept: Mapping[str, frozenset[str]],
+def _rooms(groups: Mapping[str, Hashable], want: Mapping[str, int], kept: Mapping[str, frozenset[str]],
            raters: list[str]) -> dict[str, int]:
-    """_room() of each rater over the items still short of k ratings that they have not rated."""
+    """_room() of each rater over the items still short of their ratings that they have not rated."""
     count = Counter(i for s in kept.values() for i in s)
-    open_items = [i for i in groups if count[i] < k]
+    open_items = [i for i in groups if count[i] < want[i]]
     return {r: _room(Counter(groups[i] for i in open_items if i not in kept.get(r, ())).values())
             for r in raters}
 
@@ -186,13 +212,13 @@ def _rooms(groups: Mapping[str, Hashable], k: int, kept: Mapping[str, frozenset[
 def _fill(design: Design, raters: list[str], kept: Mapping[str, frozenset[str]],
           seen: Mapping[str, frozenset[str]], tries: int) -> Design:
     rng = np.random.default_rng(design.seed)
-    groups, k = design.groups, design.k
+    groups, k, want = design.groups, design.k, design.wanted()
     count = Counter(i for s in kept.values() for i in s)
-    need = {i: k - count[i] for i in groups if count[i] < k}
+    need = {i: want[i] - count[i] for i in groups if count[i] < want[i]}
     for i, n in need.items():
         if (free := sum(i not in kept.get(r, ()) for r in raters)) < n:
             raise ValueError(f"item {i!r} needs {n} more ratings but only {free} active raters have not rated it")
-    room = _rooms(groups, k, kept, raters)
+    room = _rooms(groups, want, kept, raters)
     total = sum(need.values())
     if sum(room.values()) < total:
         raise ValueError(f"{total} ratings remain but the raters can take only {sum(room.values())} of them "
@@ -242,62 +268,70 @@ def _solve(need: dict[str, int], groups: Mapping[str, Hashable], limit: dict[str
     raters, items = list(limit), list(need)
     cap = {r: (limit[r] + 1) // 2 for r in raters}
     held: dict[str, dict[str, None]] = {r: {} for r in raters}
-    load, got, per = dict.fromkeys(raters, 0), dict.fromkeys(items, 0), Counter[tuple[Hashable, str]]()
-    members: dict[Hashable, list[str]] = {}
-    for i in items:
-        members.setdefault(groups[i], []).append(i)
-
-    def move(i: str, r: str, step: int) -> None:
-        if step > 0:
-            held[r][i] = None
-        else:
-            del held[r][i]
-        load[r] += step
-        got[i] += step
-        per[groups[i], r] += step
-
-    def free(i: str, r: str) -> bool:
-        return i not in held[r] and i not in blocked.get(r, ())
+    load, per = dict.fromkeys(raters, 0), Counter[tuple[Hashable, str]]()
 
     # Greedy: most unfilled load first (as in Gale-Ryser; alone it completes a fresh design when the
     # group cap does not bind), ties broken at random so that who meets which item is left to chance.
     for j in rng.permutation(len(items)):
         i = items[j]
-        cand = [r for r in raters if free(i, r) and load[r] < limit[r] and per[groups[i], r] < cap[r]]
+        cand = [r for r in raters
+                if i not in blocked.get(r, ()) and load[r] < limit[r] and per[groups[i], r] < cap[r]]
         noise = rng.random(len(cand))
         for x in sorted(range(len(cand)), key=lambda x: (load[cand[x]] - limit[cand[x]], noise[x]))[: need[i]]:
-            move(i, cand[x], 1)
+            held[cand[x]][i] = None
+            load[cand[x]] += 1
+            per[groups[i], cand[x]] += 1
+    short = sum(need.values()) - sum(load.values())
+    if short == 0:
+        return held
+    return _complete(need, groups, limit, blocked, cap, held, per, short)
 
-    # Augmenting paths. Nodes: ("i", item) an item that may take one more rater, ("g", group, rater)
-    # one more of that group for that rater, ("r", rater) one more item for that rater. Moving
-    # backwards through ("g", ...) -> ("i", j) hands item j, held by that rater, on to someone else.
-    while any(got[i] < need[i] for i in items):
-        parent: dict[tuple, tuple | None] = {("i", i): None for i in items if got[i] < need[i]}
-        todo = deque(parent)
-        while todo:
-            node = todo.popleft()
-            if node[0] == "r" and load[node[1]] < limit[node[1]]:
-                break
-            if node[0] == "i":
-                nxt = [("g", groups[node[1]], r) for r in raters if free(node[1], r)]
-            elif node[0] == "g":
-                _, g, r = node
-                nxt = [("r", r)] if per[g, r] < cap[r] else []
-                nxt += [("i", j) for j in members[g] if j in held[r]]
+
+def _complete(need: dict[str, int], groups: Mapping[str, Hashable], limit: dict[str, int],
+              blocked: Mapping[str, frozenset[str]], cap: dict[str, int], held: dict[str, dict[str, None]],
+              per: Counter[tuple[Hashable, str]], short: int) -> dict[str, dict[str, None]] | None:
+    """Finish the greedy fill with a maximum flow through its residual network: source -> item
+    (need) -> (group, rater) (1) -> rater (cap) -> sink (limit), each edge with what the greedy fill
+    left of it forwards and what it used backwards, so the flow may hand an item on between raters."""
+    raters, items = list(limit), list(need)
+    # Node numbers: 0 the source, 1 the sink, then items, raters and (group, rater) pairs.
+    node: dict[tuple, int] = {("i", i): 2 + n for n, i in enumerate(items)}
+    node.update({("r", r): 2 + len(items) + n for n, r in enumerate(raters)})
+    rows: list[int] = []
+    cols: list[int] = []
+    caps: list[int] = []
+
+    def edge(u: int, v: int, capacity: int, used: int) -> None:
+        rows.extend((u, v))
+        cols.extend((v, u))
+        caps.extend((capacity - used, used))
+
+    for i in items:
+        edge(0, node["i", i], need[i], sum(i in held[r] for r in raters))
+        for r in raters:
+            if i not in blocked.get(r, ()):
+                gr = node.setdefault(("g", groups[i], r), len(node) + 2)
+                edge(node["i", i], gr, 1, int(i in held[r]))
+    for key, gr in list(node.items()):
+        if key[0] == "g":
+            edge(gr, node["r", key[2]], cap[key[2]], per[key[1], key[2]])
+    for r in raters:
+        edge(node["r", r], 1, limit[r], len(held[r]))
+    size = len(node) + 2
+    graph = csr_matrix((np.array(caps, dtype=np.int32), (rows, cols)), shape=(size, size))
+    graph.eliminate_zeros()
+    result = maximum_flow(graph, 0, 1)
+    if result.flow_value < short:
+        return None  # the flow is maximal and short of the need: no assignment exists
+    owner = {n: key[2] for key, n in node.items() if key[0] == "g"}
+    item_of = {n: key[1] for key, n in node.items() if key[0] == "i"}
+    flow = result.flow.tocoo()
+    for u, v, f in zip(flow.row, flow.col, flow.data, strict=True):
+        if u in item_of and v in owner and f:  # +1: the item goes to that rater; -1: it leaves them
+            if f > 0:
+                held[owner[v]][item_of[u]] = None
             else:
-                nxt = [("g", g, node[1]) for g in dict.fromkeys(groups[j] for j in held[node[1]])]
-            for n in nxt:
-                if n not in parent:
-                    parent[n] = node
-                    todo.append(n)
-        else:
-            return None  # the flow is maximal and short of the need: no assignment exists
-        while (prev := parent[node]) is not None:
-            if prev[0] == "i":
-                move(prev[1], node[2], 1)
-            elif prev[0] == "g" and node[0] == "i":
-                move(node[1], prev[2], -1)
-            node = prev
+                del held[owner[v]][item_of[u]]
     return held
 
 

@@ -64,9 +64,41 @@ def rater_status(*, study: Study, user) -> RaterStatus:
             found = cursor.fetchone()
             row = dict(zip([c[0] for c in cursor.description], found)) if found else None
     else:  # SQLite (the demo) has no LATERAL; the ORM spelling of the same question.
-        row = _rater_status_orm(study, user)
+        row = _with_status(study, StudyMembership.objects.filter(user=user)).values(*_STATUS_FIELDS).first()
     if row is None:
         return RaterStatus(False, False, False, None, False, "none")
+    return _status_of(row)
+
+
+def eligible_raters(study: Study) -> list:
+    """Raters who consented to the current version, passed calibration (or were approved), and are active:
+    one query, whatever the number of raters."""
+    members = _with_status(study, StudyMembership.objects.filter(withdrawn_at__isnull=True, excluded_at__isnull=True))
+    return [m.user for m in members.select_related("user")
+            if _status_of({name: getattr(m, name) for name in _STATUS_FIELDS}).can_rate]
+
+
+_STATUS_FIELDS = ("withdrawn_at", "excluded_at", "calibration_decision", "version_id", "consented", "has_items",
+                  "last_number", "last_finished", "last_passed")
+
+
+def _with_status(study: Study, members):
+    """The study's rater memberships among `members`, each with the columns _status_of() reads."""
+    latest = ConsentVersion.objects.filter(study=study).order_by("-version")
+    attempts = CalibrationAttempt.objects.filter(study=study, rater=OuterRef("user_id")).order_by("-number")
+    consents = Consent.objects.filter(study=study, user=OuterRef("user_id"), withdrawn_at__isnull=True,
+                                      version_id=OuterRef("version_id"))
+    return members.filter(study=study, role=Role.RATER).annotate(
+        version_id=Subquery(latest.values("id")[:1]),
+        consented=Exists(consents),
+        has_items=Exists(CalibrationItem.objects.filter(study=study)),
+        last_number=Subquery(attempts.values("number")[:1]),
+        last_finished=Subquery(attempts.values("finished_at")[:1]),
+        last_passed=Subquery(attempts.values("passed")[:1]),
+    )
+
+
+def _status_of(row: dict) -> RaterStatus:
     return RaterStatus(
         is_rater=True,
         withdrawn=row["withdrawn_at"] is not None,
@@ -74,27 +106,6 @@ def rater_status(*, study: Study, user) -> RaterStatus:
         consent_version_id=row["version_id"],
         consented=row["version_id"] is None or bool(row["consented"]),
         calibration=_calibration_state(row),
-    )
-
-
-def _rater_status_orm(study: Study, user) -> dict | None:
-    latest = ConsentVersion.objects.filter(study=study).order_by("-version")
-    attempts = CalibrationAttempt.objects.filter(study=study, rater=user).order_by("-number")
-    return (
-        StudyMembership.objects.filter(study=study, user=user, role=Role.RATER)
-        .annotate(
-            version_id=Subquery(latest.values("id")[:1]),
-            consented=Exists(
-                Consent.objects.filter(study=study, user=user, withdrawn_at__isnull=True, version_id=OuterRef("version_id"))
-            ),
-            has_items=Exists(CalibrationItem.objects.filter(study=study)),
-            last_number=Subquery(attempts.values("number")[:1]),
-            last_finished=Subquery(attempts.values("finished_at")[:1]),
-            last_passed=Subquery(attempts.values("passed")[:1]),
-        )
-        .values("withdrawn_at", "excluded_at", "calibration_decision", "version_id", "consented", "has_items",
-                "last_number", "last_finished", "last_passed")
-        .first()
     )
 
 

@@ -71,8 +71,11 @@ if not DATABASE_URL:
     DATABASE_URL = f"sqlite:///{VAR_DIR / 'demo.sqlite3'}"
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # The demo's generation thread writes while pages read: wait for the lock, don't fail.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
+    # The demo's generation thread writes while pages read. WAL lets readers and a writer proceed at once;
+    # IMMEDIATE takes the write lock when a transaction starts, so a transaction that reads first waits
+    # for it (timeout) instead of failing with "database is locked" when it tries to write.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        timeout=30, transaction_mode="IMMEDIATE", init_command="PRAGMA journal_mode=WAL;")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -110,10 +113,13 @@ REDIS_URL = env_optional("REDIS_URL")
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = REDIS_URL is None
-CELERY_TASK_EAGER_PROPAGATES = True
-# In the demo, eager tasks run on a background thread so pages can poll their progress.
+# The demo's eager jobs record their errors on the job; a retry runs again in-process instead of escaping.
+CELERY_TASK_EAGER_PROPAGATES = False
+# In the demo's web pages, eager tasks run on a background thread so pages can poll their progress
+# (modelserver/dispatch.py; the demo's preparation runs its jobs in its own thread instead).
 EMPATHEVAL_EAGER_IN_THREAD = env_bool("EMPATHEVAL_EAGER_IN_THREAD", True)
-CELERY_TASK_ROUTES = {"modelserver.*": {"queue": "gpu"}}  # modelserver.queues.GPU_QUEUE
+# Generation and training hold a model in memory: they run on `gpu` workers only.
+CELERY_TASK_ROUTES = {"modelserver.*": {"queue": "gpu"}}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -126,6 +132,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10),
     "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10),
 }
+# The lease of every job kind (generation, playground, training), named when only generation had one.
 GENERATION_LEASE_SECONDS = env_int("GENERATION_LEASE_SECONDS", 1800)
 # The results page fits the mixed model only up to this many prompts (it is slow beyond).
 RESULTS_MIXED_MODEL_MAX_PROMPTS = env_int("RESULTS_MIXED_MODEL_MAX_PROMPTS", 300)
@@ -154,6 +161,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "evalapp.apis.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "EmpathEval API",

@@ -12,6 +12,8 @@ DEBUG = False
 WHITENOISE_AUTOREFRESH = True  # no collectstatic in tests
 # Eager tasks run inline in tests so their effects are visible inside the test's transaction.
 CELERY_TASK_ALWAYS_EAGER = True
+# Errors escape delay() in tests; the lifecycle tests run tasks as a worker does (tests/modelserver/conftest.py).
+CELERY_TASK_EAGER_PROPAGATES = True
 EMPATHEVAL_EAGER_IN_THREAD = False
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 TEST_REDIS_URL = env_str("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

@@ -23,7 +23,6 @@ __all__ = [
     "icc_headline_form",
     "krippendorff_alpha",
     "krippendorff_alpha_boot",
-    "krippendorff_alpha_boot_naive",
     "krippendorff_alpha_ci",
     "weighted_kappa_pairs",
     "within_one_agreement",
@@ -50,14 +49,14 @@ class KappaSummary(TypedDict):
     mean: float | None
 
 
-def _as_matrix(matrix: npt.ArrayLike) -> FloatArray:
+def as_matrix(matrix: npt.ArrayLike) -> FloatArray:
     m = np.asarray(matrix, dtype=np.float64)
     if m.ndim != 2:
         raise ValueError("expected a 2-D raters x items matrix")
     return m
 
 
-def _domain(m: FloatArray, value_domain: npt.ArrayLike | None) -> FloatArray:
+def value_domain_of(m: FloatArray, value_domain: npt.ArrayLike | None) -> FloatArray:
     observed = np.unique(m[~np.isnan(m)])
     if value_domain is None:
         return observed
@@ -71,12 +70,12 @@ def krippendorff_alpha(
     matrix: npt.ArrayLike, level: Level = "interval", value_domain: npt.ArrayLike | None = None
 ) -> float:
     """Krippendorff's alpha of a raters x items matrix (NaN = missing)."""
-    m = _as_matrix(matrix)
+    m = as_matrix(matrix)
     return float(
         krippendorff.alpha(
             reliability_data=m,
             level_of_measurement=level,
-            value_domain=None if value_domain is None else _domain(m, value_domain),
+            value_domain=None if value_domain is None else value_domain_of(m, value_domain),
         )
     )
 
@@ -136,8 +135,8 @@ def krippendorff_alpha_boot(
     (item counts) @ (per-item coincidences) instead of a full alpha() call.
     NaN where alpha is undefined (no variation in the resample).
     """
-    m = _as_matrix(matrix)
-    dom = _domain(m, value_domain)
+    m = as_matrix(matrix)
+    dom = value_domain_of(m, value_domain)
     n_items, v = m.shape[1], dom.size
     per_item = _item_coincidences(m, dom)
     out = np.empty(indices.shape[0])
@@ -159,25 +158,6 @@ def krippendorff_alpha_boot(
     return out
 
 
-def krippendorff_alpha_boot_naive(
-    matrix: npt.ArrayLike,
-    level: Level,
-    indices: npt.NDArray[np.int64],
-    value_domain: npt.ArrayLike | None = None,
-) -> FloatArray:
-    """Reference/baseline: one krippendorff.alpha call per resample."""
-    m = _as_matrix(matrix)
-    dom = _domain(m, value_domain)
-    out = np.empty(indices.shape[0])
-    for b, idx in enumerate(indices):
-        try:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[b] = krippendorff.alpha(m[:, idx], level_of_measurement=level, value_domain=dom)
-        except ValueError:  # no unit with two ratings in this resample
-            out[b] = np.nan
-    return out
-
-
 def krippendorff_alpha_ci(
     matrix: npt.ArrayLike,
     level: Level = "interval",
@@ -186,7 +166,7 @@ def krippendorff_alpha_ci(
     value_domain: npt.ArrayLike | None = None,
 ) -> AlphaCI:
     """Alpha with a percentile bootstrap 95% CI over items."""
-    m = _as_matrix(matrix)
+    m = as_matrix(matrix)
     point = krippendorff_alpha(m, level, value_domain)
     boot = krippendorff_alpha_boot(m, level, bootstrap_item_indices(m.shape[1], n_boot, seed), value_domain)
     boot = boot[np.isfinite(boot)]
@@ -227,8 +207,8 @@ def weighted_kappa_pairs(
     """Weighted kappa for every rater pair sharing >= min_shared items, and their mean."""
     if weights not in ("quadratic", "linear"):
         raise ValueError("weights must be 'quadratic' or 'linear'")
-    m = _as_matrix(matrix)
-    labs = _domain(m, labels)
+    m = as_matrix(matrix)
+    labs = value_domain_of(m, labels)
     pairs: list[KappaPair] = []
     for i, j in combinations(range(m.shape[0]), 2):
         shared = ~np.isnan(m[i]) & ~np.isnan(m[j])
@@ -243,7 +223,7 @@ def weighted_kappa_pairs(
 
 def _pairwise_agreement(matrix: npt.ArrayLike, tol: float) -> float | None:
     """Share of same-item rater pairs whose ratings differ by <= tol (pooled over items)."""
-    m = _as_matrix(matrix)
+    m = as_matrix(matrix)
     hits = total = 0
     for i, j in combinations(range(m.shape[0]), 2):
         shared = ~np.isnan(m[i]) & ~np.isnan(m[j])

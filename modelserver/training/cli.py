@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .sft import TrainingConfig
+from .config import TrainingConfig
 
 _D = TrainingConfig()
 
@@ -68,7 +68,7 @@ def add_train_parser(sub) -> None:
 
 
 def _config(args: argparse.Namespace) -> TrainingConfig:
-    from .data import read_id_file
+    from .sources import read_id_file
 
     targets = args.targets
     if isinstance(targets, str) and targets != "all-linear":
@@ -110,9 +110,9 @@ def run_cli(args: argparse.Namespace | list[str] | None = None) -> int:
 
     from modelserver.inference.errors import ModelLoadError
 
-    from .data import DataError
     from .plot import plot_loss
-    from .sft import train_adapter
+    from .sources import DataError
+    from .train import train_adapter
 
     try:
         config = _config(args)

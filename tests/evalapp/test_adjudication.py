@@ -1,5 +1,7 @@
 """Queue rules, decisions, the two-adjudicator rule, the audit trail, and who may see what."""
 
+import re
+
 import pytest
 from django.core import mail
 from django.urls import reverse
@@ -94,9 +96,8 @@ def test_resolve_records_audits_and_leaves_the_queue(rated, adjudicator):
                                  final_score=7, rationale="again")
 
 
-def test_send_back_assigns_one_more_rating(rated, adjudicator, monkeypatch):
+def test_send_back_assigns_one_more_rating(rated, adjudicator):
     study, split, fourth = rated["study"], rated["split"], rated["raters"][3]
-    monkeypatch.setattr("raters.services.eligible_raters", lambda s: rated["raters"])
     adj.adjudication_send_back(study=study, response=split, scale="empathy", adjudicator=adjudicator,
                                rationale="Need a tie-breaker.")
     assignment = Assignment.objects.get(response=split)
@@ -198,3 +199,58 @@ def test_resolve_through_the_page(client, adjudicator, rated):
     queues = client.get(reverse("adjudication_queues", args=[study.id])).content.decode()
     assert 'id="disagreement-count">0<' in queues
     assert not SafetyDecision.objects.exists()
+
+
+def grow(study, raters, n):
+    """n more responses, each rated 1, 5 and 10 by three raters: each waits on the empathy scale."""
+    arm = study.arms.first()
+    responses = []
+    for prompt in PromptFactory.create_batch(n, study=study):
+        responses.append(ResponseFactory(prompt=prompt, arm=arm))
+        for rater, empathy in zip(raters[:3], [1, 5, 10], strict=True):
+            RatingFactory(response=responses[-1], rater=rater, empathy=empathy, fluency=7)
+    return responses
+
+
+def whole_study_reads(queries) -> list[str]:
+    """Queries that read ratings without naming one response: a rescan of the study."""
+    return [q["sql"] for q in queries
+            if 'FROM "evalapp_rating"' in q["sql"] and not re.search(r'"evalapp_rating"\."response_id" = \d', q["sql"])]
+
+
+def decide(client, study, response, **data):
+    return client.post(reverse("adjudication_decide", args=[study.id, response.public_id]), data)
+
+
+def test_an_item_and_its_decisions_cost_the_same_in_a_ten_times_bigger_study(
+        client, adjudicator, rated, django_assert_max_num_queries, django_assert_num_queries):
+    study, raters = rated["study"], rated["raters"]
+    client.force_login(adjudicator)
+    small = grow(study, raters, 4)
+    costs = {}
+    for name, response, data in [
+        ("page", small[0], None),
+        ("resolve", small[1], {"action": "resolve", "scale": "empathy", "final_score": "5", "rationale": "middle"}),
+        ("safety", small[2], {"action": "safety", "classification": "minor", "note": "blunt"}),
+    ]:
+        if name == "safety":
+            response.ratings.update(unsafe=True, unsafe_category="harmful_advice")
+        with django_assert_max_num_queries(20) as counted:
+            if data is None:
+                assert client.get(reverse("adjudication_item", args=[study.id, response.public_id])).status_code == 200
+            else:
+                assert decide(client, study, response, **data).status_code == 302
+        costs[name] = len(counted)
+        assert whole_study_reads(counted.captured_queries) == [], name
+
+    big = grow(study, raters, 40)  # ten times the responses and ratings
+    assert Adjudication.objects.count() == 1 and SafetyDecision.objects.count() == 1
+    with django_assert_num_queries(costs["page"]) as page:
+        client.get(reverse("adjudication_item", args=[study.id, big[0].public_id]))
+    with django_assert_num_queries(costs["resolve"]) as resolve:
+        decide(client, study, big[1], action="resolve", scale="empathy", final_score="5", rationale="middle")
+    big[2].ratings.update(unsafe=True, unsafe_category="harmful_advice")
+    with django_assert_num_queries(costs["safety"]) as safety:
+        decide(client, study, big[2], action="safety", classification="minor", note="blunt")
+    assert whole_study_reads(page.captured_queries + resolve.captured_queries + safety.captured_queries) == []
+    assert Adjudication.objects.count() == 2 and SafetyDecision.objects.count() == 2

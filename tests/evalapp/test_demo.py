@@ -1,8 +1,12 @@
 """The demo's preparation runs in the test suite so `make demo` cannot rot."""
 
+import os
 import re
+import subprocess
+import sys
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.urls import reverse
 
@@ -10,9 +14,9 @@ from evalapp.models import Rating, Response, Study
 from modelserver.models import Adapter
 from raters.models import Assignment
 
-pytestmark = pytest.mark.django_db
 
-
+# Real commits: the demo queues its jobs after commit, which a test's wrapping transaction would hold back.
+@pytest.mark.django_db(transaction=True)
 def test_demo_prepares_study_and_working_accounts(client, capsys, settings, tmp_path):
     settings.VAR_DIR = tmp_path
     call_command("demo", "--no-serve", "--quick", "--simulate")
@@ -51,3 +55,27 @@ def test_demo_prepares_study_and_working_accounts(client, capsys, settings, tmp_
     assert Study.objects.count() == 1 and study.prompts.count() == 20
     assert "Reusing the demo adapter" in capsys.readouterr().out
     assert not client.login(username="demo-rater-1", password=accounts["demo-rater-1"])
+
+
+def test_demo_preparation_runs_twice_in_a_row_as_make_demo_runs_it(tmp_path):  # its own database, not the test's
+    """Bug 4: with its own settings (SQLite under var/, no broker) the demo both queued its run (started on a
+    thread) and ran it itself: a `Retry in 1800s` traceback, then "Generation failed", then a run held for
+    30 minutes. Now each job runs once, in the command's thread, and a second preparation reuses everything."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "evalapp.settings.base", "DATABASE_URL": "", "REDIS_URL": "",
+           "EMPATHEVAL_VAR_DIR": str(tmp_path / "var"), "EMPATHEVAL_ADAPTER_DIR": "", "HF_HUB_OFFLINE": "1"}
+
+    def prepare() -> str:
+        for command in (["migrate", "--noinput", "-v0"], ["demo", "--no-serve", "--quick", "--simulate"]):
+            result = subprocess.run([sys.executable, "manage.py", *command], cwd=django_settings.BASE_DIR, env=env,
+                                    capture_output=True, text=True, timeout=1200)
+            output = result.stdout + result.stderr
+            assert result.returncode == 0, output[-4000:]
+        return output
+
+    first, second = prepare(), prepare()
+    for output in (first, second):
+        assert "Traceback" not in output and "Retry in" not in output, output[-4000:]
+        assert "Demo ready" in output
+    assert "Generating 40 missing responses" in first and "generate: 100%" in first  # the progress bar
+    assert "Reusing the demo adapter" in second and "Generating 0 missing responses" in second
+    assert "40 of 40 responses present" in second

@@ -7,8 +7,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from evalapp.models import Prompt
-from evalapp.prompt_import import COUNSELCHAT_QUESTIONS, find_pii, redact_pii
+from evalapp.prompt_import import find_pii, redact_pii
 from evalapp.services import study_import_prompts
+from modelserver.corpus import COUNSELCHAT_QUESTIONS
 
 from ..factories import StudyFactory
 

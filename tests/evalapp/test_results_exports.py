@@ -11,7 +11,7 @@ import pytest
 from django.urls import reverse
 
 from evalapp.analysis import analyze_long
-from evalapp.exports import neutralise
+from evalapp.exports.csv import neutralise
 from evalapp.results import study_results
 
 from ..factories import ArmFactory, MembershipFactory, PromptFactory, RatingFactory, ResponseFactory
@@ -126,3 +126,51 @@ def test_subgroups_state_the_number_of_comparisons(client, researcher, rated_stu
     assert all(t["p_holm"] is None or t["p_holm"] >= t["p"] for t in tests)
     client.force_login(researcher)
     assert "comparisons, p-values Holm" in client.get(reverse("results", args=[rated_study.id])).content.decode()
+
+
+def _two_arm_study(owner, n_prompts: int, n_raters: int):
+    from ..factories import StudyFactory
+
+    study = StudyFactory(owner=owner)
+    raters = [MembershipFactory(study=study, role=Role.RATER).user for _ in range(n_raters)]
+    arms = [ArmFactory(study=study, label="fine-tuned"), ArmFactory(study=study, label="baseline")]
+    for i, prompt in enumerate(PromptFactory.create_batch(n_prompts, study=study)):
+        for arm in arms:
+            response = ResponseFactory(prompt=prompt, arm=arm)
+            for j, rater in enumerate(raters):
+                RatingFactory(response=response, rater=rater, empathy=1 + (i + j) % 10, fluency=1 + (i * j) % 10)
+    return study
+
+
+PLOT_PAGE_QUERIES = 40  # four cold plot requests: one read of the ratings, then the cached results
+
+
+@pytest.mark.parametrize("n_prompts, n_raters", [(3, 2), (25, 4)])
+def test_the_four_plots_read_the_ratings_once(client, researcher, django_assert_num_queries, n_prompts, n_raters):
+    from django.core.cache import cache
+
+    study = _two_arm_study(researcher, n_prompts, n_raters)
+    client.force_login(researcher)
+    cache.clear()
+    with django_assert_num_queries(PLOT_PAGE_QUERIES) as captured:
+        for name in ["distributions", "differences", "severity", "agreement"]:
+            assert client.get(reverse("results_plot", args=[study.id, name, "png"])).status_code == 200
+    assert sum('"evalapp_rating"."fluency"' in q["sql"] for q in captured.captured_queries) == 1
+
+
+def test_plot_summary_matches_the_records(rated_study):
+    from evalapp import plots
+    from evalapp.exports.tables import analysis_records, rating_rows
+
+    records = analysis_records(rating_rows(rated_study))
+    summary = plots.summarize(records)
+    assert summary["arms"] == ["baseline", "fine-tuned"] and summary["n_raters"] == 3
+    assert sum(sum(c.values()) for c in summary["scores"]["empathy"].values()) == 8 * 2 * 3
+    one = next(r for r in records if r["scale"] == "fluency")
+    cell = summary["prompts"]["fluency"][one["prompt"]][one["arm"]]
+    same = [r["comparison_score"] for r in records if r["scale"] == "fluency" and r["prompt"] == one["prompt"]
+            and r["arm"] == one["arm"]]
+    assert cell == [sum(same), len(same)]
+    n, total, squares = summary["raters"]["empathy"][one["rater"]]
+    theirs = [r["score"] for r in records if r["scale"] == "empathy" and r["rater"] == one["rater"]]
+    assert (n, total, squares) == (len(theirs), sum(theirs), sum(s * s for s in theirs))

@@ -122,7 +122,7 @@ def tiny_adapter_dir(tmp_path_factory, tiny_model_dir):
 @pytest.fixture(scope="session")
 def tiny_loaded(tiny_model_dir, tiny_adapter_dir):
     """The tiny base with one LoRA adapter named 'lora' (peft-wrapped)."""
-    from modelserver.inference.loading import load_model
+    from modelserver.inference import load_model
 
     return load_model(str(tiny_model_dir), {"lora": str(tiny_adapter_dir)}, device="cpu")
 
@@ -130,7 +130,7 @@ def tiny_loaded(tiny_model_dir, tiny_adapter_dir):
 @pytest.fixture(scope="session")
 def tiny_plain(tiny_model_dir):
     """The tiny base without adapters (a plain transformers model)."""
-    from modelserver.inference.loading import load_model
+    from modelserver.inference import load_model
 
     return load_model(str(tiny_model_dir), device="cpu")
 
@@ -139,7 +139,7 @@ def tiny_plain(tiny_model_dir):
 def tiny_long(tmp_path_factory, tiny_tokenizer):
     """A tiny base + LoRA whose eos token is NOT boosted: rows usually run to max_new_tokens,
     so comparisons against HF generate cover many tokens."""
-    from modelserver.inference.loading import load_model
+    from modelserver.inference import load_model
 
     d = tmp_path_factory.mktemp("tiny-llama-long")
     build_tiny_model(tiny_tokenizer, seed=3).save_pretrained(d)

@@ -10,13 +10,15 @@ from django.urls import reverse
 from django.utils import timezone
 
 from evalapp.models import Response
-from modelserver import services
+from modelserver import services, tasks
 from modelserver.models import GenerationRun, PlaygroundRequest, RunStatus
-from modelserver.services import GenerationError, generation_run_create, request_seed
+from modelserver.inference.seeds import request_seed
+from modelserver.services import GenerationError, generation_run_create
 
 from ..factories import ArmFactory, PromptFactory
+from .workerlike import like_a_worker  # noqa: F401
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("like_a_worker")]
 
 PROVENANCE_KEYS = {
     "seed",
@@ -102,7 +104,7 @@ def test_response_regenerates_from_its_provenance(tiny_study, researcher, django
 
 
 def test_both_arms_run_on_one_loaded_copy_of_the_base(tiny_study, researcher, django_capture_on_commit_callbacks):
-    from modelserver.inference.loading import _MODEL_CACHE, clear_model_cache
+    from modelserver.inference.cache import _MODEL_CACHE, clear_model_cache
 
     clear_model_cache()
     start(tiny_study, researcher, django_capture_on_commit_callbacks)
@@ -147,45 +149,101 @@ def test_failure_midway_leaves_whole_chunks_and_resume_completes(
     assert {row["n"] for row in per_key} == {1}
 
 
-def test_transient_error_requeues_the_run(tiny_study, researcher, monkeypatch):
+def oom_then_real(monkeypatch, failures: int | None):
+    """Make generation raise CUDA's out-of-memory error ``failures`` times (None: always), then work."""
     from modelserver.inference import generation
     from modelserver.inference.errors import TransientGenerationError
 
-    def oom(*args, **kwargs):
-        raise TransientGenerationError("CUDA out of memory")
+    real_generate = generation.generate
+    calls = {"n": 0, "healthy": False}
 
-    monkeypatch.setattr(generation, "generate", oom)
-    run = GenerationRun.objects.create(study=tiny_study, created_by=researcher, total=12)
-    run.arms.set(tiny_study.arms.all())
-    with pytest.raises(TransientGenerationError):
-        services.generation_run_execute(run_id=run.id, worker="w1")
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if not calls["healthy"] and (failures is None or calls["n"] <= failures):
+            raise TransientGenerationError(f"CUDA out of memory (call {calls['n']})")
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "generate", flaky)
+    return calls
+
+
+def queued_run(study, user):
+    run = GenerationRun.objects.create(study=study, created_by=user, total=12)
+    run.arms.set(study.arms.all())
+    return run
+
+
+def test_transient_error_is_retried_and_the_run_completes(tiny_study, researcher, monkeypatch):
+    oom_then_real(monkeypatch, failures=1)
+    run = queued_run(tiny_study, researcher)
+    tasks.generate_responses.apply(args=(run.id,), throw=False)
     run.refresh_from_db()
-    assert run.status == RunStatus.QUEUED and "Retrying" in run.error
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.attempts == 2 and run.done == 12 and run.error == ""
+
+
+def test_when_retries_run_out_the_run_fails_with_the_last_error_and_can_resume(tiny_study, researcher, monkeypatch):
+    # Bug 1: it stayed QUEUED "Retrying: ..." for good, and no new run could start.
+    calls = oom_then_real(monkeypatch, failures=None)
+    run = queued_run(tiny_study, researcher)
+    result = tasks.generate_responses.apply(args=(run.id,), throw=False)
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and run.finished_at
+    assert calls["n"] == run.attempts == tasks.generate_responses.max_retries + 1
+    assert f"CUDA out of memory (call {calls['n']})" in run.error and "gave up after 4 tries" in run.error
+    assert result.successful()  # the failure is the run's, recorded; the message is done
+
+    calls["healthy"] = True  # the device is back
+    resumed = services.generation_run_resume(run=run)
+    assert resumed.status == RunStatus.QUEUED
+    tasks.generate_responses.apply(args=(run.id,), throw=False)
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED and run.done == run.total
+
+
+def test_a_message_on_its_last_retry_fails_the_run(tiny_study, researcher, monkeypatch):
+    oom_then_real(monkeypatch, failures=None)
+    run = queued_run(tiny_study, researcher)
+    tasks.generate_responses.apply(args=(run.id,), retries=tasks.generate_responses.max_retries, throw=False)
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and run.attempts == 1 and "CUDA out of memory" in run.error
+    generation_run_create(study=tiny_study, user=researcher)  # not blocked
 
 
 def test_claim_is_exclusive_until_the_lease_lapses(tiny_study, researcher, settings):
     run = GenerationRun.objects.create(study=tiny_study, created_by=researcher, total=12)
-    assert services.generation_run_claim(run_id=run.id, worker="w1")
-    assert not services.generation_run_claim(run_id=run.id, worker="w2")
+    assert GenerationRun.claim(run.id, "w1")
+    assert not GenerationRun.claim(run.id, "w2")
     GenerationRun.objects.filter(id=run.id).update(
         heartbeat_at=timezone.now() - timedelta(seconds=settings.GENERATION_LEASE_SECONDS + 1)
     )
-    assert services.generation_run_claim(run_id=run.id, worker="w2")
+    assert GenerationRun.claim(run.id, "w2")
+    assert not GenerationRun.succeed(run.id, "w1")  # the worker it was taken from cannot overwrite it
     run.refresh_from_db()
-    assert run.worker == "w2" and run.attempts == 2
+    assert run.worker == "w2" and run.attempts == 2 and run.status == RunStatus.RUNNING
     GenerationRun.objects.filter(id=run.id).update(status=RunStatus.SUCCEEDED)
-    assert not services.generation_run_claim(run_id=run.id, worker="w3")
+    assert not GenerationRun.claim(run.id, "w3")
+
+
+def test_redelivered_message_for_a_finished_run_is_a_no_op(tiny_study, researcher, monkeypatch):
+    calls = oom_then_real(monkeypatch, failures=0)
+    run = queued_run(tiny_study, researcher)
+    GenerationRun.objects.filter(id=run.id).update(status=RunStatus.SUCCEEDED, done=12)
+    tasks.generate_responses.apply(args=(run.id,), throw=False)
+    run.refresh_from_db()
+    assert calls["n"] == 0 and run.status == RunStatus.SUCCEEDED and run.attempts == 0
 
 
 def test_missing_run_row_is_logged_and_skipped(caplog):
-    services.generation_run_execute(run_id=987654, worker="w1")
+    tasks.generate_responses.apply(args=(987654,), throw=False)
     assert "is gone" in caplog.text
 
 
 def test_one_active_run_per_study_and_clear_errors(study, researcher, tiny_study):
     GenerationRun.objects.create(study=tiny_study, created_by=researcher, total=1)
-    with pytest.raises(GenerationError, match="already queued or running"):
+    with pytest.raises(GenerationError, match="already queued or running") as refused:
         generation_run_create(study=tiny_study, user=researcher)
+    assert refused.value.status == 409
     empty = ArmFactory(label="x").study
     with pytest.raises(GenerationError, match="no prompts"):
         generation_run_create(study=empty, user=researcher)
@@ -248,6 +306,31 @@ def test_playground_answers_with_every_arm(client, tiny_study, researcher, djang
     assert "fine-tuned" in page and "baseline" in page and item.outputs[0]["text"][:10] in page
 
 
+def playground_request(study, user, **fields):
+    messages = [{"role": "user", "content": "I feel alone."}]
+    return PlaygroundRequest.objects.create(study=study, created_by=user, messages=messages, seed=1, **fields)
+
+
+def test_playground_transient_error_is_retried_and_answers(tiny_study, researcher, monkeypatch):
+    # Bug 2: the request was marked FAILED before the error was re-raised, so the retry found nothing to do.
+    oom_then_real(monkeypatch, failures=1)
+    item = playground_request(tiny_study, researcher)
+    tasks.generate_playground.apply(args=(item.id,), throw=False)
+    item.refresh_from_db()
+    assert item.status == RunStatus.SUCCEEDED, item.error
+    assert item.attempts == 2 and [o["label"] for o in item.outputs] == ["fine-tuned", "baseline"]
+
+
+def test_playground_request_of_a_killed_worker_is_taken_over_after_its_lease(tiny_study, researcher, settings):
+    # Bug 5: with no lease, the redelivered message found it RUNNING and left it so for good.
+    lapsed = timezone.now() - timedelta(seconds=settings.GENERATION_LEASE_SECONDS + 1)
+    item = playground_request(tiny_study, researcher, status=RunStatus.RUNNING, worker="killed@gpu", attempts=1,
+                              heartbeat_at=lapsed)
+    tasks.generate_playground.apply(args=(item.id,), throw=False)
+    item.refresh_from_db()
+    assert item.status == RunStatus.SUCCEEDED and item.attempts == 2 and item.worker != "killed@gpu"
+
+
 def test_playground_rejects_a_conversation_ending_with_the_assistant(client, tiny_study, researcher):
     client.force_login(researcher)
     response = client.post(
@@ -274,7 +357,7 @@ def test_web_process_never_imports_torch():
         "import os, sys, django;"
         "os.environ['DJANGO_SETTINGS_MODULE']='evalapp.settings.test';"
         "django.setup();"
-        "import evalapp.urls, evalapp.views, evalapp.generation_views, modelserver.tasks, modelserver.services;"
+        "import evalapp.urls, evalapp.views.studies, evalapp.views.generation, modelserver.tasks, modelserver.services;"
         "from django.urls import get_resolver; get_resolver().url_patterns;"
         "bad=[m for m in ('torch','transformers','peft') if m in sys.modules];"
         "assert not bad, bad; print('clean')"

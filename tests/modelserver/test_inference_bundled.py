@@ -7,8 +7,15 @@ from __future__ import annotations
 
 import pytest
 
-from modelserver.inference.generation import GenerationParams, GenerationRequest, generate, regenerate
-from modelserver.inference.loading import load_model, resolve_base, sha256_of_weights
+from modelserver.inference import (
+    GenerationParams,
+    GenerationRequest,
+    generate,
+    load_model,
+    regenerate,
+    resolve_base,
+    sha256_of_weights,
+)
 
 
 @pytest.fixture(scope="module")

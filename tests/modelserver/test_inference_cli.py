@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from modelserver.cli import build_parser, derive_seed, main
+from modelserver.cli import build_parser, main
+from modelserver.inference.seeds import request_seed
 
 PROMPTS = [
     {"id": "a", "text": "I feel sad and alone."},
@@ -48,7 +49,7 @@ def test_cli_both_arms(tmp_path, tiny_model_dir, tiny_adapter_dir, capsys):
         prov = r["provenance"]
         assert prov["params"]["max_new_tokens"] == 12 and prov["params"]["top_p"] == 0.8
         assert prov["batch_size"] == 2 and r["output_tokens"] <= 12 and r["finish_reason"] in ("stop", "length")
-    assert rows[0]["provenance"]["seed"] == derive_seed(7, "a") == rows[3]["provenance"]["seed"]
+    assert rows[0]["provenance"]["seed"] == request_seed(7, "a") == rows[3]["provenance"]["seed"]
     assert rows[2]["provenance"]["seed"] == 42
     assert rows[3]["provenance"]["adapter_sha256"] and rows[0]["provenance"]["adapter_sha256"] is None
     assert [r["text"] for r in rows[:3]] != [r["text"] for r in rows[3:]]

@@ -7,23 +7,19 @@ import dataclasses
 import pytest
 import torch
 
-from modelserver.inference.generation import (
+from modelserver.inference import (
     DEFAULT_SYSTEM_PROMPT,
     GenerationOutput,
     GenerationParams,
     GenerationRequest,
     ProvenanceMismatch,
-    decode_batch,
-    _process_logits,
-    encode_prompt,
     generate,
-    nucleus,
-    plan_batches,
     regenerate,
-    sample_rows,
-    stop_token_ids,
-    use_adapter,
 )
+from modelserver.inference.adapters import use_adapter
+from modelserver.inference.batching import plan_batches
+from modelserver.inference.decoding import _process_logits, decode_batch, nucleus, sample_rows
+from modelserver.inference.prompts import encode_prompt, stop_token_ids
 
 TEXTS = [
     "I feel sad",
@@ -291,6 +287,7 @@ def test_system_prompt_is_always_sent(tiny_loaded):
         ([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], "end with a user"),
         ([{"role": "tool", "content": "x"}], "unsupported role"),
         ([{"role": "user"}], "content"),
+        ([{"role": "user", "content": "  "}], "empty or whitespace"),
     ],
 )
 def test_bad_messages(tiny_loaded, messages, match):

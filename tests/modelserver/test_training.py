@@ -12,25 +12,20 @@ import random
 
 import pytest
 
-from modelserver.training.batching import (
-    IGNORE_INDEX,
-    LengthGroupedSampler,
-    PackedCollator,
-    SFTCollator,
-    pack_features,
-    tokenize_conversation,
-    tokenize_examples,
-)
-from modelserver.training.data import (
-    COUNSELCHAT_QUESTIONS,
+from modelserver.corpus import COUNSELCHAT_QUESTIONS
+from modelserver.training import (
     Example,
+    TrainingConfig,
+    TrainingResult,
     clean_examples,
     load_source,
     prepare_data,
     read_id_file,
     split_by_question,
+    train_adapter,
 )
-from modelserver.training.sft import TrainingConfig, TrainingResult, train_adapter
+from modelserver.training.collate import LengthGroupedSampler, PackedCollator, SFTCollator, pack_features
+from modelserver.training.tokens import IGNORE_INDEX, tokenize_conversation, tokenize_examples
 
 SYSTEM = "You are a supportive assistant. Respond to the user's message."
 ANSWER = "It sounds like you are going through a difficult time."
@@ -325,8 +320,7 @@ def test_packed_rows_equal_separate_examples(tiny_tokenizer, tiny_model_dir):
 
 
 def test_tiny_model_trains_loss_falls_and_adapter_reloads(tmp_path, tiny_model_dir):
-    from modelserver.inference.generation import GenerationParams, GenerationRequest, generate
-    from modelserver.inference.loading import load_model, sha256_of_adapter
+    from modelserver.inference import GenerationParams, GenerationRequest, generate, load_model, sha256_of_adapter
     from modelserver.training import plot_loss
 
     data = _chat_file(tmp_path / "chat.jsonl")
@@ -460,7 +454,7 @@ def test_cli_trains_and_writes_plot(tmp_path, tiny_model_dir, capsys):
 def test_bundled_tokenizer_labels_exactly_the_counselchat_answers():
     from transformers import AutoTokenizer
 
-    from modelserver.inference.loading import resolve_base
+    from modelserver.inference import resolve_base
 
     tok = AutoTokenizer.from_pretrained(resolve_base("bundled"), local_files_only=True)
     examples = prepare_data("counselchat").train[:150]
@@ -473,8 +467,7 @@ def test_bundled_tokenizer_labels_exactly_the_counselchat_answers():
 
 
 def test_bundled_model_trains_two_steps(tmp_path):
-    from modelserver.inference.generation import GenerationParams, GenerationRequest, generate
-    from modelserver.inference.loading import load_model
+    from modelserver.inference import GenerationParams, GenerationRequest, generate, load_model
 
     study = ["can-i-change-my-feeling-of-being-worthless-to-everyone"]
     cfg = TrainingConfig(base="bundled", max_steps=2, batch_size=1, max_length=64, eval_every=0,

@@ -10,8 +10,9 @@ from modelserver.services import GenerationError, generation_run_create
 from modelserver.training_services import training_run_create
 
 from ..factories import ArmFactory, PromptFactory
+from .workerlike import like_a_worker  # noqa: F401
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("like_a_worker")]
 
 
 def fake_trained_adapter(tmp_path, tiny_adapter_dir, train_ids):
@@ -86,6 +87,62 @@ def test_failed_training_is_recorded_and_can_resume(study, researcher, tmp_path,
 
     training_run_resume(run=run)
     assert TrainingRun.objects.get(id=run.id).status == RunStatus.QUEUED
+
+
+def tiny_training_config(tmp_path, tiny_model_dir):
+    data = tmp_path / "chats.jsonl"
+    rows = [{"id": f"c{i}", "messages": [{"role": "user", "content": f"I feel sad about thing {i}."},
+                                         {"role": "assistant", "content": f"That sounds hard. Tell me about {i}."}]}
+            for i in range(24)]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    return {"base": str(tiny_model_dir), "data": str(data), "max_steps": 2, "batch_size": 2, "max_length": 64,
+            "eval_every": 0, "perplexity_max_examples": 4, "device": "cpu"}
+
+
+def out_of_memory_first(monkeypatch, failures: int | None):
+    """Training raises torch's CUDA out-of-memory error ``failures`` times (None: always), then runs."""
+    import torch
+
+    from modelserver import training
+
+    real = training.train_adapter
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if failures is None or calls["n"] <= failures:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_adapter", flaky)
+    return calls
+
+
+def test_training_transient_error_is_retried_and_the_run_completes(study, researcher, tiny_model_dir, tmp_path,
+                                                                   settings, monkeypatch):
+    # Bug 6: autoretry_for was dead: every exception became FAILED at once.
+    from modelserver import tasks
+
+    settings.EMPATHEVAL_ADAPTER_DIR = str(tmp_path / "adapters")
+    calls = out_of_memory_first(monkeypatch, failures=1)
+    run = TrainingRun.objects.create(created_by=researcher, name="t", config=tiny_training_config(tmp_path, tiny_model_dir),
+                                     out_dir=str(tmp_path / "adapters" / "run"))
+    tasks.train_adapter.apply(args=(run.id,), throw=False)
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert calls["n"] == run.attempts == 2 and Adapter.objects.filter(training_run=run).exists()
+
+
+def test_training_fails_with_the_last_error_when_retries_run_out(study, researcher, tmp_path, monkeypatch):
+    from modelserver import tasks
+
+    calls = out_of_memory_first(monkeypatch, failures=None)
+    run = TrainingRun.objects.create(created_by=researcher, name="t", config={"base": "x", "max_steps": 1},
+                                     out_dir=str(tmp_path / "run"))
+    tasks.train_adapter.apply(args=(run.id,), throw=False)
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and calls["n"] == run.attempts == tasks.train_adapter.max_retries + 1
+    assert "CUDA out of memory while training" in run.error and "gave up after 4 tries" in run.error
 
 
 @pytest.mark.parametrize("persona", ["rater", "adjudicator", "outsider"])

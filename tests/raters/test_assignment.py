@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from raters.assignment import Design, GoldItem, Item, build_design, design_to_rows, rebalance
+from raters.assignment import Design, GoldItem, Item, build_design, design_to_rows, ratings_wanted, rebalance
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 GOLD_RATES = [0.0, 0.05, 0.1, 0.25, 0.5, 1.0]
@@ -344,3 +344,60 @@ def test_rebalance_finds_who_can_take_the_extra_item(seed):
     new = rebalance(design, rated, ["a", "b", "c"], seed)
     assert_rebalanced(design, new, rated, ["a", "b", "c"])
     assert new.queues["c"] == ["y"]
+
+
+# --- extra ratings (an adjudicator's send-back) ---------------------------------------------------------
+
+
+@SETTINGS
+@given(problems(max_items=60), st.data())
+def test_extra_ratings_are_part_of_the_design_and_survive_rebalance(problem, data):
+    items, raters, k, seed, gold, rate = problem
+    assume(len(raters) > k)
+    asked = data.draw(st.lists(st.sampled_from(items), unique=True, min_size=1, max_size=4))
+    extra = {it.item_id: data.draw(st.integers(1, len(raters) - k)) for it in asked}
+    try:
+        design = build_design(items, raters, k, seed, gold, rate, extra=extra)
+    except ValueError:
+        assume(False)
+    want = Counter({it.item_id: k + extra.get(it.item_id, 0) for it in items})
+    assert Counter(i for q in design.queues.values() for i in q if i in design.groups) == want
+    assert_queue_rules(design, {g.item_id for g in gold})
+    assert design.violations() == []
+    rated = {r: set(q[: data.draw(st.integers(0, len(q)))]) for r, q in design.queues.items()}
+    late = ["late-0"]
+    try:
+        new = rebalance(design, rated, raters + late, seed)
+    except ValueError:
+        assume(False)
+    count = Counter(i for s in rated.values() for i in s if i in design.groups)
+    count.update(i for q in new.queues.values() for i in q if i in design.groups)
+    assert count == want and new.extra == design.extra
+    assert_queue_rules(new, set(design.gold), seen=rated)
+    assert new.violations() == []
+
+
+def test_an_extra_rating_asked_after_the_fact_goes_to_someone_who_has_not_rated_it():
+    items = [Item(f"resp{p}{arm}", p) for p in range(20) for arm in "AB"]
+    raters = [f"s{j}" for j in range(5)]
+    design = build_design(items, raters, 2, 3)
+    rated = {r: {i for i in q if i in design.groups} for r, q in design.queues.items()}  # all done
+    asked = build_design(items, raters, 2, 3, extra={"resp7A": 1})
+    new = rebalance(asked, rated, raters, 4)
+    [(who, queue)] = [(r, q) for r, q in new.queues.items() if q]
+    assert queue == ["resp7A"] and "resp7A" not in rated[who]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [({"zzz": 1}, "unknown items"), ({"a": -1}, "whole numbers from 0 to 1"), ({"a": 2}, "whole numbers")],
+)
+def test_impossible_extra_ratings_are_refused(extra, message):
+    with pytest.raises(ValueError, match=message):
+        build_design([Item("a", 1), Item("b", 2)], ["r1", "r2"], 1, 0, extra=extra)
+
+
+@pytest.mark.parametrize(("per_item", "n_raters", "extra", "wanted"),
+                         [(3, 5, 0, 3), (3, 2, 0, 2), (3, 5, 1, 4), (3, 4, 2, 4), (2, 0, 1, 0)])
+def test_ratings_wanted_is_k_plus_extra_within_the_raters(per_item, n_raters, extra, wanted):
+    assert ratings_wanted(per_item, n_raters, extra) == wanted

@@ -14,28 +14,10 @@ from raters.models import Assignment, CalibrationItem, Consent, Invitation, Rati
 from raters.selectors import next_item, rater_status
 from raters.services import RatingError, Submission
 
-from ..factories import ArmFactory, MembershipFactory, PromptFactory, ResponseFactory, UserFactory
+from ..factories import MembershipFactory, PromptFactory, ResponseFactory, UserFactory
+from .conftest import add_rater
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def rating_study(study, researcher):
-    arms = [ArmFactory(study=study, label="fine-tuned", adapter="adapters/secret-ft"), ArmFactory(study=study, label="baseline")]
-    for prompt in PromptFactory.create_batch(6, study=study):
-        for arm in arms:
-            ResponseFactory(prompt=prompt, arm=arm, text=f"Reply from {arm.label} to {prompt.external_id}")
-    study.ratings_per_response = 2
-    study.gold_rate = 0
-    study.save()
-    services.consent_publish(study=study, text="Your scores are research data.", withdrawal_policy="exclude")
-    return study
-
-
-def add_rater(study, name):
-    user = MembershipFactory(study=study, user=UserFactory(username=name), role=Role.RATER).user
-    services.consent_accept(study=study, user=user, version=study.consent_versions.first())
-    return user
 
 
 def test_invitation_mail_accept_once(client, study, researcher):
@@ -62,6 +44,14 @@ def test_invitation_list_sends_mail_and_rejects_bad_addresses(client, study, res
         client.post(reverse("raters_invite", args=[study.id]), {"emails": "a@x.org\nb@y.org", "role": "rater"})
     assert Invitation.objects.count() == 2
     assert len(mail.outbox) == 2 and re.search(r"http://testserver/invite/[\w-]+/", mail.outbox[0].body)
+
+
+@pytest.mark.parametrize("address", ["a@x..org", "<a@x.org>", "a@-x.org", "nonsense"])
+def test_invitation_addresses_are_checked_by_djangos_validator(study, researcher, address):
+    with pytest.raises(RatingError, match="Not e-mail addresses"):
+        services.invitations_create_from_list(study=study, created_by=researcher, role=Role.RATER,
+                                              emails_text=f"ok@x.org, {address}", accept_url=lambda t: t)
+    assert not Invitation.objects.exists()
 
 
 def test_expired_and_unknown_invitations(client, study, researcher):

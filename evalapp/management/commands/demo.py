@@ -9,8 +9,10 @@ page has something to show. `--no-serve` stops before serving: the test suite
 runs it so the demo cannot rot.
 """
 
+import contextlib
 import json
 import secrets
+import sys
 import time
 from pathlib import Path
 
@@ -23,9 +25,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from evalapp.models import Arm, Rating, Response, Study
-from evalapp.prompt_import import COUNSELCHAT_QUESTIONS, _best_counselchat_answer
 from evalapp.services import arm_create, study_create, study_import_prompts
-from modelserver.services import GenerationError, generation_run_create, generation_run_execute
+from modelserver import dispatch
+from modelserver.corpus import COUNSELCHAT_QUESTIONS, best_counselchat_answer
+from modelserver.services import GenerationError, generation_progress, generation_run_create, generation_runs_abandon
 from raters import services as rater_services
 from raters.models import Assignment, CalibrationItem, Consent, Role, StudyMembership
 
@@ -120,7 +123,7 @@ class Command(BaseCommand):
 
     def _adapter(self, study, options) -> str:
         """Train the demo adapter once; later runs reuse it when its settings match."""
-        from modelserver.training.sft import TrainingConfig, train_adapter
+        from modelserver.training import TrainingConfig, train_adapter
         from modelserver.training_services import adapter_register, check_adapter_for_study
 
         out = Path(settings.VAR_DIR) / ("demo-adapter-quick" if options["quick"] else "demo-adapter")
@@ -181,19 +184,38 @@ class Command(BaseCommand):
                 arm_create(study=study, label=label, base_model="bundled", adapter=adapter, generation_params=params)
 
     def _generate(self, study, owner) -> None:
-        try:
-            run = generation_run_create(study=study, user=owner, seed=DEMO_SEED, batch_size=8)
-        except GenerationError as exc:
-            raise CommandError(f"Cannot generate: {exc}") from exc
-        missing = run.total - Response.objects.filter(prompt__study=study).count()
-        self.stdout.write(f"Generating {missing} missing of {run.total} responses with the bundled model...")
+        # This process is the demo's only worker (there is no broker): a run still active now was left by
+        # an earlier demo that stopped midway, and nothing else will ever finish it.
+        generation_runs_abandon(study=study, reason="Interrupted: the demo stopped before this run finished.")
+        missing = study.prompts.count() * study.arms.count() - Response.objects.filter(prompt__study=study).count()
+        self.stdout.write(f"Generating {missing} missing responses with the bundled model...")
         t0 = time.monotonic()
-        # The same code a GPU worker runs, called in-process: the demo has no broker.
-        generation_run_execute(run_id=run.id, worker="demo")
+        # Run here, once, through the same task a GPU worker runs: no background thread races it.
+        with dispatch.inline(), self._progress_bar(missing):
+            try:
+                run = generation_run_create(study=study, user=owner, seed=DEMO_SEED, batch_size=8)
+            except GenerationError as exc:
+                raise CommandError(f"Cannot generate: {exc}") from exc
         run.refresh_from_db()
         if run.status != "succeeded":
             raise CommandError(f"Generation failed: {run.error}")
         self.stdout.write(f"  {run.done} of {run.total} responses present ({time.monotonic() - t0:.0f} s).")
+
+    @contextlib.contextmanager
+    def _progress_bar(self, total: int):
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="resp", desc="generate", file=sys.stderr, disable=not total)
+
+        def advance(sender, done, **kwargs):
+            bar.update(done - bar.n)
+
+        generation_progress.connect(advance, weak=False, dispatch_uid="demo-progress")
+        try:
+            yield
+        finally:
+            generation_progress.disconnect(dispatch_uid="demo-progress")
+            bar.close()
 
     def _rating(self, study, users) -> None:
         version = study.consent_versions.order_by("-version").first()
@@ -201,7 +223,7 @@ class Command(BaseCommand):
             version = rater_services.consent_publish(study=study, text=CONSENT_TEXT, withdrawal_policy="exclude")
         if not study.calibration_items.exists():
             prompt = study.prompts.order_by("id").first()
-            strong = prompt.reference or _best_counselchat_answer(())
+            strong = prompt.reference or best_counselchat_answer(())
             CalibrationItem.objects.create(
                 study=study, messages=prompt.messages, response_text=strong, reference_empathy=9, reference_fluency=8,
                 rationale="A counsellor's answer: acknowledges the feelings, then offers concrete, gentle next steps.",

@@ -11,9 +11,9 @@ from evalapp.stats.agreement import (
     bootstrap_item_indices,
     krippendorff_alpha,
     krippendorff_alpha_boot,
-    krippendorff_alpha_boot_naive,
     krippendorff_alpha_ci,
 )
+from bench.baselines import krippendorff_alpha_boot_naive
 
 NAN = np.nan
 # Krippendorff (2011) "Computing Krippendorff's Alpha-Reliability", section C:

@@ -9,10 +9,10 @@ from django.views.decorators.http import require_POST
 from raters.access import get_study_for, roles_in, studies_for
 from raters.models import Role
 
-from . import selectors
-from .forms import PromptImportForm, StudySettingsForm
-from .generation_forms import ArmForm, GenerationRunForm, TrainingForm
-from .services import study_import_prompts
+from .. import selectors
+from ..forms import PromptImportForm, StudySettingsForm
+from ..generation_forms import ArmForm, GenerationRunForm, TrainingForm
+from ..services import study_import_prompts
 
 
 @login_required

@@ -9,8 +9,9 @@ from django.views.decorators.http import require_POST
 from raters.access import get_study_for, roles_in
 from raters.models import Role
 
-from . import adjudication as adj
-from .models import SCALE_KEYS, Adjudication, AuditEvent, Response, SafetyClassification, SafetyReview, UnsafeCategory
+from .. import adjudication as adj
+from ..errors import ServiceError
+from ..models import SCALE_KEYS, Adjudication, AuditEvent, Response, SafetyClassification, SafetyReview, UnsafeCategory
 
 ADJUDICATORS = [Role.ADJUDICATOR, Role.RESEARCHER]
 
@@ -45,16 +46,16 @@ def queues(request, study_id: int):
 @login_required
 def item(request, study_id: int, public_id: str):
     study = _study(request, study_id)
-    response = get_object_or_404(Response.objects.select_related("prompt"), public_id=public_id, prompt__study=study)
-    ratings = adj.counted_ratings(study).get(response.id, [])
-    pending = {i.response.id: i for i in adj.disagreement_queue(study=study)}.get(response.id)
+    response = get_object_or_404(Response.objects.select_related("prompt", "safety_decision"), public_id=public_id,
+                                 prompt__study=study)
+    review = adj.item_review(study=study, response=response)
     my_review = SafetyReview.objects.filter(response=response, adjudicator=request.user).first()
     context = {
         "study": study, "response": response, "messages_": response.prompt.messages,
-        "ratings": adj._views(ratings, adj._pseudonyms(study)),
-        "scales_pending": pending.scales if pending else [],
-        "flagged": any(r.unsafe for r in ratings),
-        "decision": getattr(response, "safety_decision", None) if hasattr(response, "safety_decision") else None,
+        "ratings": review.ratings,
+        "scales_pending": review.scales,
+        "flagged": any(r.unsafe for r in review.ratings),
+        "decision": getattr(response, "safety_decision", None),
         "my_review": my_review,
         "other_reviews": SafetyReview.objects.filter(response=response).exclude(adjudicator=request.user).count(),
         "adjudications": Adjudication.objects.filter(response=response).select_related("adjudicator"),
@@ -75,7 +76,7 @@ def decide(request, study_id: int, public_id: str):
             try:
                 score = int(request.POST.get("final_score", ""))
             except ValueError:
-                raise adj.AdjudicationError("The final score must be a whole number from 1 to 10.") from None
+                raise ServiceError("The final score must be a whole number from 1 to 10.") from None
             adj.adjudication_resolve(study=study, response=response, scale=request.POST.get("scale", ""),
                                      adjudicator=request.user, final_score=score,
                                      rationale=request.POST.get("rationale", ""))
@@ -92,8 +93,8 @@ def decide(request, study_id: int, public_id: str):
             )
             messages.success(request, "Safety review recorded." + ("" if decision else " The item stays open until a second adjudicator agrees."))
         else:
-            raise adj.AdjudicationError("Unknown action.")
-    except adj.AdjudicationError as exc:
+            raise ServiceError("Unknown action.")
+    except ServiceError as exc:  # an adjudication's, or the design's when a send-back rebalances
         if exc.status == 404:
             raise Http404(str(exc)) from None
         messages.error(request, str(exc))

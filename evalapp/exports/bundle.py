@@ -1,0 +1,76 @@
+"""The zip bundle: every export, a codebook of the ratings columns, and a manifest to check them by."""
+
+import json
+import zipfile
+from collections.abc import Iterator
+from hashlib import sha256
+from importlib import metadata
+from typing import BinaryIO
+
+from django.utils import timezone
+
+from ..models import Response, Study
+from .csv import csv_lines
+from .tables import EXPORTS, RATINGS_COLUMNS
+
+SOFTWARE = ("empatheval", "django", "numpy", "scipy", "statsmodels", "krippendorff", "torch", "transformers", "peft")
+
+
+def write_bundle(study: Study, target: BinaryIO) -> dict:
+    """Write the zip into `target` (a file: the bundle can be large) and return its manifest."""
+    manifest = _manifest(study)
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, (header, rows) in EXPORTS.items():
+            digest, count = sha256(), [0]
+
+            def counted(iterable, count=count):
+                for row in iterable:
+                    count[0] += 1
+                    yield row
+
+            with archive.open(f"{name}.csv", "w") as handle:
+                for chunk in csv_lines(header, counted(rows(study))):
+                    data = chunk.encode("utf-8")
+                    digest.update(data)
+                    handle.write(data)
+            manifest["files"][f"{name}.csv"] = {"rows": count[0], "sha256": digest.hexdigest()}
+        codebook = "".join(csv_lines(["file", "column", "meaning"], codebook_rows(RATINGS_COLUMNS, "ratings.csv")))
+        archive.writestr("codebook.csv", codebook)
+        manifest["files"]["codebook.csv"] = {"sha256": sha256(codebook.encode()).hexdigest()}
+        archive.writestr("manifest.json", json.dumps(manifest, indent=2, default=str))
+    return manifest
+
+
+def codebook_rows(columns, file: str) -> Iterator[tuple[str, str, str]]:
+    for name, meaning in columns:
+        yield (file, name, meaning)
+
+
+def _manifest(study: Study) -> dict:
+    return {"study": {"id": study.id, "title": study.title, "status": study.status, "scales": study.scales,
+                      "ratings_per_response": study.ratings_per_response, "score_policy": study.score_policy,
+                      "disagreement_rule": study.disagreement_rule,
+                      "disagreement_threshold": study.disagreement_threshold, "design_seed": study.design_seed},
+            "arms": list(study.arms.values("label", "blind_code", "base_model", "adapter", "system_prompt",
+                                           "generation_params")),
+            "models": _model_fingerprints(study),
+            "exported_at": timezone.now().isoformat(),
+            "software": {p: _version(p) for p in SOFTWARE},
+            "files": {}}
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _model_fingerprints(study: Study) -> dict:
+    """Per arm, the distinct weight, adapter and chat-template hashes its responses were generated with."""
+    seen: dict[str, set] = {}
+    for label, provenance in Response.objects.filter(prompt__study=study).values_list("arm__label", "provenance"):
+        seen.setdefault(label, set()).add((provenance.get("base_sha256"), provenance.get("adapter_sha256"),
+                                           provenance.get("chat_template_sha256")))
+    return {label: [dict(zip(("base_sha256", "adapter_sha256", "chat_template_sha256"), v, strict=True))
+                    for v in sorted(values, key=str)] for label, values in seen.items()}

@@ -1,0 +1,32 @@
+"""Writes for raters, one module per area; the names below are the package's public face.
+
+invitations (links, accept once), accounts (pseudonymous codes in bulk), consent (publish, accept,
+withdraw), calibration (attempts, the researcher's decision), design (the stored rating design and
+its targets), ratings (submit, skip), exclusion (a researcher's quality decision). Every area that
+changes who may rate calls design.design_rebalance(); none imports evalapp's views, API or
+adjudication (those sit above raters).
+"""
+
+from ..selectors import eligible_raters
+from .accounts import CODE_PATTERN, BulkAccountsResult, rater_accounts_bulk_create
+from .calibration import calibration_answer, calibration_attempt_start, calibration_decide
+from .common import RatingError, check_scores
+from .consent import consent_accept, consent_publish, consent_withdraw
+from .design import DesignTargets, design_rebalance, design_targets, study_open_for_rating
+from .exclusion import rater_exclude
+from .invitations import (
+    invitation_accept,
+    invitation_create,
+    invitation_for_token,
+    invitations_create_from_list,
+    new_pseudonym,
+)
+from .ratings import Submission, assignment_skip, rating_submit
+
+__all__ = [
+    "CODE_PATTERN", "BulkAccountsResult", "DesignTargets", "RatingError", "Submission", "assignment_skip",
+    "calibration_answer", "calibration_attempt_start", "calibration_decide", "check_scores", "consent_accept",
+    "consent_publish", "consent_withdraw", "design_rebalance", "design_targets", "eligible_raters",
+    "invitation_accept", "invitation_create", "invitation_for_token", "invitations_create_from_list",
+    "new_pseudonym", "rater_accounts_bulk_create", "rater_exclude", "rating_submit", "study_open_for_rating",
+]

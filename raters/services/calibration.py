@@ -1,0 +1,63 @@
+"""Calibration: up to two attempts at the study's items, scored against the references."""
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from evalapp.models import Study
+
+from ..models import CalibrationAnswer, CalibrationAttempt, CalibrationItem, Role, StudyMembership
+from .common import RatingError, check_scores
+from .design import design_rebalance
+
+
+def calibration_attempt_start(*, study: Study, rater) -> CalibrationAttempt:
+    if not study.calibration_items.exists():
+        raise RatingError("This study has no calibration items yet.", status=409)
+    attempts = list(CalibrationAttempt.objects.filter(study=study, rater=rater).order_by("number"))
+    if attempts and attempts[-1].finished_at is None:
+        return attempts[-1]
+    if any(a.passed for a in attempts):
+        raise RatingError("You have already passed calibration.", status=409)
+    if len(attempts) >= 2:
+        raise RatingError("You have used both calibration attempts; the researcher will decide.", status=409)
+    try:
+        with transaction.atomic():
+            return CalibrationAttempt.objects.create(study=study, rater=rater, number=len(attempts) + 1)
+    except IntegrityError:  # a concurrent request started it
+        return CalibrationAttempt.objects.get(study=study, rater=rater, number=len(attempts) + 1)
+
+
+def calibration_answer(*, attempt: CalibrationAttempt, item: CalibrationItem, empathy: int, fluency: int):
+    check_scores(empathy, fluency)
+    if attempt.finished_at is not None:
+        raise RatingError("This calibration attempt is finished.", status=409)
+    if item.study_id != attempt.study_id:
+        raise RatingError("No such calibration item.", status=404)
+    answer, _ = CalibrationAnswer.objects.get_or_create(
+        attempt=attempt, item=item, defaults={"empathy": empathy, "fluency": fluency}
+    )
+    total = attempt.study.calibration_items.count()
+    if attempt.answers.count() >= total:
+        _calibration_finish(attempt)
+    return answer
+
+
+def _calibration_finish(attempt: CalibrationAttempt) -> None:
+    errors = []
+    for answer in attempt.answers.select_related("item"):
+        errors += [abs(answer.empathy - answer.item.reference_empathy), abs(answer.fluency - answer.item.reference_fluency)]
+    mae = sum(errors) / len(errors)
+    passed = mae <= attempt.study.calibration_max_mae
+    CalibrationAttempt.objects.filter(id=attempt.id, finished_at__isnull=True).update(
+        finished_at=timezone.now(), mean_absolute_error=mae, passed=passed
+    )
+    attempt.refresh_from_db()
+    if passed:
+        design_rebalance(study=attempt.study)
+
+
+def calibration_decide(*, study: Study, rater, approve: bool) -> None:
+    StudyMembership.objects.filter(study=study, user=rater, role=Role.RATER).update(
+        calibration_decision="approved" if approve else "rejected"
+    )
+    design_rebalance(study=study)

@@ -1,0 +1,110 @@
+"""A rater's ratings: submit (idempotent, revisions audited) or skip an assigned item."""
+
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from evalapp.audit import audit
+from evalapp.models import Rating, Study, UnsafeCategory
+
+from ..models import Assignment, GoldAnswer, RatingRevision
+from ..selectors import rater_status
+from .common import RatingError, check_scores
+
+
+@dataclass
+class Submission:
+    empathy: int
+    fluency: int
+    unsafe: bool = False
+    unsafe_category: str = ""
+    comment: str = ""
+    seconds_on_item: float | None = None
+
+
+def rating_submit(*, study: Study, rater, item_public_id: str, submission: Submission, status=None) -> str:
+    """Record a rating (or a gold answer) for an assigned item; idempotent; revisions audited.
+
+    Returns "created", "unchanged" or "revised".
+    """
+    check_scores(submission.empathy, submission.fluency)
+    if submission.unsafe and submission.unsafe_category not in UnsafeCategory.values:
+        raise RatingError("Choose what makes the response unsafe.")
+    if not submission.unsafe:
+        submission.unsafe_category = ""
+    if submission.seconds_on_item is not None and submission.seconds_on_item < 0:
+        submission.seconds_on_item = None
+    if study.status == Study.Status.CLOSED:
+        raise RatingError("This study is closed; ratings can no longer be changed.", status=409)
+    if study.status != Study.Status.RATING:
+        raise RatingError("This study is not open for rating.", status=409)
+    assignment = _assignment_for(study, rater, item_public_id, status)
+    with transaction.atomic():
+        if assignment.gold_item_id:
+            _, created = GoldAnswer.objects.get_or_create(
+                assignment=assignment,
+                defaults={"empathy": submission.empathy, "fluency": submission.fluency, "unsafe": submission.unsafe,
+                          "seconds_on_item": submission.seconds_on_item},
+            )
+            outcome = "created" if created else "unchanged"
+        else:
+            outcome = _save_rating(assignment, rater, submission)
+        Assignment.objects.filter(id=assignment.id, completed_at__isnull=True).update(completed_at=timezone.now())
+    return outcome
+
+
+def _save_rating(assignment: Assignment, rater, submission: Submission) -> str:
+    values = {
+        "empathy": submission.empathy,
+        "fluency": submission.fluency,
+        "unsafe": submission.unsafe,
+        "unsafe_category": submission.unsafe_category,
+        "comment": submission.comment.strip(),
+    }
+    rating = Rating.objects.select_for_update().filter(response_id=assignment.response_id, rater=rater).first()
+    if rating is None:
+        # ON CONFLICT DO NOTHING: a concurrent duplicate of this request loses quietly to the
+        # unique (response, rater) constraint instead of failing the transaction.
+        Rating.objects.bulk_create(
+            [Rating(response_id=assignment.response_id, rater=rater, seconds_on_item=submission.seconds_on_item, **values)],
+            ignore_conflicts=True,
+        )
+        rating = Rating.objects.select_for_update().get(response_id=assignment.response_id, rater=rater)
+        if {name: getattr(rating, name) for name in values} == values:
+            return "created"
+    before = {name: getattr(rating, name) for name in values}
+    if before == values:
+        return "unchanged"
+    for name, value in values.items():
+        setattr(rating, name, value)
+    rating.save(update_fields=[*values, "updated_at"])
+    RatingRevision.objects.create(rating=rating, changed_by=rater, before=before, after=values)
+    audit(study=assignment.study, actor=rater, action="rating.revise", obj=rating, before=before, after=values)
+    return "revised"
+
+
+def assignment_skip(*, study: Study, rater, item_public_id: str, reason: str) -> None:
+    if not reason.strip():
+        raise RatingError("Say why you can't judge this response.")
+    if study.status != Study.Status.RATING:
+        raise RatingError("This study is not open for rating.", status=409)
+    assignment = _assignment_for(study, rater, item_public_id)
+    Assignment.objects.filter(id=assignment.id, completed_at__isnull=True).update(
+        completed_at=timezone.now(), skip_reason=reason.strip()[:500]
+    )
+
+
+def _assignment_for(study: Study, rater, item_public_id: str, status=None) -> Assignment:
+    status = status or rater_status(study=study, user=rater)
+    if not status.can_rate:
+        raise RatingError("No such item.", status=404)
+    assignment = (
+        Assignment.objects.filter(study=study, rater=rater)
+        .filter(Q(response__public_id=item_public_id) | Q(gold_item__public_id=item_public_id))
+        .first()
+    )
+    if assignment is None:
+        raise RatingError("No such item.", status=404)
+    return assignment

@@ -1,0 +1,56 @@
+"""The redelivery rule as a real `celery worker -Q gpu` applies it, for training runs and playground requests."""
+
+import json
+
+import pytest
+from django.utils import timezone
+
+from modelserver import tasks
+from modelserver.models import PlaygroundRequest, RunStatus, TrainingRun
+from modelserver.services import playground_request_create
+
+from ..factories import ArmFactory, PromptFactory
+from .conftest import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def finished(model, job_id):
+    row = model.objects.values("status", "error", "worker", "attempts").get(id=job_id)
+    return row if row["status"] in (RunStatus.SUCCEEDED, RunStatus.FAILED) else None
+
+
+def test_training_message_held_by_a_live_worker_comes_back_after_the_lease(
+    study, researcher, integration_model_dirs, worker_factory, tmp_path, settings
+):
+    # Bug 6: the message was dropped while another worker held the run; had that worker died, the run
+    # stayed RUNNING for good. Now it looks again once the lease could have lapsed and takes over.
+    base, _ = integration_model_dirs
+    data = tmp_path / "chats.jsonl"
+    data.write_text("\n".join(json.dumps({"id": f"c{i}", "messages": [
+        {"role": "user", "content": f"I feel sad about thing {i}."},
+        {"role": "assistant", "content": f"That sounds hard. Tell me about {i}."}]}) for i in range(16)))
+    config = {"base": str(base), "data": str(data), "max_steps": 1, "batch_size": 2, "max_length": 64,
+              "eval_every": 0, "perplexity_max_examples": 2, "device": "cpu"}
+    run = TrainingRun.objects.create(created_by=researcher, name="held", config=config, out_dir=str(tmp_path / "out"),
+                                     status=RunStatus.RUNNING, worker="vanished@gpu", attempts=1,
+                                     heartbeat_at=timezone.now())
+    worker = worker_factory(lease=3)
+    tasks.train_adapter.delay(run.id)  # the redelivered message
+    state = wait_for(lambda: finished(TrainingRun, run.id), 180, interval=0.2, message=worker.output)
+    assert state["status"] == RunStatus.SUCCEEDED, (state, worker.output())
+    assert state["worker"].startswith("itest-") and state["attempts"] == 2
+    assert "held by a live worker" in worker.output()
+
+
+def test_worker_answers_a_playground_request(study, researcher, integration_model_dirs, worker_factory):
+    base, adapter = integration_model_dirs
+    PromptFactory(study=study)
+    params = {"max_new_tokens": 6, "temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.0}
+    ArmFactory(study=study, label="fine-tuned", base_model=str(base), adapter=str(adapter), generation_params=params)
+    ArmFactory(study=study, label="baseline", base_model=str(base), generation_params=params)
+    worker = worker_factory()
+    item = playground_request_create(study=study, user=researcher, messages=[{"role": "user", "content": "Hi."}])
+    state = wait_for(lambda: finished(PlaygroundRequest, item.id), 120, interval=0.2, message=worker.output)
+    assert state["status"] == RunStatus.SUCCEEDED, (state, worker.output())
+    assert state["worker"].startswith("itest-")

@@ -1,0 +1,28 @@
+"""The study most rater tests share: six prompts, two arms, two ratings per response, a consent text."""
+
+import pytest
+
+from raters import services
+from raters.models import Role
+
+from ..factories import ArmFactory, MembershipFactory, PromptFactory, ResponseFactory, UserFactory
+
+
+@pytest.fixture
+def rating_study(study, researcher):
+    arms = [ArmFactory(study=study, label="fine-tuned", adapter="adapters/secret-ft"), ArmFactory(study=study, label="baseline")]
+    for prompt in PromptFactory.create_batch(6, study=study):
+        for arm in arms:
+            ResponseFactory(prompt=prompt, arm=arm, text=f"Reply from {arm.label} to {prompt.external_id}")
+    study.ratings_per_response = 2
+    study.gold_rate = 0
+    study.save()
+    services.consent_publish(study=study, text="Your scores are research data.", withdrawal_policy="exclude")
+    return study
+
+
+def add_rater(study, name):
+    """A rater joins the way a real one does: a membership, then consent to the current text."""
+    user = MembershipFactory(study=study, user=UserFactory(username=name), role=Role.RATER).user
+    services.consent_accept(study=study, user=user, version=study.consent_versions.first())
+    return user
