@@ -100,14 +100,34 @@ class LeasedJob(models.Model):
     @classmethod
     def release(cls, job_id: int, worker: str, error: str) -> bool:
         """Give the job back to the queue (for a retry): the next message claims it at once."""
-        return bool(cls._held_by(job_id, worker).update(status=RunStatus.QUEUED, error=error, heartbeat_at=None))
+        return bool(cls._held_by(job_id, worker).update(status=RunStatus.QUEUED, error=error,
+                                                        heartbeat_at=timezone.now()))
+
+    @classmethod
+    def _resumable(cls) -> Q:
+        # A QUEUED job untouched for a whole lease lost its message (a broker restart, a retry that never
+        # came back): without this nothing would ever run it, and it would block its study for good.
+        # For a queued job, heartbeat_at is when it was last given back to the queue.
+        lapsed = cls._lapsed()
+        return (Q(status=RunStatus.FAILED) | Q(status=RunStatus.RUNNING, heartbeat_at__lt=lapsed)
+                | Q(status=RunStatus.QUEUED, heartbeat_at__lt=lapsed)
+                | Q(status=RunStatus.QUEUED, heartbeat_at__isnull=True, created_at__lt=lapsed))
+
+    @property
+    def is_resumable(self) -> bool:
+        """_resumable() for a row in hand (the run lists show a Resume button without a query per run)."""
+        lapsed = self._lapsed()
+        if self.status == RunStatus.FAILED:
+            return True
+        if self.status == RunStatus.RUNNING:
+            return self.heartbeat_at is not None and self.heartbeat_at < lapsed
+        return self.status == RunStatus.QUEUED and (self.heartbeat_at or self.created_at) < lapsed
 
     @classmethod
     def requeue(cls, job_id: int) -> bool:
-        """Queue a failed job, or one whose worker stopped reporting, again."""
-        resumable = Q(status=RunStatus.FAILED) | Q(status=RunStatus.RUNNING, heartbeat_at__lt=cls._lapsed())
-        return bool(cls.objects.filter(resumable, id=job_id).update(status=RunStatus.QUEUED, error="",
-                                                                    finished_at=None))
+        """Queue again a failed job, one whose worker stopped reporting, or a queued one whose message was lost."""
+        return bool(cls.objects.filter(cls._resumable(), id=job_id).update(
+            status=RunStatus.QUEUED, error="", finished_at=None, heartbeat_at=timezone.now()))
 
     @classmethod
     def abandon(cls, job_ids, error: str) -> int:

@@ -381,3 +381,33 @@ def test_resume_buttons_requeue_failed_jobs_only(client, tiny_study, researcher,
     assert run.status == RunStatus.QUEUED and len(callbacks) == 1  # queued after commit, once
     assert "Only a failed training" in response.content.decode()
     assert TrainingRun.objects.get(id=training.id).status == RunStatus.SUCCEEDED
+
+
+def test_a_queued_run_whose_message_was_lost_can_be_resumed(tiny_study, researcher, settings,
+                                                            django_capture_on_commit_callbacks):
+    """A queued run that no worker has touched for a whole lease (the broker lost its message, or a retry's
+    message never came back) would block the study's generation for good: it is resumable, and shows it."""
+    run = queued_run(tiny_study, researcher)
+    assert not run.is_resumable and not GenerationRun.requeue(run.id)  # just queued: its message is on its way
+    long_ago = timezone.now() - timedelta(seconds=settings.GENERATION_LEASE_SECONDS + 1)
+    GenerationRun.objects.filter(id=run.id).update(created_at=long_ago)
+    run.refresh_from_db()
+    assert run.is_resumable
+    with django_capture_on_commit_callbacks(execute=True):
+        services.generation_run_resume(run=run)  # queues a new message, which runs it (eager here)
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED and run.done == 12
+    # A run given back for a retry is stale once a lease passes without its retry message.
+    GenerationRun.objects.filter(id=run.id).update(status=RunStatus.QUEUED, heartbeat_at=long_ago)
+    assert GenerationRun.objects.get(id=run.id).is_resumable
+    GenerationRun.objects.filter(id=run.id).update(heartbeat_at=timezone.now())
+    assert not GenerationRun.objects.get(id=run.id).is_resumable
+
+
+def test_the_study_page_offers_resume_for_every_resumable_run(client, tiny_study, researcher, settings):
+    lapsed = timezone.now() - timedelta(seconds=settings.GENERATION_LEASE_SECONDS + 1)
+    GenerationRun.objects.create(study=tiny_study, created_by=researcher, total=12, status=RunStatus.RUNNING,
+                                 heartbeat_at=lapsed, worker="gone")
+    client.force_login(researcher)
+    page = client.get(reverse("generation_runs_fragment", args=[tiny_study.id])).content.decode()
+    assert "Resume" in page
