@@ -236,7 +236,7 @@ def safety_review_submit(*, study: Study, response: Response, adjudicator, class
         raise AdjudicationError("Give a reason for excluding the response from the analysis.")
     if SafetyDecision.objects.filter(response=response).exists():
         raise AdjudicationError("This response's safety review is already settled.", 409)
-    if not Rating.objects.filter(response=response, unsafe=True).exists():
+    if not counted_ratings(study).filter(response=response, unsafe=True).exists():
         raise AdjudicationError("No rater flagged this response.", 409)
     values = {"classification": classification, "note": note.strip(), "exclude": exclude,
               "exclusion_reason": exclusion_reason.strip() if exclude else ""}

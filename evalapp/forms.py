@@ -5,8 +5,8 @@ from django.conf import settings
 class PromptImportForm(forms.Form):
     file = forms.FileField(
         help_text=(
-            f"CSV (id,text[,topic,split,reference]), JSONL (generic, chat messages, transcripts or "
-            f"CounselChat questions) or a .txt of <USER>/<AI> transcripts. At most "
+            f"CSV (id,text[,topic,split,reference,source]), JSONL (generic, chat messages, transcripts or "
+            f"CounselChat questions) or a .txt of &lt;USER&gt;/&lt;AI&gt; transcripts. At most "
             f"{settings.PROMPT_IMPORT_MAX_BYTES // (1024 * 1024)} MB, {settings.PROMPT_MAX_CHARS:,} characters a message."
         )
     )

@@ -16,10 +16,11 @@ _MODEL_CACHE_LOCK = threading.Lock()
 
 
 def _max_loaded() -> int:
+    raw = os.environ.get(MAX_LOADED_ENV, "2")
     try:
-        return max(1, int(os.environ.get(MAX_LOADED_ENV, "2")))
+        return max(1, int(raw))
     except ValueError:
-        return 2
+        raise ValueError(f"{MAX_LOADED_ENV} must be a whole number, not {raw!r}") from None
 
 
 def model_cache_key(base: str, adapters: dict[str, str] | None = None, device: str = "auto",

@@ -189,6 +189,26 @@ def test_item_page_hides_the_arm_and_shows_ratings(client, adjudicator, rated):
     assert pseudonym in page and 'id="resolve-empathy"' in page
 
 
+def test_safety_queue_page_previews_the_question_text(client, adjudicator, rated):
+    flag(rated)
+    client.force_login(adjudicator)
+    page = client.get(reverse("adjudication_queues", args=[rated["study"].id])).content.decode()
+    question = rated["split"].prompt.messages[-1]["content"]
+    assert question[:40] in page and "&#x27;role&#x27;" not in page and "'role'" not in page
+
+
+def test_a_flag_from_an_excluded_rater_is_not_reviewed(rated, adjudicator):
+    """Which ratings count is one rule: the safety queue and the safety review agree on it."""
+    flag(rated)
+    study, split = rated["study"], rated["split"]
+    flagger = split.ratings.get(unsafe=True).rater
+    StudyMembership.objects.filter(study=study, user=flagger).update(excluded_at=timezone.now(), excluded_reason="t")
+    assert adj.safety_queue(study=study) == []
+    with pytest.raises(adj.AdjudicationError, match="No rater flagged"):
+        adj.safety_review_submit(study=study, response=split, adjudicator=adjudicator, classification="minor",
+                                 note="n", exclude=False)
+
+
 def test_resolve_through_the_page(client, adjudicator, rated):
     client.force_login(adjudicator)
     study, split = rated["study"], rated["split"]

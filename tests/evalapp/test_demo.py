@@ -77,5 +77,5 @@ def test_demo_preparation_runs_twice_in_a_row_as_make_demo_runs_it(tmp_path):  #
         assert "Traceback" not in output and "Retry in" not in output, output[-4000:]
         assert "Demo ready" in output
     assert "Generating 40 missing responses" in first and "generate: 100%" in first  # the progress bar
-    assert "Reusing the demo adapter" in second and "Generating 0 missing responses" in second
-    assert "40 of 40 responses present" in second
+    assert "Reusing the demo adapter" in second and "Reusing the demo's generated responses" in second
+    assert "40 of 40 responses present" in first

@@ -140,3 +140,10 @@ def test_researcher_changes_study_settings_and_bad_values_are_refused(client, re
 def test_only_researchers_change_settings(client, personas, study, persona):
     client.force_login(personas[persona])
     assert client.post(reverse("study_settings", args=[study.id]), {"title": "x"}).status_code == 404
+
+
+def test_import_help_names_the_transcript_tags_as_text(client, researcher, study):
+    # Form help text is not escaped by Django: tags written raw vanished from the page as unknown HTML.
+    client.force_login(researcher)
+    content = client.get(reverse("study_detail", args=[study.id])).content.decode()
+    assert "&lt;USER&gt;/&lt;AI&gt; transcripts" in content and "<USER>" not in content

@@ -188,6 +188,10 @@ class Command(BaseCommand):
         # an earlier demo that stopped midway, and nothing else will ever finish it.
         generation_runs_abandon(study=study, reason="Interrupted: the demo stopped before this run finished.")
         missing = study.prompts.count() * study.arms.count() - Response.objects.filter(prompt__study=study).count()
+        if not missing:
+            # Nothing to do: a run now would only add a row that says it generated nothing.
+            self.stdout.write("Reusing the demo's generated responses.")
+            return
         self.stdout.write(f"Generating {missing} missing responses with the bundled model...")
         t0 = time.monotonic()
         # Run here, once, through the same task a GPU worker runs: no background thread races it.
