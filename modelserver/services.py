@@ -15,7 +15,7 @@ from evalapp.errors import ServiceError
 from evalapp.models import Arm, Prompt, Response, Study
 
 from . import dispatch
-from .inference.seeds import request_seed
+from .inference.seeds import SEED_DERIVATION, request_seed
 from .models import ACTIVE, GenerationRun, PlaygroundRequest
 
 logger = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def _write_chunk(run: GenerationRun, worker: str, arm: Arm, part, outputs) -> No
         provenance.update(
             generation_run=run.id,
             seed=request_seed(run.seed, prompt.external_id, sample),
-            seed_derivation="sha256(f'{run seed}:{prompt external id}:{sample index}')[:8] & (2**63-1); same for every arm",
+            seed_derivation=SEED_DERIVATION,
             run_seed=run.seed,
             prompt_tokens=output.prompt_tokens,
             output_tokens=output.output_tokens,

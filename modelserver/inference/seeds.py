@@ -6,6 +6,9 @@ The CLI's run seed and prompt id play the study's run seed and prompt external i
 
 import hashlib
 
+# Written into every response's provenance, next to the function it describes, so the two change together.
+SEED_DERIVATION = "sha256(f'{run seed}:{prompt external id}:{sample index}')[:8] & (2**63-1); same for every arm"
+
 
 def request_seed(run_seed: int, prompt_external_id: str, sample_index: int = 0) -> int:
     """Seed for sample ``sample_index`` of a prompt.
