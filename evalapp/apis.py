@@ -6,10 +6,11 @@ table (an annotation tool once leaked password hashes that way).
 """
 
 import django_filters
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response as ApiResponse
@@ -29,16 +30,19 @@ from .errors import ServiceError
 from .exports.csv import csv_response
 from .exports.tables import EXPORTS
 from .results import study_results
-from .services import study_import_prompts
+from .services import study_create, study_import_prompts
 
 RESEARCHERS = [Role.RESEARCHER]
 CONTROL_PARAMS = {"page", "page_size", "format"}
 
 
 def exception_handler(exc, context):
-    """DRF's handler, plus: a service's refusal answers with the status and message it carries."""
+    """DRF's handler, plus: a service's refusal answers with the status and message it carries, and a
+    model's own validation (constraints the serializer cannot see) is a 400 naming the fields."""
     if isinstance(exc, ServiceError):
         return ApiResponse({"detail": exc.message}, status=exc.status)
+    if isinstance(exc, DjangoValidationError):
+        return ApiResponse(exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}, status=400)
     return drf_exception_handler(exc, context)
 
 
@@ -111,14 +115,24 @@ class _StudyScoped:
         return self._study
 
 
-class StudyList(generics.ListAPIView):
-    serializer_class = s.StudySerializer
+class StudyList(generics.ListCreateAPIView):
     pagination_class = Pagination
     filter_backends = [StrictFilterBackend]
     filterset_class = StudyFilter
 
+    def get_serializer_class(self):
+        return s.StudyCreateSerializer if self.request.method == "POST" else s.StudySerializer
+
     def get_queryset(self):
         return studies_for(self.request.user).select_related("owner").order_by("-created_at")
+
+    def create(self, request, *args, **kwargs):
+        if not rater_services.is_researcher(request.user):
+            raise PermissionDenied("Only researchers create studies; an administrator grants the role.")
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        study = study_create(owner=request.user, **serializer.validated_data)
+        return ApiResponse(s.StudySerializer(study).data, status=status.HTTP_201_CREATED)
 
 
 class StudyDetail(generics.RetrieveAPIView):

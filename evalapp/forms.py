@@ -31,3 +31,20 @@ class StudySettingsForm(forms.ModelForm):
             "disagreement_sd": "Standard deviation that sends an item to adjudication (SD rule).",
             "score_policy": "Which score the analysis uses per item; the export says which.",
         }
+
+
+class StudyCreateForm(forms.ModelForm):
+    """What a researcher decides before anything else exists; the rest is on the study's settings page."""
+
+    class Meta:
+        from .models import Study
+
+        model = Study
+        fields = ["title", "description", "ratings_per_response", "disagreement_rule", "disagreement_threshold",
+                  "disagreement_sd", "score_policy"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 3})}
+        help_texts = StudySettingsForm.Meta.help_texts
+
+    # The database's CheckConstraint would refuse 0 too, but only with the constraint's name.
+    ratings_per_response = forms.IntegerField(min_value=1, initial=3,
+                                              help_text="Ratings each response gets from different raters.")

@@ -14,6 +14,17 @@ class StudySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class StudyCreateSerializer(serializers.ModelSerializer):
+    """The design a researcher sets when creating a study (the owner is whoever creates it)."""
+
+    class Meta:
+        model = Study
+        fields = ["title", "description", "ratings_per_response", "disagreement_rule", "disagreement_threshold",
+                  "disagreement_sd", "score_policy"]
+        # The database's CheckConstraint would refuse 0 too, but only with the constraint's name.
+        extra_kwargs = {"ratings_per_response": {"min_value": 1}}
+
+
 class PromptSerializer(serializers.ModelSerializer):
     class Meta:
         model = Prompt

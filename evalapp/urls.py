@@ -36,6 +36,7 @@ urlpatterns = [
     path("api/", include("evalapp.api_urls")),
     path("", include("raters.urls")),
     path("studies/", studies.study_list, name="study_list"),
+    path("studies/new/", studies.study_new, name="study_new"),
     path("studies/<int:study_id>/", include(study_pages)),
     path("adapters/", training.adapter_list, name="adapter_list"),
     path("adapters/<int:adapter_id>/", training.adapter_detail, name="adapter_detail"),

@@ -10,6 +10,10 @@ class InviteForm(forms.Form):
     role = forms.ChoiceField(choices=[(Role.RATER, "Rater"), (Role.ADJUDICATOR, "Adjudicator")])
 
 
+class ResearcherGrantForm(forms.Form):
+    email = forms.EmailField(help_text="An existing account with this address gets the role; otherwise one is created.")
+
+
 class ConsentPublishForm(forms.Form):
     text = forms.CharField(widget=forms.Textarea(attrs={"rows": 6}))
     withdrawal_policy = forms.ChoiceField(

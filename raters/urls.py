@@ -1,9 +1,13 @@
 from django.urls import path
 
-from . import views
+from . import researcher_views, views
 
 urlpatterns = [
     path("invite/<str:token>/", views.invitation_accept, name="invitation_accept"),
+    path("staff/researchers/", researcher_views.staff_researchers, name="staff_researchers"),
+    path("studies/<int:study_id>/researchers/", researcher_views.study_researchers, name="study_researchers"),
+    path("studies/<int:study_id>/researchers/change/", researcher_views.study_researcher_change,
+         name="study_researcher_change"),
     path("studies/<int:study_id>/consent/", views.consent, name="consent"),
     path("studies/<int:study_id>/withdraw/", views.withdraw, name="withdraw"),
     path("studies/<int:study_id>/calibration/", views.calibration, name="calibration"),

@@ -3,22 +3,36 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from raters.access import get_study_for, roles_in, studies_for
 from raters.models import Role
+from raters.services import is_researcher
 
 from .. import selectors
-from ..forms import PromptImportForm, StudySettingsForm
+from ..forms import PromptImportForm, StudyCreateForm, StudySettingsForm
 from ..generation_forms import ArmForm, GenerationRunForm, TrainingForm
-from ..services import study_import_prompts
+from ..services import study_create, study_import_prompts
 
 
 @login_required
 def study_list(request):
     studies = studies_for(request.user).select_related("owner").order_by("-created_at")
-    return render(request, "evalapp/study_list.html", {"studies": studies})
+    return render(request, "evalapp/study_list.html", {"studies": studies, "can_create": is_researcher(request.user)})
+
+
+@login_required
+def study_new(request):
+    if not is_researcher(request.user):
+        raise PermissionDenied("Only researchers create studies; an administrator grants the role.")
+    form = StudyCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        study = study_create(owner=request.user, **form.cleaned_data)
+        messages.success(request, "Study created. Import prompts and add arms next.")
+        return redirect("study_detail", study.id)
+    return render(request, "evalapp/study_new.html", {"form": form})
 
 
 @login_required

@@ -2,7 +2,8 @@
 
 invitations (links, accept once), accounts (pseudonymous codes in bulk), consent (publish, accept,
 withdraw), calibration (attempts, the researcher's decision), design (the stored rating design and
-its targets), ratings (submit, skip), exclusion (a researcher's quality decision). Every area that
+its targets), ratings (submit, skip), exclusion (a researcher's quality decision), researchers (the
+role that may create studies, granted by an administrator). Every area that
 changes who may rate calls design.design_rebalance(); none imports evalapp's views, API or
 adjudication (those sit above raters).
 """
@@ -22,11 +23,20 @@ from .invitations import (
     new_pseudonym,
 )
 from .ratings import Submission, assignment_skip, rating_submit
+from .researchers import (
+    coresearcher_add,
+    coresearcher_remove,
+    is_researcher,
+    researcher_add,
+    researcher_grant,
+    researcher_revoke,
+)
 
 __all__ = [
     "CODE_PATTERN", "BulkAccountsResult", "DesignTargets", "RatingError", "Submission", "assignment_skip",
-    "calibration_answer", "calibration_attempt_start", "calibration_decide", "check_scores", "consent_accept",
+    "calibration_answer", "coresearcher_add", "coresearcher_remove", "calibration_attempt_start", "calibration_decide", "check_scores", "consent_accept",
     "consent_publish", "consent_withdraw", "design_rebalance", "design_targets", "eligible_raters",
-    "invitation_accept", "invitation_create", "invitation_for_token", "invitations_create_from_list",
-    "new_pseudonym", "rater_accounts_bulk_create", "rater_exclude", "rating_submit", "study_open_for_rating",
+    "invitation_accept", "invitation_create", "invitation_for_token", "invitations_create_from_list", "is_researcher",
+    "new_pseudonym", "rater_accounts_bulk_create", "rater_exclude", "rating_submit", "researcher_add", "researcher_grant",
+    "researcher_revoke", "study_open_for_rating",
 ]

@@ -97,6 +97,7 @@ class Command(BaseCommand):
             user.save(update_fields=["password"])
             users[username] = user
         owner = users["demo-researcher"]
+        rater_services.researcher_add(user=owner)  # so the demo's researcher can also start a study of their own
         study = Study.objects.filter(owner=owner, title=DEMO_TITLE).first()
         if study is None:
             study = study_create(

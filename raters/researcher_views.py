@@ -1,0 +1,65 @@
+"""Pages for who runs studies: staff grant the researcher role; a study's owner adds co-researchers."""
+
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from . import services
+from .access import get_study_for
+from .forms import ResearcherGrantForm
+from .models import Role, StudyMembership
+from .services.researchers import RESEARCHERS_GROUP
+
+
+@login_required
+def staff_researchers(request):
+    """Staff grant the researcher role; a new account's one-time password is shown on this response only."""
+    if not request.user.is_staff:
+        raise PermissionDenied("Only staff grant the researcher role.")
+    form = ResearcherGrantForm(request.POST or None)
+    created = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            user, password = services.researcher_grant(email=form.cleaned_data["email"])
+        except services.RatingError as exc:
+            messages.error(request, str(exc))
+        else:
+            created = {"username": user.get_username(), "password": password}
+            messages.success(request, f"{user.get_username()} is a researcher.")
+    researchers = get_user_model().objects.filter(groups__name=RESEARCHERS_GROUP).order_by("username")
+    return render(request, "raters/staff_researchers.html",
+                  {"form": form, "created": created, "researchers": researchers})
+
+
+@login_required
+def study_researchers(request, study_id: int):
+    study = get_study_for(request.user, study_id, roles=[Role.RESEARCHER])
+    members = StudyMembership.objects.filter(study=study, role=Role.RESEARCHER).select_related("user")
+    return render(request, "raters/study_researchers.html", {
+        "study": study, "members": members, "is_owner": study.owner_id == request.user.id,
+        "form": ResearcherGrantForm(),
+    })
+
+
+@login_required
+@require_POST
+def study_researcher_change(request, study_id: int):
+    study = get_study_for(request.user, study_id, roles=[Role.RESEARCHER])
+    try:
+        if request.POST.get("action") == "remove":
+            services.coresearcher_remove(study=study, actor=request.user, user_id=int(request.POST.get("user", 0)))
+            messages.success(request, "Co-researcher removed.")
+        else:
+            form = ResearcherGrantForm(request.POST)
+            if not form.is_valid():
+                raise services.RatingError("Give the co-researcher's e-mail address.")
+            membership = services.coresearcher_add(study=study, actor=request.user, email=form.cleaned_data["email"])
+            messages.success(request, f"{membership.user.get_username()} is a co-researcher.")
+    except services.RatingError as exc:
+        if exc.status == 403:
+            raise PermissionDenied(str(exc)) from exc
+        messages.error(request, str(exc))
+    return redirect("study_researchers", study_id=study.id)
