@@ -8,6 +8,7 @@ urlpatterns = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
     path("studies/", apis.StudyList.as_view(), name="api_studies"),
     path("studies/<int:study_id>/", apis.StudyDetail.as_view(), name="api_study"),
+    path("studies/<int:study_id>/clone/", apis.StudyClone.as_view(), name="api_study_clone"),
     path("studies/<int:study_id>/prompts/", apis.PromptList.as_view(), name="api_prompts"),
     path("studies/<int:study_id>/prompts/import/", apis.PromptImport.as_view(), name="api_prompts_import"),
     path("studies/<int:study_id>/arms/", apis.ArmList.as_view(), name="api_arms"),

@@ -30,7 +30,7 @@ from .errors import ServiceError
 from .exports.csv import csv_response
 from .exports.tables import EXPORTS
 from .results import study_results
-from .services import study_create, study_import_prompts
+from .services import study_clone, study_create, study_import_prompts
 
 RESEARCHERS = [Role.RESEARCHER]
 CONTROL_PARAMS = {"page", "page_size", "format"}
@@ -140,6 +140,18 @@ class StudyDetail(generics.RetrieveAPIView):
 
     def get_object(self):
         return get_study_for(self.request.user, self.kwargs["study_id"])
+
+
+class StudyClone(_StudyScoped, APIView):
+    """A new draft study with this one's design and none of its data; the caller owns it."""
+
+    @extend_schema(request=None, responses=s.StudySerializer)
+    def post(self, request, study_id: int):
+        study = self.study()
+        if not rater_services.is_researcher(request.user):
+            raise PermissionDenied("Only researchers create studies; an administrator grants the role.")
+        copy = study_clone(study=study, owner=request.user, title=str(request.data.get("title", ""))[:200])
+        return ApiResponse(s.StudySerializer(copy).data, status=status.HTTP_201_CREATED)
 
 
 class PromptList(_StudyScoped, generics.ListAPIView):

@@ -1,6 +1,9 @@
 from django import forms
 from django.conf import settings
 
+from .models import Study
+from .services import design_frozen_message
+
 
 class PromptImportForm(forms.Form):
     file = forms.FileField(
@@ -26,11 +29,20 @@ class StudySettingsForm(forms.ModelForm):
                   "score_policy"]
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
         help_texts = {
-            "ratings_per_response": "Ratings each response gets (takes effect at the next rebalance).",
+            "ratings_per_response": "Ratings each response gets; fixed once the study opens for rating.",
             "disagreement_threshold": "Range of scores (points) that sends an item to adjudication.",
             "disagreement_sd": "Standard deviation that sends an item to adjudication (SD rule).",
             "score_policy": "Which score the analysis uses per item; the export says which.",
         }
+
+
+    def clean(self):
+        cleaned = super().clean()
+        changed = [name for name in self.changed_data if name in Study.DESIGN_FIELDS]
+        if changed and self.instance.status != Study.Status.DRAFT:
+            labels = ", ".join(str(self.fields[name].label) for name in changed)
+            raise forms.ValidationError(design_frozen_message(f"changing {labels}"))
+        return cleaned
 
 
 class StudyCreateForm(forms.ModelForm):

@@ -99,6 +99,10 @@ class StudyStatus(models.TextChoices):
 
 class Study(models.Model):
     Status = StudyStatus
+    # What raters are asked and how their answers are judged: fixed once the study opens for rating
+    # (evalapp.services.check_design_open), and what "Clone study" copies.
+    DESIGN_FIELDS = ("scales", "ratings_per_response", "disagreement_threshold", "calibration_max_mae", "gold_rate",
+                     "disagreement_rule", "disagreement_sd", "safety_two_adjudicators", "score_policy")
 
     title = models.CharField(max_length=200)
     description = models.TextField(blank=True)

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from raters.models import CalibrationItem, ConsentVersion
+
+from .errors import ServiceError
 from .models import Arm, Prompt, Study
 from .prompt_import import ParsedPrompt, RowProblem, parse_prompt_file
 
@@ -98,6 +101,8 @@ def study_import_prompts(
                 report.errors.append(
                     RowProblem(prompt.row, "id", f"{prompt.external_id!r} is already in the study with different content")
                 )
+        if new and study.status != Study.Status.DRAFT:
+            report.errors.append(RowProblem(0, "file", design_frozen_message(f"adding {len(new)} prompt(s)")))
         if report.errors:
             report.unchanged = 0
             return report
@@ -129,6 +134,40 @@ def _prompt_row(study: Study, prompt: ParsedPrompt) -> Prompt:
     )
 
 
+def design_frozen_message(change: str) -> str:
+    return (f"The study's design is frozen since it opened for rating: {change} would change what its raters "
+            "were asked. Clone the study to run a changed design.")
+
+
+def check_design_open(study: Study, change: str) -> None:
+    if study.status != Study.Status.DRAFT:
+        raise ServiceError(design_frozen_message(change), status=409)
+
+
+@transaction.atomic
+def study_clone(*, study: Study, owner, title: str = "") -> Study:
+    """A new draft study with the design of `study` (settings, arms, consent text, calibration items) and
+    none of its data (prompts, responses, ratings, raters); a fresh design seed."""
+    copy = Study.objects.create(owner=owner, title=title or f"{study.title} (copy)", description=study.description,
+                                **{name: getattr(study, name) for name in Study.DESIGN_FIELDS})
+    Arm.objects.bulk_create(
+        Arm(study=copy, label=arm.label, base_model=arm.base_model, adapter=arm.adapter,
+            system_prompt=arm.system_prompt, generation_params=arm.generation_params)
+        for arm in study.arms.all()
+    )
+    consent = study.consent_versions.order_by("-version").first()
+    if consent is not None:
+        ConsentVersion.objects.create(study=copy, version=1, text=consent.text,
+                                      withdrawal_policy=consent.withdrawal_policy)
+    CalibrationItem.objects.bulk_create(
+        CalibrationItem(study=copy, messages=item.messages, response_text=item.response_text,
+                        reference_empathy=item.reference_empathy, reference_fluency=item.reference_fluency,
+                        rationale=item.rationale, use_as_gold=item.use_as_gold, created_by=owner)
+        for item in study.calibration_items.order_by("id")
+    )
+    return copy
+
+
 def study_create(*, owner, title: str, description: str = "", **fields) -> Study:
     study = Study(owner=owner, title=title, description=description, **fields)
     study.full_clean()
@@ -145,6 +184,7 @@ def arm_create(
     system_prompt: str = "",
     generation_params: dict | None = None,
 ) -> Arm:
+    check_design_open(study, f"adding the arm {label!r}")
     arm = Arm(
         study=study,
         label=label,

@@ -37,6 +37,7 @@ urlpatterns = [
     path("", include("raters.urls")),
     path("studies/", studies.study_list, name="study_list"),
     path("studies/new/", studies.study_new, name="study_new"),
+    path("studies/<int:study_id>/clone/", studies.study_clone_view, name="study_clone"),
     path("studies/<int:study_id>/", include(study_pages)),
     path("adapters/", training.adapter_list, name="adapter_list"),
     path("adapters/<int:adapter_id>/", training.adapter_detail, name="adapter_detail"),

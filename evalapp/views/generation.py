@@ -11,6 +11,7 @@ from raters.access import get_study_for
 
 from .. import selectors
 from ..generation_forms import ArmForm, GenerationRunForm
+from ..errors import ServiceError
 from ..services import arm_create
 from .jobs import RESEARCHERS, flash_form_errors, resume_view, runs_fragment_view, start_view
 
@@ -21,15 +22,19 @@ def arm_add(request, study_id: int):
     study = get_study_for(request.user, study_id, roles=RESEARCHERS)
     form = ArmForm(request.POST, study=study, user=request.user)
     if form.is_valid():
-        arm_create(
-            study=study,
-            label=form.cleaned_data["label"],
-            base_model=form.cleaned_data["base_model"] or "bundled",
-            adapter=form.cleaned_data["adapter"],
-            system_prompt=form.cleaned_data["system_prompt"],
-            generation_params=form.generation_params(),
-        )
-        messages.success(request, f"Arm “{form.cleaned_data['label']}” added.")
+        try:
+            arm_create(
+                study=study,
+                label=form.cleaned_data["label"],
+                base_model=form.cleaned_data["base_model"] or "bundled",
+                adapter=form.cleaned_data["adapter"],
+                system_prompt=form.cleaned_data["system_prompt"],
+                generation_params=form.generation_params(),
+            )
+        except ServiceError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"Arm “{form.cleaned_data['label']}” added.")
     else:
         flash_form_errors(request, form, prefix="Arm ")
     return redirect("study_detail", study_id=study.id)

@@ -14,13 +14,24 @@ from raters.services import is_researcher
 from .. import selectors
 from ..forms import PromptImportForm, StudyCreateForm, StudySettingsForm
 from ..generation_forms import ArmForm, GenerationRunForm, TrainingForm
-from ..services import study_create, study_import_prompts
+from ..services import study_clone, study_create, study_import_prompts
 
 
 @login_required
 def study_list(request):
     studies = studies_for(request.user).select_related("owner").order_by("-created_at")
     return render(request, "evalapp/study_list.html", {"studies": studies, "can_create": is_researcher(request.user)})
+
+
+@login_required
+@require_POST
+def study_clone_view(request, study_id: int):
+    study = get_study_for(request.user, study_id, roles=[Role.RESEARCHER])
+    if not is_researcher(request.user):
+        raise PermissionDenied("Only researchers create studies; an administrator grants the role.")
+    copy = study_clone(study=study, owner=request.user)
+    messages.success(request, "A new draft with this study's design: import prompts, check the arms, then open it.")
+    return redirect("study_detail", copy.id)
 
 
 @login_required
