@@ -50,7 +50,10 @@ def study_researcher_change(request, study_id: int):
     study = get_study_for(request.user, study_id, roles=[Role.RESEARCHER])
     try:
         if request.POST.get("action") == "remove":
-            services.coresearcher_remove(study=study, actor=request.user, user_id=int(request.POST.get("user", 0)))
+            user_id = request.POST.get("user", "")
+            if not user_id.isdigit():
+                raise services.RatingError("Choose the co-researcher to remove.")
+            services.coresearcher_remove(study=study, actor=request.user, user_id=int(user_id))
             messages.success(request, "Co-researcher removed.")
         else:
             form = ResearcherGrantForm(request.POST)

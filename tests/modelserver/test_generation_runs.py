@@ -1,4 +1,8 @@
-"""Generation runs through the Celery task (eager here), with a tiny random model."""
+"""Generation runs through the Celery task (eager here), with a tiny random model.
+
+Long because one fixture (a study with tiny-model arms) serves generation, its retries, leases, resume and
+the playground: they are one job's lifecycle, and splitting would mean importing the fixture across files.
+"""
 
 import subprocess
 import sys

@@ -1,5 +1,8 @@
 """LoRA training core: data cleaning / splitting, label masking, batching, training, resume, CLI.
 
+Long because the steps share the session's tiny models (conftest) and this file's data helpers; the
+sections follow the training package's modules in order.
+
 Tiny random Llama models (conftest) except one test that trains the real bundled model for 2 steps.
 No Django, no database.
 """

@@ -1,5 +1,8 @@
 """The balanced rating design (raters/assignment.py): property tests, no database.
 
+Long because the design's properties (exact k, loads, no repeats, groups, gold, extra demand, rebalance)
+are checked by one shared independent checker and the same hypothesis strategies.
+
 The checks here are written independently of Design.violations(), which is also asserted to agree.
 """
 

@@ -144,3 +144,10 @@ def test_people_who_do_not_run_the_study_cannot_see_or_change_its_researchers(cl
     assert client.get(reverse("study_researchers", args=[study.id])).status_code == 404
     response = client.post(reverse("study_researcher_change", args=[study.id]), {"action": "add", "email": "x@y.org"})
     assert response.status_code == 404
+
+
+def test_a_malformed_removal_is_a_clear_error_not_a_crash(client, researcher, study):
+    client.force_login(researcher)
+    response = client.post(reverse("study_researcher_change", args=[study.id]), {"action": "remove", "user": "x"},
+                           follow=True)
+    assert response.status_code == 200 and "Choose the co-researcher to remove." in response.content.decode()
