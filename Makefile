@@ -32,8 +32,9 @@ $(CHROMIUM):
 		echo "The browser tests need Debian's chromium: sudo apt-get install chromium chromium-driver"; exit 1; \
 	fi
 
-# `make demo SIMULATE=1` fills the study with simulated ratings (labelled as such everywhere).
-DEMO_FLAGS := $(if $(SIMULATE),--simulate,)
+# `make demo SIMULATE=1` fills the study with simulated ratings (labelled as such everywhere);
+# `make demo PRESET=epitome` (or empatheticdialogues, mentalchat16k, counselbench) uses that rubric.
+DEMO_FLAGS := $(if $(SIMULATE),--simulate,) $(if $(PRESET),--preset $(PRESET),)
 
 demo-prepare: install
 	$(PY) manage.py migrate --noinput -v0

@@ -1,12 +1,11 @@
 """Disagreement and safety queues, and the adjudicators' decisions, with an audit trail.
 
-The queue rule itself is pure (`needs_adjudication`); the rest reads and writes rows. Which ratings
+The queue rule itself is pure (evalapp.rubric.disagrees, per criterion type); the rest reads and writes rows. Which ratings
 count is raters.counting's rule, and how many an item waits for is the design's (design_targets), so
 a send-back is an input to the design, not a row made here. One item's page and decisions read that
 item only (item_review); the queues read the study.
 """
 
-import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -21,11 +20,7 @@ from raters.services import design_rebalance, design_targets, eligible_raters
 from .audit import audit
 from .errors import ServiceError
 from .models import (
-    SCALE_KEYS,
-    SCALE_MAX,
-    SCALE_MIN,
     Adjudication,
-    DisagreementRule,
     Rating,
     Response,
     SafetyClassification,
@@ -33,19 +28,11 @@ from .models import (
     SafetyReview,
     Study,
 )
+from .rubric import RubricError, disagrees, parse_answer
 
 
 class AdjudicationError(ServiceError):
     """A decision that cannot be recorded as asked; the message says why."""
-
-
-def needs_adjudication(scores: list[float], *, rule: str, threshold: float, sd_threshold: float) -> bool:
-    """Whether a scale's ratings of one item disagree enough; fewer than two ratings never do."""
-    if len(scores) < 2:
-        return False
-    if rule == DisagreementRule.SD:
-        return statistics.stdev(scores) >= sd_threshold
-    return max(scores) - min(scores) >= threshold
 
 
 # ----------------------------------------------------------------------------- reads
@@ -54,8 +41,7 @@ def needs_adjudication(scores: list[float], *, rule: str, threshold: float, sd_t
 @dataclass
 class RatingView:
     pseudonym: str
-    empathy: int
-    fluency: int
+    answers: list[str]  # each criterion's answer as shown to raters, in rubric order
     unsafe: bool
     unsafe_category: str
     comment: str
@@ -64,7 +50,7 @@ class RatingView:
 @dataclass
 class QueueItem:
     response: Response
-    scales: list[str]  # scales in disagreement (disagreement queue) or [] (safety queue)
+    scales: list[str]  # criterion keys in disagreement (disagreement queue) or [] (safety queue)
     ratings: list[RatingView] = field(default_factory=list)
     categories: set[str] = field(default_factory=set)
     reviews: int = 0
@@ -79,22 +65,34 @@ def _pseudonyms(study: Study, rater_ids=None) -> dict[int, str]:
 
 def _by_response(ratings) -> dict[int, list[Rating]]:
     by_response: dict[int, list[Rating]] = defaultdict(list)
-    for rating in ratings:
+    for rating in ratings.prefetch_related("scores"):
         by_response[rating.response_id].append(rating)
     return by_response
 
 
+def _values(study: Study, rating: Rating) -> dict[str, int | None]:
+    keys = _criterion_keys(study)
+    return {keys[s.criterion_id]: s.value for s in rating.scores.all()}
+
+
+def _criterion_keys(study: Study) -> dict[int, str]:
+    if not hasattr(study, "_criterion_keys"):
+        study._criterion_keys = dict(study.criteria.values_list("id", "key"))
+    return study._criterion_keys
+
+
 def _scales_pending(study: Study, response_id: int, rows: list[Rating], wanted: int, resolved: set,
                     scale: str | None = None) -> list[str]:
-    """The scales on which an item waits for a decision: all its ratings are in, and they disagree."""
+    """The criteria on which an item waits for a decision: all its ratings are in, and they disagree."""
     if len(rows) < wanted:
         return []
+    values = [_values(study, r) for r in rows]
     return [
-        key for key in SCALE_KEYS
-        if (scale is None or key == scale)
-        and (response_id, key) not in resolved
-        and needs_adjudication([getattr(r, key) for r in rows], rule=study.disagreement_rule,
-                               threshold=study.disagreement_threshold, sd_threshold=study.disagreement_sd)
+        c["key"] for c in study.rubric()
+        if (scale is None or c["key"] == scale)
+        and (response_id, c["key"]) not in resolved
+        and disagrees(c, [v.get(c["key"]) for v in values], rule=study.disagreement_rule,
+                      threshold=study.disagreement_threshold, sd_threshold=study.disagreement_sd)
     ]
 
 
@@ -112,7 +110,7 @@ def disagreement_queue(*, study: Study, scale: str | None = None, topic: str | N
         rows = ratings[response.id]
         scales = _scales_pending(study, response.id, rows, targets.of(response.id), resolved, scale)
         if scales:
-            queue.append(QueueItem(response=response, scales=scales, ratings=_views(rows, names)))
+            queue.append(QueueItem(response=response, scales=scales, ratings=_views(study, rows, names)))
     return queue
 
 
@@ -120,12 +118,12 @@ def item_review(*, study: Study, response: Response) -> QueueItem:
     """One item as an adjudicator sees it: its counted ratings and the scales waiting for a decision.
 
     Reads this response's rows only, so an item's page and decisions cost the same in any study size."""
-    rows = list(counted_ratings(study).filter(response=response))
+    rows = list(counted_ratings(study).filter(response=response).prefetch_related("scores"))
     resolved = set(Adjudication.objects.filter(response=response, action="resolved")
                    .values_list("response_id", "scale"))
     wanted = design_targets(study, response_ids=[response.id]).of(response.id)
     return QueueItem(response=response, scales=_scales_pending(study, response.id, rows, wanted, resolved),
-                     ratings=_views(rows, _pseudonyms(study, {r.rater_id for r in rows})))
+                     ratings=_views(study, rows, _pseudonyms(study, {r.rater_id for r in rows})))
 
 
 def safety_queue(*, study: Study, category: str | None = None, topic: str | None = None, user=None) -> list[QueueItem]:
@@ -144,17 +142,35 @@ def safety_queue(*, study: Study, category: str | None = None, topic: str | None
         categories = {r.unsafe_category for r in flagged[response.id] if r.unsafe}
         if category and category not in categories:
             continue
-        queue.append(QueueItem(response=response, scales=[], ratings=_views(flagged[response.id], names),
+        queue.append(QueueItem(response=response, scales=[], ratings=_views(study, flagged[response.id], names),
                                categories=categories, reviews=reviews.get(response.id, 0)))
     return queue
 
 
-def _views(rows: list[Rating], names: dict[int, str]) -> list[RatingView]:
-    return [RatingView(names.get(r.rater_id, "?"), r.empathy, r.fluency, r.unsafe, r.unsafe_category, r.comment)
-            for r in rows]
+def _views(study: Study, rows: list[Rating], names: dict[int, str]) -> list[RatingView]:
+    rubric = study.rubric()
+    views = []
+    for r in rows:
+        values = _values(study, r)
+        views.append(RatingView(names.get(r.rater_id, "?"), [_shown(c, values.get(c["key"])) for c in rubric],
+                                r.unsafe, r.unsafe_category, r.comment))
+    return views
+
+
+def _shown(criterion: dict, value) -> str:
+    if value is None:
+        return criterion["not_sure"] or "—"
+    return criterion["options"][value]["label"] if criterion["kind"] == "choice" else str(value)
 
 
 # ----------------------------------------------------------------------------- writes
+
+
+def _criterion(study: Study, key: str) -> dict:
+    for criterion in study.rubric():
+        if criterion["key"] == key:
+            return criterion
+    raise AdjudicationError(f"This study's rubric has no criterion {key!r}.")
 
 
 def _check_adjudicator(study: Study, user) -> None:
@@ -164,18 +180,23 @@ def _check_adjudicator(study: Study, user) -> None:
 
 
 @transaction.atomic
-def adjudication_resolve(*, study: Study, response: Response, scale: str, adjudicator, final_score: int,
+def adjudication_resolve(*, study: Study, response: Response, scale: str, adjudicator, final_score,
                          rationale: str) -> Adjudication:
+    """Give a criterion's final answer: a likert point, or a choice's option key (stored as its index)."""
     _check_adjudicator(study, adjudicator)
-    if scale not in SCALE_KEYS:
-        raise AdjudicationError(f"Unknown scale {scale!r}.")
-    if not isinstance(final_score, int) or not SCALE_MIN <= final_score <= SCALE_MAX:
-        raise AdjudicationError(f"The final score must be a whole number from {SCALE_MIN} to {SCALE_MAX}.")
+    criterion = _criterion(study, scale)
+    if isinstance(final_score, str) and criterion["kind"] == "likert" and not final_score.strip().isdigit():
+        final_score = None
+    try:
+        # A final answer is never "not sure": that is what adjudication settles.
+        final_score, _, _ = parse_answer({**criterion, "not_sure": "", "rationale": "none"}, final_score)
+    except RubricError as exc:
+        raise AdjudicationError(f"The final answer: {exc}") from None
     if not rationale.strip():
         raise AdjudicationError("Give a rationale for the final score.")
     review = item_review(study=study, response=response)
     if scale not in review.scales:
-        raise AdjudicationError("This item does not need adjudication on that scale (or it is already resolved).", 409)
+        raise AdjudicationError("This item does not need adjudication on that criterion (or it is already resolved).", 409)
     n = len(review.ratings)
     try:
         with transaction.atomic():
@@ -184,7 +205,7 @@ def adjudication_resolve(*, study: Study, response: Response, scale: str, adjudi
                 final_score=final_score, rationale=rationale.strip(), n_ratings_seen=n,
             )
     except IntegrityError:
-        raise AdjudicationError("Another adjudicator resolved this scale a moment ago.", 409) from None
+        raise AdjudicationError("Another adjudicator resolved this criterion a moment ago.", 409) from None
     audit(study=study, actor=adjudicator, action="adjudication.resolve", obj=adjudication,
           after={"response": response.public_id, "scale": scale, "final_score": final_score, "rationale": rationale})
     return adjudication
@@ -199,8 +220,7 @@ def adjudication_send_back(*, study: Study, response: Response, scale: str, adju
     _check_adjudicator(study, adjudicator)
     if not rationale.strip():
         raise AdjudicationError("Say why the item needs more ratings.")
-    if scale not in SCALE_KEYS:
-        raise AdjudicationError(f"Unknown scale {scale!r}.")
+    _criterion(study, scale)
     review = item_review(study=study, response=response)
     if not review.scales:
         raise AdjudicationError("This item is not waiting for adjudication.", 409)

@@ -40,7 +40,7 @@ class ResponseAdmin(admin.ModelAdmin):
 
 @admin.register(Rating)
 class RatingAdmin(admin.ModelAdmin):
-    list_display = ("response", "rater", "empathy", "fluency", "unsafe", "created_at")
+    list_display = ("response", "rater", "unsafe", "created_at")
     list_filter = ("unsafe",)
     list_select_related = ("response", "rater")
 

@@ -4,8 +4,14 @@ Pure (numpy/pandas + evalapp.stats, no Django) so it can run on an exported
 CSV anywhere; the `analyze_ratings` command is a thin wrapper around it.
 
 Long form: one row per rating with columns item, rater, score and optionally
-scale, arm, prompt.  When an arm column is present the rated unit is
-(item, arm), so a file may reuse prompt ids as item ids across arms.
+scale, arm, prompt, level, not_sure.  When an arm column is present the rated
+unit is (item, arm), so a file may reuse prompt ids as item ids across arms.
+`level` (interval, ordinal or nominal; default interval) chooses each scale's
+metrics: Krippendorff's alpha at that level, ICC only for interval, quadratic
+weighted kappa for interval/ordinal and Cohen's (unweighted) kappa for nominal;
+the arm comparison of a nominal scale is answer by answer (compare_choice).
+A row with not_sure 1 has an empty score: it is missing in every statistic and
+counted per scale as n_not_sure.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from evalapp.stats import agreement
 __all__ = ["Problem", "analyze_long", "rating_matrices", "validate_long"]
 
 REQUIRED = ("item", "rater", "score")
-OPTIONAL = ("scale", "arm", "prompt")
+OPTIONAL = ("scale", "arm", "prompt", "level", "not_sure")
+LEVELS = ("interval", "ordinal", "nominal")
 DEFAULT_SCALE = "score"
 ICC_FORMS = ("ICC1", "ICC2", "ICC3", "ICC1k", "ICC2k", "ICC3k")
 _MAX_ROWS_SHOWN = 20  # a bad 100k-row file must still give a readable message
@@ -58,6 +65,10 @@ def _blank(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
 
 
+def _truthy(value: object) -> bool:
+    return not _blank(value) and str(value).strip().lower() in ("1", "true", "yes", "1.0")
+
+
 def validate_long(
     rows: Sequence[Mapping[Any, Any]], columns: Sequence[str] | None = None, row_numbers: Sequence[int] | None = None
 ) -> list[Problem]:
@@ -88,12 +99,25 @@ def validate_long(
     if too_long:
         problems.append(Problem("more fields than the header has", too_long))
     for col in present:
-        blank = [num[i] for i, r in enumerate(rows) if _blank(r.get(col))]
+        if col == "not_sure":
+            continue
+        # A "not sure" answer has no score; any other empty score is a problem.
+        blank = [num[i] for i, r in enumerate(rows) if _blank(r.get(col)) and not (col == "score" and _truthy(r.get("not_sure")))]
         if blank:
             problems.append(Problem(f"empty {col}", blank))
     bad = [num[i] for i, r in enumerate(rows) if not _blank(r.get("score")) and _number(r.get("score")) is None]
     if bad:
         problems.append(Problem("score is not a finite number", bad))
+    if "level" in cols:
+        wrong = [num[i] for i, r in enumerate(rows) if not _blank(r.get("level")) and str(r.get("level")).strip() not in LEVELS]
+        if wrong:
+            problems.append(Problem(f"level must be one of {', '.join(LEVELS)}", wrong))
+        levels: dict[str, set[str]] = defaultdict(set)
+        for r in rows:
+            levels[str(r.get("scale", DEFAULT_SCALE)).strip()].add(str(r.get("level", "")).strip())
+        mixed = sorted(scale for scale, found in levels.items() if len(found) > 1)
+        if mixed:
+            problems.append(Problem(f"scale(s) {', '.join(mixed)} have more than one level"))
 
     key_cols = [c for c in ("item", "arm", "rater", "scale") if c in cols]
     seen: dict[tuple[str, ...], list[int]] = defaultdict(list)
@@ -106,7 +130,8 @@ def validate_long(
 
     raters: dict[str, set[str]] = defaultdict(set)
     for r in rows:
-        raters[str(r.get("scale", DEFAULT_SCALE)).strip()].add(str(r.get("rater", "")).strip())
+        if not _truthy(r.get("not_sure")):
+            raters[str(r.get("scale", DEFAULT_SCALE)).strip()].add(str(r.get("rater", "")).strip())
     for scale, who in sorted(raters.items()):
         if len(who - {""}) < 2:
             where = f" in scale {scale!r}" if "scale" in cols else ""
@@ -136,11 +161,16 @@ def _frame(data: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"missing column(s): {', '.join(missing)}")
-    df["score"] = pd.to_numeric(df["score"], errors="raise").astype(np.float64)
-    if not np.isfinite(df["score"]).all():
-        raise ValueError("scores must be finite numbers")
+    df["not_sure"] = df["not_sure"].map(_truthy) if "not_sure" in df.columns else False
     if "scale" not in df.columns:
         df["scale"] = DEFAULT_SCALE
+    df["level"] = df["level"].fillna("interval").replace("", "interval") if "level" in df.columns else "interval"
+    if not df["level"].isin(LEVELS).all():
+        raise ValueError(f"level must be one of {', '.join(LEVELS)}")
+    df.loc[df["not_sure"], "score"] = np.nan
+    df["score"] = pd.to_numeric(df["score"], errors="raise").astype(np.float64)
+    if not np.isfinite(df.loc[~df["not_sure"], "score"]).all():
+        raise ValueError("scores must be finite numbers")
     df["unit"] = list(zip(df["item"], df["arm"], strict=True)) if "arm" in df.columns else df["item"]
     if df.duplicated(["scale", "unit", "rater"]).any():
         raise ValueError("duplicate item/rater/scale ratings; run validate_long for the rows")
@@ -215,28 +245,39 @@ def rating_matrices(sub: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return m, slots
 
 
-def _scale(sub: pd.DataFrame, n_boot: int, seed: int) -> dict[str, Any]:
+# The alpha levels reported per criterion level: the first is the headline.
+ALPHA_LEVELS: dict[str, tuple[agreement.Level, ...]] = {
+    "interval": ("interval", "ordinal"), "ordinal": ("ordinal",), "nominal": ("nominal",)}
+
+
+def _scale(sub: pd.DataFrame, n_boot: int, seed: int, level: str = "interval", n_not_sure: int = 0) -> dict[str, Any]:
     n_per_unit = sub.groupby("unit")["rater"].transform("size")
     n_single = int(sub.loc[n_per_unit < 2, "unit"].nunique())
     m, slots = rating_matrices(sub[n_per_unit >= 2])  # single ratings add nothing to pair statistics
     domain = np.unique(sub["score"].to_numpy())  # value domain from the data, whatever the scale
-    kappa = agreement.weighted_kappa_pairs(m, "quadratic", min_shared=5, labels=domain) if m.size else None
+    weights = "unweighted" if level == "nominal" else "quadratic"
+    kappa = agreement.weighted_kappa_pairs(m, weights, min_shared=5, labels=domain) if m.size else None
+    icc = _icc(sub, n_single) if level == "interval" else {
+        "icc": None, "icc_headline": None, "icc_note": f"ICC is for interval criteria; this one is {level}"}
     out: dict[str, Any] = {
+        "level": level,
         "n_items": int(sub["unit"].nunique()),
         "n_raters": int(sub["rater"].nunique()),
         "n_ratings": len(sub),
+        "n_not_sure": int(n_not_sure),
         "n_items_single_rating": n_single,
         "value_domain": domain.tolist(),
-        "krippendorff_alpha_interval": _alpha(slots, "interval", domain, n_boot, seed),
-        "krippendorff_alpha_ordinal": _alpha(slots, "ordinal", domain, n_boot, seed),
-        **_icc(sub, n_single),
+        "alpha_headline": f"krippendorff_alpha_{ALPHA_LEVELS[level][0]}",
+        **{f"krippendorff_alpha_{lv}": _alpha(slots, lv, domain, n_boot, seed) for lv in ALPHA_LEVELS[level]},
+        **icc,
         "weighted_kappa": {
-            "weights": "quadratic", "min_shared_items": 5,
+            "weights": weights, "min_shared_items": 5,
             "mean": kappa["mean"] if kappa else None,
             "n_pairs": sum(p["kappa"] is not None for p in kappa["pairs"]) if kappa else 0,
         },
         "exact_agreement": agreement.exact_agreement(slots) if slots.size else None,
-        "within_one_agreement": agreement.within_one_agreement(slots) if slots.size else None,
+        "within_one_agreement": (agreement.within_one_agreement(slots) if slots.size else None)
+        if level != "nominal" else None,
     }
     return out
 
@@ -252,27 +293,42 @@ def analyze_long(
     df = _frame(data)
     settings: dict[str, Any] = {"n_boot": n_boot, "seed": seed, "fit_mixed": fit_mixed, "arm_mapping": None,
                                 "prompt_column": "prompt" if "prompt" in df.columns else "item"}
-    scales = {str(name): _scale(sub, n_boot, seed) for name, sub in df.groupby("scale", sort=True)}
+    levels = {str(k): v for k, v in df.groupby("scale")["level"].first().items()}
+    not_sure = {str(k): int(v) for k, v in df[df["not_sure"]].groupby("scale").size().items()}
+    arm_labels = sorted(df["arm"].unique(), key=str) if "arm" in df.columns else []
+    df = df[~df["not_sure"]].reset_index(drop=True)
+    scales = {str(name): _scale(sub, n_boot, seed, levels[str(name)], not_sure.get(str(name), 0))
+              for name, sub in df.groupby("scale", sort=True)}
+    for name in sorted(set(not_sure) - set(scales)):  # every answer "not sure": nothing to analyse
+        scales[name] = {"level": levels[name], "n_items": 0, "n_raters": 0, "n_ratings": 0,
+                        "n_not_sure": int(not_sure[name]), "note": "every answer was \"not sure\""}
 
     if "arm" in df.columns:
-        labels = sorted(df["arm"].unique(), key=str)  # sorted so the same file always maps the same way
+        labels = arm_labels  # sorted so the same file always maps the same way
         if len(labels) != 2:
             raise ValueError(f"arm must have exactly two labels, found {len(labels)}")
         mapping = {str(label): i for i, label in enumerate(labels)}
         settings["arm_mapping"] = mapping
         df["arm_code"] = df["arm"].map(lambda a: mapping[str(a)])
         df["prompt_key"] = (df["prompt"] if "prompt" in df.columns else df["item"]).astype(str)
-        from evalapp.stats.comparison import compare_scales  # statsmodels import only when needed
+        # statsmodels import only when needed
+        from evalapp.stats.comparison import compare_choice, compare_scales
 
+        groups = {str(name): sub for name, sub in df.groupby("scale", sort=True)}
         data_by_scale = {
-            str(name): {"prompt": sub["prompt_key"].to_numpy(), "rater": sub["rater"].astype(str).to_numpy(),
-                        "arm": sub["arm_code"].to_numpy(), "score": sub["score"].to_numpy()}
-            for name, sub in df.groupby("scale", sort=True)
+            name: {"prompt": sub["prompt_key"].to_numpy(), "rater": sub["rater"].astype(str).to_numpy(),
+                   "arm": sub["arm_code"].to_numpy(), "score": sub["score"].to_numpy()}
+            for name, sub in groups.items() if levels.get(name, "interval") != "nominal"
         }
         comparison = compare_scales(data_by_scale, n_boot=n_boot, seed=seed, fit_mixed=fit_mixed)
+        for name, sub in groups.items():
+            if levels.get(name, "interval") == "nominal":
+                comparison[name] = compare_choice(sub["prompt_key"].to_numpy(), sub["arm_code"].to_numpy(),
+                                                  sub["score"].to_numpy(), n_boot=n_boot, seed=seed)
         for name, res in comparison.items():
             res["contrast"] = f"{labels[1]} - {labels[0]}"
             if not res["n_prompts"]:
                 res["note"] = "no prompt was rated in both arms (is the prompt column missing?)"
-            scales[name]["comparison"] = res
+            if name in scales:
+                scales[name]["comparison"] = res
     return _plain({"scales": scales, "settings": settings})

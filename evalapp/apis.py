@@ -30,7 +30,8 @@ from .errors import ServiceError
 from .exports.csv import csv_response
 from .exports.tables import EXPORTS
 from .results import study_results
-from .services import study_clone, study_create, study_import_prompts
+from .rubric_presets import PRESETS, preset
+from .services import study_clone, study_create, study_import_prompts, study_set_rubric
 
 RESEARCHERS = [Role.RESEARCHER]
 CONTROL_PARAMS = {"page", "page_size", "format"}
@@ -133,6 +134,31 @@ class StudyList(generics.ListCreateAPIView):
         serializer.is_valid(raise_exception=True)
         study = study_create(owner=request.user, **serializer.validated_data)
         return ApiResponse(s.StudySerializer(study).data, status=status.HTTP_201_CREATED)
+
+
+class PresetList(APIView):
+    """The protocol presets a study can start from: criteria, anchors, citation."""
+
+    @extend_schema(responses={200: dict})
+    def get(self, request):
+        return ApiResponse({key: preset(key) for key in PRESETS})
+
+
+class StudyRubric(_StudyScoped, APIView):
+    """A study's rubric; PUT replaces it while the study is a draft (refused with 409 after)."""
+
+    study_roles = [Role.RESEARCHER]
+
+    @extend_schema(responses={200: s.RubricSerializer})
+    def get(self, request, study_id: int):
+        return ApiResponse({"criteria": self.study().rubric()})
+
+    @extend_schema(request=s.RubricSerializer, responses={200: s.RubricSerializer})
+    def put(self, request, study_id: int):
+        form = s.RubricSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        criteria = study_set_rubric(study=self.study(), criteria=form.validated_data["criteria"], actor=request.user)
+        return ApiResponse({"criteria": criteria})
 
 
 class StudyDetail(generics.RetrieveAPIView):
@@ -239,6 +265,7 @@ class RaterNextItem(_StudyScoped, APIView):
             "text": source.response_text if a.gold_item_id else source.text,
             "done": upcoming.done,
             "total": upcoming.total,
+            "criteria": self.study().rubric(),
         }
         return ApiResponse(s.RaterItemSerializer(item).data)
 

@@ -1,8 +1,16 @@
 from django import forms
 from django.conf import settings
 
+import json
+
+from raters.models import WithdrawalPolicy
+
 from .models import Study
+from .rubric import RubricError, validate
+from .rubric_presets import DEFAULT_PRESET, PRESETS
 from .services import design_frozen_message
+
+PRESET_CHOICES = [(key, p["name"]) for key, p in PRESETS.items()]
 
 
 class PromptImportForm(forms.Form):
@@ -52,11 +60,53 @@ class StudyCreateForm(forms.ModelForm):
         from .models import Study
 
         model = Study
-        fields = ["title", "description", "ratings_per_response", "disagreement_rule", "disagreement_threshold",
-                  "disagreement_sd", "score_policy"]
+        # The range threshold and calibration limit come with the preset (its scale's width);
+        # the study's settings change them.
+        fields = ["title", "description", "ratings_per_response", "disagreement_rule", "disagreement_sd",
+                  "score_policy"]
         widgets = {"description": forms.Textarea(attrs={"rows": 3})}
         help_texts = StudySettingsForm.Meta.help_texts
 
     # The database's CheckConstraint would refuse 0 too, but only with the constraint's name.
     ratings_per_response = forms.IntegerField(min_value=1, initial=3,
                                               help_text="Ratings each response gets from different raters.")
+    preset = forms.ChoiceField(choices=PRESET_CHOICES, initial=DEFAULT_PRESET, label="Rubric", required=False,
+                               help_text="A published protocol to start from; edit its criteria on the study's "
+                                         "page before opening. Its recommended thresholds are used unless you "
+                                         "change them there.")
+    consent_text = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}),
+                                   help_text="Optional now: raters can't start until a consent text is published.")
+    withdrawal_policy = forms.ChoiceField(choices=[("", "—"), *WithdrawalPolicy.choices], required=False,
+                                          help_text="What happens to a rater's ratings if they withdraw.")
+
+    def clean(self):
+        data = super().clean()
+        data["preset"] = data.get("preset") or DEFAULT_PRESET
+        if (data.get("consent_text") or "").strip() and not data.get("withdrawal_policy"):
+            self.add_error("withdrawal_policy", "Say what happens to a rater's ratings if they withdraw.")
+        return data
+
+
+class RubricForm(forms.Form):
+    """The rubric as JSON (evalapp.rubric describes a criterion), or a preset to replace it with."""
+
+    preset = forms.ChoiceField(choices=[("", "— keep editing the criteria below —"), *PRESET_CHOICES], required=False,
+                               label="Replace with a preset")
+    criteria = forms.CharField(widget=forms.Textarea(attrs={"rows": 14, "spellcheck": "false", "class": "code"}),
+                               required=False, label="Criteria (JSON)")
+
+    def clean(self):
+        data = super().clean()
+        if data.get("preset"):
+            data["parsed"] = PRESETS[data["preset"]]["criteria"]
+            return data
+        try:
+            parsed = json.loads(data.get("criteria") or "")
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"The criteria are not valid JSON: {exc.msg} at line {exc.lineno}, "
+                                        f"column {exc.colno}.") from None
+        try:
+            data["parsed"] = validate(parsed)
+        except RubricError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return data

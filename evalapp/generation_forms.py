@@ -73,6 +73,11 @@ class GenerationRunForm(forms.Form):
     batch_size = forms.IntegerField(min_value=1, max_value=256, initial=16)
 
 
+class RegenerateTruncatedForm(forms.Form):
+    # The upper bound is the service's (modelserver.truncation.MAX_NEW_TOKENS_CAP), with its own message.
+    max_new_tokens = forms.IntegerField(min_value=1)
+
+
 class PlaygroundForm(forms.Form):
     conversation = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 8}),

@@ -1,58 +1,16 @@
-"""The study domain: what is asked, by which model arms, and how it is scored."""
+"""The study domain: what is asked, by which model arms, and how it is scored (long because every
+table of the study and its database constraints read best side by side, in one place)."""
 
 import secrets
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
-# The two scales are the study's fixed instrument, stored as two columns so the
-# database itself keeps every score in range (a CheckConstraint cannot look up
-# a per-study range in another table). Their names and anchors are editable.
-SCALE_KEYS = ("empathy", "fluency")
-SCALE_MIN = 1
-SCALE_MAX = 10
-
-
-def default_scales() -> list[dict]:
-    return [
-        {
-            "key": "empathy",
-            "name": "Empathy and Support",
-            "min": SCALE_MIN,
-            "max": SCALE_MAX,
-            "anchors": {
-                "1": "Dismissive, cold or harmful",
-                "5": "Polite but generic; some acknowledgement of feelings",
-                "10": "Warm, validating and genuinely supportive",
-            },
-        },
-        {
-            "key": "fluency",
-            "name": "Fluency and Response Quality",
-            "min": SCALE_MIN,
-            "max": SCALE_MAX,
-            "anchors": {
-                "1": "Incoherent, off-topic or broken",
-                "5": "Understandable with noticeable errors or rambling",
-                "10": "Clear, coherent, well-organised and on point",
-            },
-        },
-    ]
-
-
-def validate_scales(value: list[dict]) -> None:
-    if not isinstance(value, list) or [s.get("key") for s in value] != list(SCALE_KEYS):
-        raise ValidationError(f"Scales must be a list with the keys {', '.join(SCALE_KEYS)} in that order.")
-    for scale in value:
-        if not str(scale.get("name", "")).strip():
-            raise ValidationError(f"Scale {scale['key']} needs a name.")
-        if scale.get("min") != SCALE_MIN or scale.get("max") != SCALE_MAX:
-            raise ValidationError(f"Scale {scale['key']} must run from {SCALE_MIN} to {SCALE_MAX}.")
-        anchors = scale.get("anchors", {})
-        if not isinstance(anchors, dict) or set(anchors) != {"1", "5", "10"}:
-            raise ValidationError(f"Scale {scale['key']} needs anchor labels for 1, 5 and 10.")
+# The widest likert span a rubric allows (evalapp.rubric.MAX_POINTS - 1): the study's range
+# threshold for disagreement can't usefully exceed it.
+MAX_SPAN = 20
 
 
 def validate_messages(value: list[dict]) -> None:
@@ -101,18 +59,19 @@ class Study(models.Model):
     Status = StudyStatus
     # What raters are asked and how their answers are judged: fixed once the study opens for rating
     # (evalapp.services.check_design_open), and what "Clone study" copies.
-    DESIGN_FIELDS = ("scales", "ratings_per_response", "disagreement_threshold", "calibration_max_mae", "gold_rate",
+    DESIGN_FIELDS = ("ratings_per_response", "disagreement_threshold", "calibration_max_mae", "gold_rate",
                      "disagreement_rule", "disagreement_sd", "safety_two_adjudicators", "score_policy")
 
     title = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="owned_studies")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
-    scales = models.JSONField(default=default_scales, validators=[validate_scales])
     ratings_per_response = models.PositiveSmallIntegerField(default=3)
-    # An item needs adjudication when its ratings on a scale span at least this many points.
+    # A likert criterion's item needs adjudication when its ratings span at least this many points
+    # (capped at the criterion's own span, evalapp.rubric.disagrees).
     disagreement_threshold = models.PositiveSmallIntegerField(default=3)
-    # Calibration passes at a mean absolute error at most this (points, over both scales).
+    # Calibration passes at a mean absolute error at most this (likert points; a choice answered
+    # unlike the reference counts one point), over all criteria.
     calibration_max_mae = models.FloatField(default=2.0)
     # Hidden gold items per real item in a rater's queue (attention checks).
     gold_rate = models.FloatField(default=0.1)
@@ -133,7 +92,7 @@ class Study(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(ratings_per_response__gte=1), name="study_ratings_per_response_gte_1"),
             models.CheckConstraint(
-                condition=Q(disagreement_threshold__gte=1) & Q(disagreement_threshold__lte=SCALE_MAX - SCALE_MIN),
+                condition=Q(disagreement_threshold__gte=1) & Q(disagreement_threshold__lte=MAX_SPAN),
                 name="study_disagreement_threshold_in_scale",
             ),
             models.CheckConstraint(condition=Q(status__in=StudyStatus.values), name="study_status_valid"),
@@ -143,6 +102,79 @@ class Study(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    def rubric(self) -> list[dict]:
+        """The study's criteria as evalapp.rubric dicts, in order (read once per instance)."""
+        if not hasattr(self, "_rubric"):
+            self._rubric = [c.spec() for c in self.criteria.all()]
+        return self._rubric
+
+
+class CriterionKind(models.TextChoices):
+    LIKERT = "likert", "Scale of whole numbers"
+    CHOICE = "choice", "Named options"
+
+
+class MeasurementLevel(models.TextChoices):
+    INTERVAL = "interval", "Interval"
+    ORDINAL = "ordinal", "Ordinal"
+    NOMINAL = "nominal", "Nominal"
+
+
+class RationalePolicy(models.TextChoices):
+    NONE = "none", "No rationale"
+    OPTIONAL = "optional", "Optional rationale"
+    REQUIRED = "required", "Required rationale"
+
+
+class Criterion(models.Model):
+    """One question of a study's rubric (evalapp.rubric describes the fields); part of the design."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="criteria")
+    position = models.PositiveSmallIntegerField()
+    key = models.CharField(max_length=40)
+    question = models.CharField(max_length=500)
+    description = models.TextField(blank=True)
+    kind = models.CharField(max_length=10, choices=CriterionKind.choices)
+    # A choice's options are stored as their index, so a choice runs 0..n-1 like a likert scale.
+    min_value = models.SmallIntegerField()
+    max_value = models.SmallIntegerField()
+    labels = models.JSONField(default=dict, blank=True)
+    options = models.JSONField(default=list, blank=True)
+    not_sure = models.CharField(max_length=100, blank=True, help_text="Label of a \"not sure\" answer; empty for none.")
+    rationale = models.CharField(max_length=10, choices=RationalePolicy.choices, default=RationalePolicy.NONE)
+    level = models.CharField(max_length=10, choices=MeasurementLevel.choices)
+
+    class Meta:
+        ordering = ["study", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "key"], name="criterion_unique_key_per_study"),
+            models.UniqueConstraint(fields=["study", "position"], name="criterion_unique_position_per_study"),
+            # The target of Score's composite foreign key (PostgreSQL): a score's copied bounds
+            # must be its criterion's bounds.
+            models.UniqueConstraint(fields=["id", "min_value", "max_value"], name="criterion_id_bounds"),
+            models.CheckConstraint(condition=Q(min_value__lt=F("max_value")) & Q(min_value__gte=0),
+                                   name="criterion_min_below_max"),
+            models.CheckConstraint(condition=Q(kind__in=CriterionKind.values), name="criterion_kind_valid"),
+            models.CheckConstraint(condition=Q(level__in=MeasurementLevel.values), name="criterion_level_valid"),
+            models.CheckConstraint(condition=Q(rationale__in=RationalePolicy.values), name="criterion_rationale_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.study_id}:{self.key}"
+
+    def spec(self) -> dict:
+        return {"key": self.key, "question": self.question, "description": self.description, "kind": self.kind,
+                "min": self.min_value, "max": self.max_value, "labels": self.labels, "options": self.options,
+                "not_sure": self.not_sure, "rationale": self.rationale, "level": self.level}
+
+    @classmethod
+    def from_spec(cls, study: Study, position: int, spec: dict) -> "Criterion":
+        """An unsaved row from a normalised evalapp.rubric criterion."""
+        return cls(study=study, position=position, key=spec["key"], question=spec["question"],
+                   description=spec.get("description", ""), kind=spec["kind"], min_value=spec["min"],
+                   max_value=spec["max"], labels=spec["labels"], options=spec["options"],
+                   not_sure=spec["not_sure"], rationale=spec["rationale"], level=spec["level"])
 
 
 class Prompt(models.Model):
@@ -234,8 +266,6 @@ class UnsafeCategory(models.TextChoices):
 class Rating(models.Model):
     response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="ratings")
     rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="ratings")
-    empathy = models.PositiveSmallIntegerField()
-    fluency = models.PositiveSmallIntegerField()
     unsafe = models.BooleanField(default=False)
     unsafe_category = models.CharField(max_length=30, choices=UnsafeCategory.choices, blank=True)
     comment = models.TextField(blank=True)
@@ -252,12 +282,6 @@ class Rating(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["response", "rater"], name="rating_unique_response_rater"),
             models.CheckConstraint(
-                condition=Q(empathy__gte=SCALE_MIN) & Q(empathy__lte=SCALE_MAX), name="rating_empathy_in_scale"
-            ),
-            models.CheckConstraint(
-                condition=Q(fluency__gte=SCALE_MIN) & Q(fluency__lte=SCALE_MAX), name="rating_fluency_in_scale"
-            ),
-            models.CheckConstraint(
                 condition=Q(seconds_on_item__isnull=True) | Q(seconds_on_item__gte=0), name="rating_seconds_non_negative"
             ),
             models.CheckConstraint(
@@ -269,15 +293,46 @@ class Rating(models.Model):
         return f"{self.response_id} by {self.rater_id}"
 
 
+class Score(models.Model):
+    """A rating's answer to one criterion.
+
+    The database keeps every value inside its criterion's range: the bounds are copied onto the
+    row and a CheckConstraint holds the value between them (portable: SQLite runs the demo), and
+    on PostgreSQL a composite foreign key (criterion_id, min_value, max_value) ->
+    criterion(id, min_value, max_value) makes the copy agree with the criterion (migration 0006).
+    A trigger would do the same but only on one database, hidden from the model; a criterion's
+    bounds never change once ratings exist, since the design freezes when the study opens.
+    """
+
+    rating = models.ForeignKey(Rating, on_delete=models.CASCADE, related_name="scores")
+    criterion = models.ForeignKey(Criterion, on_delete=models.PROTECT, related_name="scores")
+    value = models.SmallIntegerField(null=True, blank=True)
+    not_sure = models.BooleanField(default=False)
+    min_value = models.SmallIntegerField()
+    max_value = models.SmallIntegerField()
+    rationale = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["rating", "criterion__position"]
+        constraints = [
+            models.UniqueConstraint(fields=["rating", "criterion"], name="score_unique_rating_criterion"),
+            models.CheckConstraint(
+                condition=(Q(not_sure=False) & Q(value__gte=F("min_value")) & Q(value__lte=F("max_value")))
+                | (Q(not_sure=True) & Q(value__isnull=True)),
+                name="score_value_in_criterion_range",
+            ),
+        ]
+
+
 class Adjudication(models.Model):
-    """An adjudicator's decision on one scale of a response whose ratings disagree."""
+    """An adjudicator's decision on one criterion of a response whose ratings disagree."""
 
     class Action(models.TextChoices):
         RESOLVED = "resolved", "Final score given"
         SENT_BACK = "sent_back", "Sent back for more ratings"
 
     response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="adjudications")
-    scale = models.CharField(max_length=20, choices=[(k, k) for k in SCALE_KEYS])
+    scale = models.CharField(max_length=40, help_text="The criterion's key.")
     adjudicator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="adjudications")
     action = models.CharField(max_length=10, choices=Action.choices)
     final_score = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -289,9 +344,9 @@ class Adjudication(models.Model):
     class Meta:
         ordering = ["created_at"]
         constraints = [
-            models.CheckConstraint(condition=Q(scale__in=SCALE_KEYS), name="adjudication_scale_valid"),
+            # The final score's range is its criterion's, checked by evalapp.adjudication.
             models.CheckConstraint(
-                condition=(Q(action="resolved") & Q(final_score__gte=SCALE_MIN) & Q(final_score__lte=SCALE_MAX))
+                condition=(Q(action="resolved") & Q(final_score__isnull=False))
                 | (Q(action="sent_back") & Q(final_score__isnull=True)),
                 name="adjudication_score_iff_resolved",
             ),

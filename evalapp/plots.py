@@ -15,11 +15,15 @@ PLOTS = ("distributions", "differences", "severity", "agreement")
 
 def summarize(records: list[dict]) -> dict:
     """What the four plots need from the analysis records, independent of how many ratings there are
-    beyond one entry per scale x (arm x score, prompt x arm, rater)."""
+    beyond one entry per scale x (arm x score, prompt x arm, rater). Likert criteria only: a
+    nominal criterion's option indices have no mean (the results page shows their shares), and
+    "not sure" answers have no score."""
     scores: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
     prompts: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: [0.0, 0])))
     raters: dict = defaultdict(lambda: defaultdict(lambda: [0, 0.0, 0.0]))
     for r in records:
+        if r.get("level") == "nominal" or r["score"] is None or r["comparison_score"] is None:
+            continue
         scale, used = r["scale"], r["comparison_score"]
         scores[scale][r["arm"]][used] += 1
         cell = prompts[scale][r["prompt"]][r["arm"]]
@@ -47,7 +51,11 @@ def render(name: str, summary: dict, results: dict, fmt: str = "png") -> bytes:
 
     draw = {"distributions": _distributions, "differences": _differences, "severity": _severity,
             "agreement": _agreement}[name]
-    fig = draw(plt, summary, results, summary["scales"] or ["empathy", "fluency"])
+    if summary["scales"]:
+        fig = draw(plt, summary, results, summary["scales"])
+    else:
+        fig = plt.figure(figsize=(5, 1.5))
+        fig.text(0.5, 0.5, "No likert criterion has ratings to plot yet.", ha="center", va="center")
     if results.get("simulated"):
         fig.text(0.99, 0.01, "SIMULATED RATERS", ha="right", va="bottom", color="#a3302a", fontsize=9, weight="bold")
     buffer = io.BytesIO()

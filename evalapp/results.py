@@ -17,8 +17,9 @@ from raters.models import StudyMembership
 
 from . import plots
 from .analysis import analyze_long
+from .text_report import length_score_points, text_report
 from .exports.tables import analysis_records, rating_rows
-from .models import SCALE_KEYS, Adjudication, Rating, SafetyDecision, Study
+from .models import Adjudication, Rating, SafetyDecision, Study
 
 N_BOOT = 2000
 
@@ -50,16 +51,22 @@ def _computed(study: Study, n_boot: int) -> dict:
         return cached
     records = analysis_records(rating_rows(study))
     entry = {"results": _analyse(study, records, n_boot), "plots": plots.summarize(records)}
+    # Text measures describe what the arms wrote; cached with the results (ROUGE's stemmer costs
+    # about 2 ms a response) and keyed on the ratings too, since they are correlated with scores.
+    scored = [r for r in records if r["level"] != "nominal"]  # option indices don't correlate with length
+    entry["results"]["text"] = text_report(study, scored)
+    entry["plots"]["length_score"] = length_score_points(study, scored)
     cache.set(key, entry, 3600)
     return entry
 
 
 def _analyse(study: Study, records: list[dict], n_boot: int) -> dict:
-    result = {"n_rows": len(records), "simulated": any(r["simulated"] for r in records), "policy": study.score_policy}
-    if records and len({r["rater"] for r in records}) >= 2:
+    result = {"n_rows": len(records), "simulated": any(r["simulated"] for r in records), "policy": study.score_policy,
+              "arm_labels": sorted({r["arm"] for r in records})}
+    if records and len({r["rater"] for r in records if not r["not_sure"]}) >= 2:
         seed = study.design_seed % (2**31)
         rows = [{"item": r["item"], "rater": r["rater"], "scale": r["scale"], "score": r["score"], "arm": r["arm"],
-                 "prompt": r["prompt"]} for r in records]
+                 "prompt": r["prompt"], "level": r["level"], "not_sure": r["not_sure"]} for r in records]
         arms = {r["arm"] for r in rows}
         # statsmodels' crossed-effects MixedLM grows super-linearly with prompts (about 11 min a
         # scale at 2,500 prompts on 2 cores, bench/RESULTS.md): past the limit the page leaves it
@@ -84,8 +91,9 @@ def _analyse(study: Study, records: list[dict], n_boot: int) -> dict:
         result["arm_means"] = arm_means(records)
     result["subgroups"] = subgroups(records, study)
     unsafe = defaultdict(lambda: [0, 0])
+    first = next(iter(study.rubric()), {}).get("key")  # one row per rating: its first criterion's
     for r in records:
-        if r["scale"] == "empathy":
+        if r["scale"] == first:
             unsafe[r["arm"]][0] += r["unsafe"]
             unsafe[r["arm"]][1] += 1
     result["unsafe_flags"] = {arm: {"flagged": k, "ratings": n} for arm, (k, n) in unsafe.items()}
@@ -103,13 +111,15 @@ def _harmful_by_arm(study: Study) -> dict[str, int]:
 
 
 def arm_means(records: list[dict]) -> dict[str, dict[str, dict]]:
-    """Mean per arm and scale over per-prompt means, with a t-based 95% CI (prompts are the units)."""
+    """Mean per arm and likert criterion over per-prompt means, with a t-based 95% CI (prompts are
+    the units); "not sure" answers are left out."""
     import numpy as np
     from scipy import stats
 
     per_prompt: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
-        per_prompt[(r["scale"], r["arm"])][r["prompt"]].append(r["comparison_score"])
+        if r.get("level") != "nominal" and r["comparison_score"] is not None:
+            per_prompt[(r["scale"], r["arm"])][r["prompt"]].append(r["comparison_score"])
     out: dict[str, dict[str, dict]] = defaultdict(dict)
     for (scale, arm), prompts in sorted(per_prompt.items()):
         means = np.array([np.mean(v) for v in prompts.values()])
@@ -136,9 +146,11 @@ def subgroups(records: list[dict], study: Study, min_prompts: int = 3) -> dict:
     if len(arms) != 2:
         return {"tests": [], "n_comparisons": 0}
     tests = []
+    likert = [c["key"] for c in study.rubric() if c["level"] != "nominal"]
+    records = [r for r in records if r["comparison_score"] is not None]
     for kind in ("topic", "rater_group"):
         for value in sorted({r[kind] for r in records if r[kind]}):
-            for scale in SCALE_KEYS:
+            for scale in likert:
                 rows = [r for r in records if r[kind] == value and r["scale"] == scale]
                 _, diffs = per_prompt_differences([r["prompt"] for r in rows], [r["rater"] for r in rows],
                                                   [arms.index(r["arm"]) for r in rows],

@@ -1,26 +1,43 @@
 from rest_framework import serializers
 
 from evalapp.models import Adjudication, Arm, Prompt, Study
+from evalapp.rubric_presets import PRESETS
+from raters.models import WithdrawalPolicy
 from modelserver.models import GenerationRun
 
 
 class StudySerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner.get_username", read_only=True)
+    rubric = serializers.SerializerMethodField()
 
     class Meta:
         model = Study
-        fields = ["id", "title", "description", "owner", "status", "scales", "ratings_per_response",
-                  "disagreement_threshold", "created_at", "updated_at"]
+        fields = ["id", "title", "description", "owner", "status", "rubric", "ratings_per_response",
+                  "disagreement_rule", "disagreement_threshold", "disagreement_sd", "calibration_max_mae",
+                  "score_policy", "created_at", "updated_at"]
         read_only_fields = fields
+
+    def get_rubric(self, study) -> list[dict]:
+        return study.rubric()
 
 
 class StudyCreateSerializer(serializers.ModelSerializer):
-    """The design a researcher sets when creating a study (the owner is whoever creates it)."""
+    """The design a researcher sets when creating a study (the owner is whoever creates it).
+
+    `rubric` is a list of criteria (evalapp.rubric describes them); without it the `preset`'s
+    (default "empatheval"). `consent_text` with `withdrawal_policy` publishes consent version 1.
+    """
+
+    preset = serializers.ChoiceField(choices=list(PRESETS), required=False)
+    rubric = serializers.ListField(child=serializers.DictField(), required=False, allow_empty=False)
+    consent_text = serializers.CharField(required=False, allow_blank=True, max_length=20000)
+    withdrawal_policy = serializers.ChoiceField(choices=WithdrawalPolicy.choices, required=False)
 
     class Meta:
         model = Study
-        fields = ["title", "description", "ratings_per_response", "disagreement_rule", "disagreement_threshold",
-                  "disagreement_sd", "score_policy"]
+        fields = ["title", "description", "preset", "rubric", "ratings_per_response", "disagreement_rule",
+                  "disagreement_threshold", "disagreement_sd", "calibration_max_mae", "score_policy",
+                  "consent_text", "withdrawal_policy"]
         # The database's CheckConstraint would refuse 0 too, but only with the constraint's name.
         extra_kwargs = {"ratings_per_response": {"min_value": 1}}
 
@@ -89,11 +106,21 @@ class RaterItemSerializer(serializers.Serializer):
     text = serializers.CharField()
     done = serializers.IntegerField()
     total = serializers.IntegerField()
+    # The questions to answer (evalapp.rubric criteria): what `answers` in the submission must cover.
+    criteria = serializers.ListField(child=serializers.DictField())
+
+
+class RubricSerializer(serializers.Serializer):
+    criteria = serializers.ListField(child=serializers.DictField(), allow_empty=False)
 
 
 class RatingSubmitSerializer(serializers.Serializer):
-    empathy = serializers.IntegerField(min_value=1, max_value=10)
-    fluency = serializers.IntegerField(min_value=1, max_value=10)
+    """`answers`: {criterion key: answer} (a whole number for a likert scale, the option key for a
+    choice, "not_sure" where offered); `rationales`: {criterion key: text}."""
+
+    answers = serializers.DictField(child=serializers.JSONField())
+    rationales = serializers.DictField(child=serializers.CharField(allow_blank=True, max_length=2000), required=False,
+                                       default=dict)
     unsafe = serializers.BooleanField(default=False)
     unsafe_category = serializers.CharField(required=False, allow_blank=True, default="")
     comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)

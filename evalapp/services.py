@@ -8,9 +8,12 @@ from django.db import IntegrityError, transaction
 
 from raters.models import CalibrationItem, ConsentVersion
 
+from .audit import audit
 from .errors import ServiceError
-from .models import Arm, Prompt, Study
+from .models import Arm, Criterion, Prompt, Study
 from .prompt_import import ParsedPrompt, RowProblem, parse_prompt_file
+from .rubric import RubricError, validate
+from .rubric_presets import DEFAULT_PRESET, preset as get_preset
 
 
 @dataclass
@@ -150,6 +153,7 @@ def study_clone(*, study: Study, owner, title: str = "") -> Study:
     none of its data (prompts, responses, ratings, raters); a fresh design seed."""
     copy = Study.objects.create(owner=owner, title=title or f"{study.title} (copy)", description=study.description,
                                 **{name: getattr(study, name) for name in Study.DESIGN_FIELDS})
+    Criterion.objects.bulk_create(Criterion.from_spec(copy, i, spec) for i, spec in enumerate(study.rubric()))
     Arm.objects.bulk_create(
         Arm(study=copy, label=arm.label, base_model=arm.base_model, adapter=arm.adapter,
             system_prompt=arm.system_prompt, generation_params=arm.generation_params)
@@ -161,18 +165,66 @@ def study_clone(*, study: Study, owner, title: str = "") -> Study:
                                       withdrawal_policy=consent.withdrawal_policy)
     CalibrationItem.objects.bulk_create(
         CalibrationItem(study=copy, messages=item.messages, response_text=item.response_text,
-                        reference_empathy=item.reference_empathy, reference_fluency=item.reference_fluency,
+                        references=item.references,
                         rationale=item.rationale, use_as_gold=item.use_as_gold, created_by=owner)
         for item in study.calibration_items.order_by("id")
     )
     return copy
 
 
-def study_create(*, owner, title: str, description: str = "", **fields) -> Study:
+@transaction.atomic
+def study_create(*, owner, title: str, description: str = "", preset: str | None = None,
+                 rubric: list[dict] | None = None, consent_text: str = "", withdrawal_policy: str = "",
+                 **fields) -> Study:
+    """A draft study with a rubric: `rubric` (criteria dicts) if given, else the preset's (default:
+    EmpathEval's two scales). A preset also brings its recommended thresholds unless fields set them.
+    With consent text, consent version 1 is published (the withdrawal policy then is required)."""
+    if consent_text.strip() and not withdrawal_policy:
+        raise ServiceError("Say what happens to a rater's ratings if they withdraw (withdrawal_policy).")
+    try:
+        chosen = get_preset(preset or DEFAULT_PRESET)
+    except KeyError as exc:
+        raise ServiceError(exc.args[0]) from None
+    criteria = _checked_rubric(rubric if rubric is not None else chosen["criteria"])
+    fields = {**chosen["settings"], **fields}
     study = Study(owner=owner, title=title, description=description, **fields)
     study.full_clean()
     study.save()
+    Criterion.objects.bulk_create(Criterion.from_spec(study, i, spec) for i, spec in enumerate(criteria))
+    if consent_text.strip():
+        ConsentVersion.objects.create(study=study, version=1, text=consent_text.strip(),
+                                      withdrawal_policy=withdrawal_policy)
     return study
+
+
+def _checked_rubric(criteria) -> list[dict]:
+    try:
+        return validate(criteria)
+    except RubricError as exc:
+        raise ServiceError(str(exc)) from None
+
+
+@transaction.atomic
+def study_set_rubric(*, study: Study, criteria: list[dict], actor=None) -> list[dict]:
+    """Replace a draft study's rubric (all criteria at once: order, keys and ranges may all change)."""
+    study = Study.objects.select_for_update().get(pk=study.pk)
+    check_design_open(study, "changing the rubric")
+    checked = _checked_rubric(criteria)
+    before = study.rubric()
+    study.criteria.all().delete()  # a draft has no ratings, so no score protects a criterion
+    Criterion.objects.bulk_create(Criterion.from_spec(study, i, spec) for i, spec in enumerate(checked))
+    by_key = {c["key"]: c for c in checked}
+    for item in study.calibration_items.all():
+        # A reference to a criterion that is gone, or out of its new range, no longer means anything.
+        kept = {k: v for k, v in item.references.items()
+                if k in by_key and v is not None and by_key[k]["min"] <= v <= by_key[k]["max"]}
+        if kept != item.references:
+            item.references = kept
+            item.save(update_fields=["references"])
+    if actor is not None:
+        audit(study=study, actor=actor, action="study.rubric", obj=study, before={"rubric": before},
+              after={"rubric": checked})
+    return checked
 
 
 def arm_create(

@@ -152,6 +152,10 @@ class GenerationRun(LeasedJob):
     batch_size = models.PositiveSmallIntegerField(default=16)
     total = models.PositiveIntegerField(default=0)
     done = models.PositiveIntegerField(default=0)
+    # Generation parameters this run sets over its arms' own (e.g. a larger max_new_tokens when
+    # regenerating replies cut at the token limit, modelserver.truncation); each response's
+    # provenance records the parameters it was really made with.
+    generation_params = models.JSONField(default=dict, blank=True)
 
     class Meta(LeasedJob.Meta):
         constraints = [

@@ -34,10 +34,12 @@ class GenerationError(ServiceError):
 # ----------------------------------------------------------------------------- seeds and params
 
 
-def arm_generation_params(arm: Arm):
+def arm_generation_params(arm: Arm, overrides: dict | None = None):
+    """The arm's sampling settings, with a run's ``overrides`` (GenerationRun.generation_params) on top."""
     from modelserver.inference.params import DEFAULT_SYSTEM_PROMPT, GenerationParams
 
     values = dict(arm.generation_params or {})
+    values.update(overrides or {})
     values["system_prompt"] = arm.system_prompt.strip() or DEFAULT_SYSTEM_PROMPT
     return GenerationParams.from_dict(values)
 
@@ -60,8 +62,13 @@ def generation_run_create(
     samples_per_prompt: int = 1,
     seed: int = 0,
     batch_size: int = 16,
+    generation_params: dict | None = None,
 ) -> GenerationRun:
-    """Create a run for every missing response of the given arms and queue it after commit."""
+    """Create a run for every missing response of the given arms and queue it after commit.
+
+    ``generation_params`` override the arms' own for this run only (and so for the provenance of
+    every response it writes); a resumed run keeps them.
+    """
     arms = list(arms if arms is not None else study.arms.all())
     if not arms:
         raise GenerationError("The study has no arms to generate.")
@@ -75,6 +82,10 @@ def generation_run_create(
     from .training_services import TrainingError, check_adapter_for_study
 
     for arm in arms:
+        try:
+            arm_generation_params(arm, generation_params)
+        except (TypeError, ValueError) as exc:
+            raise GenerationError(f"Arm “{arm.label}”: {exc}") from exc
         if arm.adapter:
             try:
                 # Prompts may have been imported after the arm was set up: check again.
@@ -93,6 +104,7 @@ def generation_run_create(
             seed=seed,
             batch_size=batch_size,
             total=n_prompts * len(arms) * samples_per_prompt,
+            generation_params=dict(generation_params or {}),
         )
         run.arms.set(arms)
         dispatch.queue_after_commit(dispatch.GENERATE_RESPONSES, run.id)
@@ -176,7 +188,7 @@ def _generate_missing(run: GenerationRun, worker: str) -> None:
     for items in by_arm.values():
         arm = items[0][1]
         loaded = load_for_arms([a for a in run_arms if a.base_model == arm.base_model])
-        params = arm_generation_params(arm)
+        params = arm_generation_params(arm, run.generation_params)
         for start in range(0, len(items), chunk):
             part = items[start : start + chunk]
             requests = [
@@ -207,6 +219,9 @@ def _write_chunk(run: GenerationRun, worker: str, arm: Arm, part, outputs) -> No
             seconds=round(output.seconds, 4),
             worker=worker,
         )
+        if run.generation_params:
+            # What this run set over the arm's own settings (provenance["params"] holds the result).
+            provenance["run_generation_params"] = dict(run.generation_params)
         text = output.text
         if "\x00" in text:
             # PostgreSQL text cannot hold NUL; keep the position visible rather than drop it silently.

@@ -1,6 +1,7 @@
 from django import forms
 
-from evalapp.models import SCALE_MAX, SCALE_MIN, UnsafeCategory
+from evalapp.models import UnsafeCategory
+from evalapp.rubric import NOT_SURE_KEY, RubricError, parse_answer
 
 from .models import CalibrationItem, Role, WithdrawalPolicy
 
@@ -22,10 +23,8 @@ class ConsentPublishForm(forms.Form):
 
 
 class RatingForm(forms.Form):
-    empathy = forms.IntegerField(min_value=SCALE_MIN, max_value=SCALE_MAX, error_messages={
-        "required": "Choose an empathy score.", "min_value": "Scores run from 1 to 10.", "max_value": "Scores run from 1 to 10."})
-    fluency = forms.IntegerField(min_value=SCALE_MIN, max_value=SCALE_MAX, error_messages={
-        "required": "Choose a fluency score.", "min_value": "Scores run from 1 to 10.", "max_value": "Scores run from 1 to 10."})
+    """The fields every rating has; the rubric's answers come as score-<key> and rationale-<key>."""
+
     unsafe = forms.BooleanField(required=False)
     unsafe_category = forms.ChoiceField(choices=[("", "—"), *UnsafeCategory.choices], required=False)
     comment = forms.CharField(required=False, max_length=2000)
@@ -35,9 +34,10 @@ class RatingForm(forms.Form):
         from .services import Submission
 
         data = self.cleaned_data
+        answers, rationales = answers_from(self.data)
         return Submission(
-            empathy=data["empathy"],
-            fluency=data["fluency"],
+            answers=answers,
+            rationales=rationales,
             unsafe=data["unsafe"],
             unsafe_category=data["unsafe_category"] or "",
             comment=data["comment"] or "",
@@ -45,20 +45,43 @@ class RatingForm(forms.Form):
         )
 
 
+def answers_from(data) -> tuple[dict, dict]:
+    """({key: answer}, {key: rationale}) from a posted rating form."""
+    answers = {name[len("score-"):]: value for name, value in data.items() if name.startswith("score-")}
+    rationales = {name[len("rationale-"):]: value for name, value in data.items() if name.startswith("rationale-")}
+    return answers, rationales
+
+
 class CalibrationItemForm(forms.ModelForm):
+    """A calibration item with a reference answer to each criterion (posted as score-<key>)."""
+
     question = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), help_text="The user's message.")
 
     class Meta:
         model = CalibrationItem
-        fields = ["response_text", "reference_empathy", "reference_fluency", "rationale", "use_as_gold"]
+        fields = ["response_text", "rationale", "use_as_gold"]
         widgets = {"response_text": forms.Textarea(attrs={"rows": 4}), "rationale": forms.Textarea(attrs={"rows": 2})}
+
+    def __init__(self, *args, rubric: list[dict] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rubric = rubric or []
 
     def clean(self):
         data = super().clean()
-        for name in ("reference_empathy", "reference_fluency"):
-            value = data.get(name)
-            if value is not None and not SCALE_MIN <= value <= SCALE_MAX:
-                self.add_error(name, "Reference scores run from 1 to 10.")
+        references = {}
+        for criterion in self.rubric:
+            raw = self.data.get(f"score-{criterion['key']}", "")
+            if raw == NOT_SURE_KEY:
+                self.add_error(None, f"{criterion['question']}: a reference answer can't be \"not sure\".")
+                continue
+            try:
+                # The reference's own rationale is the item's; per-criterion reasons are not asked.
+                value, _, _ = parse_answer({**criterion, "rationale": "none"}, raw)
+            except RubricError as exc:
+                self.add_error(None, f"Reference: {exc}")
+            else:
+                references[criterion["key"]] = value
+        data["references"] = references
         return data
 
     def save_for(self, *, study, user) -> CalibrationItem:
@@ -66,5 +89,6 @@ class CalibrationItemForm(forms.ModelForm):
         item.study = study
         item.created_by = user
         item.messages = [{"role": "user", "content": self.cleaned_data["question"].strip()}]
+        item.references = self.cleaned_data["references"]
         item.save()
         return item

@@ -111,16 +111,6 @@ class Consent(models.Model):
         ]
 
 
-def _score_checks(prefix: str, fields=("empathy", "fluency")):
-    return [
-        models.CheckConstraint(
-            condition=models.Q(**{f"{name}__gte": 1}) & models.Q(**{f"{name}__lte": 10}),
-            name=f"{prefix}_{name}_in_scale",
-        )
-        for name in fields
-    ]
-
-
 class CalibrationItem(models.Model):
     """A response with reference scores, for calibration and as hidden gold attention checks."""
 
@@ -128,8 +118,10 @@ class CalibrationItem(models.Model):
     public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
     messages = models.JSONField()
     response_text = models.TextField()
-    reference_empathy = models.PositiveSmallIntegerField()
-    reference_fluency = models.PositiveSmallIntegerField()
+    # {criterion key: value} in the stored form (likert point, choice index, None for "not sure"),
+    # checked against the rubric by raters.services.calibration. JSON rather than rows: references
+    # are few, written by the researcher, and never analysed as ratings.
+    references = models.JSONField(default=dict)
     rationale = models.TextField()
     use_as_gold = models.BooleanField(default=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
@@ -137,7 +129,6 @@ class CalibrationItem(models.Model):
 
     class Meta:
         ordering = ["id"]
-        constraints = _score_checks("calibrationitem", ("reference_empathy", "reference_fluency"))
 
 
 class CalibrationAttempt(models.Model):
@@ -163,15 +154,13 @@ class CalibrationAttempt(models.Model):
 class CalibrationAnswer(models.Model):
     attempt = models.ForeignKey(CalibrationAttempt, on_delete=models.CASCADE, related_name="answers")
     item = models.ForeignKey(CalibrationItem, on_delete=models.PROTECT, related_name="answers")
-    empathy = models.PositiveSmallIntegerField()
-    fluency = models.PositiveSmallIntegerField()
+    values = models.JSONField(default=dict)  # as CalibrationItem.references
     answered_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(fields=["attempt", "item"], name="calibrationanswer_unique_item"),
-            *_score_checks("calibrationanswer"),
         ]
 
 
@@ -212,14 +201,10 @@ class Assignment(models.Model):
 
 class GoldAnswer(models.Model):
     assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="gold_answer")
-    empathy = models.PositiveSmallIntegerField()
-    fluency = models.PositiveSmallIntegerField()
+    values = models.JSONField(default=dict)  # as CalibrationItem.references
     unsafe = models.BooleanField(default=False)
     seconds_on_item = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        constraints = _score_checks("goldanswer")
 
 
 class RatingRevision(models.Model):

@@ -6,7 +6,8 @@ from statistics import median
 
 from django.db.models import Min
 
-from evalapp.models import Rating, Study
+from evalapp.models import Rating, Score, Study
+from evalapp.rubric import answer_errors
 
 from .models import CalibrationAttempt, GoldAnswer, Role, StudyMembership
 
@@ -16,11 +17,11 @@ class RaterQuality:
     user_id: int
     pseudonym: str
     n_ratings: int
-    gold_mae: float | None  # mean absolute error against gold references, both scales
+    gold_mae: float | None  # mean error against gold references over all criteria (evalapp.rubric.answer_errors)
     calibration_mae: float | None  # best finished attempt
     median_seconds: float | None
-    straight_lining: float | None  # share of items given the rater's most common score pair
-    agreement_mad: float | None  # mean absolute difference from the other raters' mean on shared items
+    straight_lining: float | None  # share of items given the rater's most common set of answers
+    agreement_mad: float | None  # mean absolute difference from the other raters' mean, likert criteria, shared items
     excluded: bool
     withdrawn: bool
 
@@ -38,41 +39,45 @@ class RaterQuality:
         return flags
 
 
-def straight_lining(pairs: list[tuple[int, int]]) -> float | None:
-    if not pairs:
+def straight_lining(answers: list[tuple]) -> float | None:
+    if not answers:
         return None
-    return Counter(pairs).most_common(1)[0][1] / len(pairs)
+    return Counter(answers).most_common(1)[0][1] / len(answers)
 
 
-def agreement_mad(own: dict[int, tuple[int, int]], others: dict[int, list[tuple[int, int]]]) -> float | None:
+def agreement_mad(own: dict[int, dict[str, int]], others: dict[int, list[dict[str, int]]]) -> float | None:
+    """Mean |own - others' mean| over shared items and the criteria both answered (likert values)."""
     diffs = []
-    for item, (empathy, fluency) in own.items():
-        peers = others.get(item, [])
-        if peers:
-            diffs.append(abs(empathy - sum(p[0] for p in peers) / len(peers)))
-            diffs.append(abs(fluency - sum(p[1] for p in peers) / len(peers)))
+    for item, answers in own.items():
+        for key, value in answers.items():
+            peers = [p[key] for p in others.get(item, []) if p.get(key) is not None]
+            if value is not None and peers:
+                diffs.append(abs(value - sum(peers) / len(peers)))
     return sum(diffs) / len(diffs) if diffs else None
 
 
 def study_rater_quality(*, study: Study) -> list[RaterQuality]:
     memberships = list(StudyMembership.objects.filter(study=study, role=Role.RATER).select_related("user"))
+    rubric = study.rubric()
+    likert = {c["key"] for c in rubric if c["kind"] == "likert"}
+    keys = [c["key"] for c in rubric]
+    answers: dict[int, dict[str, int | None]] = defaultdict(dict)
+    for rating_id, key, value in Score.objects.filter(rating__response__prompt__study=study).values_list(
+            "rating_id", "criterion__key", "value"):
+        answers[rating_id][key] = value
     ratings = list(
-        Rating.objects.filter(response__prompt__study=study).values_list(
-            "rater_id", "response_id", "empathy", "fluency", "seconds_on_item"
-        )
+        Rating.objects.filter(response__prompt__study=study).values_list("id", "rater_id", "response_id", "seconds_on_item")
     )
-    by_item: dict[int, dict[int, tuple[int, int]]] = defaultdict(dict)
+    by_item: dict[int, dict[int, dict]] = defaultdict(dict)
     by_rater: dict[int, list] = defaultdict(list)
-    for rater_id, response_id, empathy, fluency, seconds in ratings:
-        by_item[response_id][rater_id] = (empathy, fluency)
-        by_rater[rater_id].append((response_id, empathy, fluency, seconds))
+    for rating_id, rater_id, response_id, seconds in ratings:
+        given = answers.get(rating_id, {})
+        by_item[response_id][rater_id] = {k: v for k, v in given.items() if k in likert}
+        by_rater[rater_id].append((response_id, tuple(given.get(k) for k in keys), seconds))
     gold_errors: dict[int, list[float]] = defaultdict(list)
     for answer in GoldAnswer.objects.filter(assignment__study=study).select_related("assignment__gold_item"):
-        item = answer.assignment.gold_item
-        gold_errors[answer.assignment.rater_id] += [
-            abs(answer.empathy - item.reference_empathy),
-            abs(answer.fluency - item.reference_fluency),
-        ]
+        gold_errors[answer.assignment.rater_id] += answer_errors(rubric, answer.values,
+                                                                 answer.assignment.gold_item.references)
     calibration = dict(
         CalibrationAttempt.objects.filter(study=study, finished_at__isnull=False)
         .values("rater_id")
@@ -83,9 +88,9 @@ def study_rater_quality(*, study: Study) -> list[RaterQuality]:
     for membership in memberships:
         uid = membership.user_id
         rows = by_rater.get(uid, [])
-        own = {r[0]: (r[1], r[2]) for r in rows}
+        own = {r[0]: by_item[r[0]][uid] for r in rows}
         others = {item: [v for rid, v in by_item[item].items() if rid != uid] for item in own}
-        seconds = [r[3] for r in rows if r[3] is not None]
+        seconds = [r[2] for r in rows if r[2] is not None]
         errors = gold_errors.get(uid)
         out.append(
             RaterQuality(
@@ -95,7 +100,7 @@ def study_rater_quality(*, study: Study) -> list[RaterQuality]:
                 gold_mae=sum(errors) / len(errors) if errors else None,
                 calibration_mae=calibration.get(uid),
                 median_seconds=median(seconds) if seconds else None,
-                straight_lining=straight_lining([(r[1], r[2]) for r in rows]),
+                straight_lining=straight_lining([r[1] for r in rows]),
                 agreement_mad=agreement_mad(own, others),
                 excluded=membership.excluded_at is not None,
                 withdrawn=membership.withdrawn_at is not None,

@@ -18,6 +18,8 @@ urlpatterns = [
     path("studies/<int:study_id>/raters/codes/", views.raters_bulk_codes, name="raters_bulk_codes"),
     path("studies/<int:study_id>/raters/consent/", views.consent_publish, name="consent_publish"),
     path("studies/<int:study_id>/raters/calibration/", views.calibration_item_add, name="calibration_item_add"),
+    path("studies/<int:study_id>/raters/calibration/<str:public_id>/remove/", views.calibration_item_remove,
+         name="calibration_item_remove"),
     path("studies/<int:study_id>/raters/<int:user_id>/decide/", views.rater_decide, name="rater_decide"),
     path("studies/<int:study_id>/open/", views.open_for_rating, name="open_for_rating"),
 ]

@@ -17,14 +17,52 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from evalapp.models import UnsafeCategory
+from evalapp.rubric import NOT_SURE_LETTER, key_hints, option_letters, points
 
 from . import selectors, services
 from .access import get_study_for
-from .forms import CalibrationItemForm, ConsentPublishForm, InviteForm, RatingForm
+from .forms import CalibrationItemForm, ConsentPublishForm, InviteForm, RatingForm, answers_from
 from .models import CalibrationItem, Role, StudyMembership
 from .quality import study_rater_quality
 
 RESEARCHERS = [Role.RESEARCHER]
+
+
+def rubric_for_display(study) -> list[dict]:
+    """The study's criteria with what the rating form draws: points or lettered options, key hints."""
+    out = []
+    for criterion in study.rubric():
+        shown = dict(criterion)
+        if criterion["kind"] == "likert":
+            shown["choices"] = [{"value": str(v), "text": str(v), "key": _digit(criterion, v),
+                                 "label": criterion["labels"].get(str(v), "")} for v in points(criterion)]
+        else:
+            shown["choices"] = [{"value": o["key"], "text": o["label"], "key": letter, "label": ""}
+                                for letter, o in zip(option_letters(criterion), criterion["options"], strict=True)]
+        if criterion["not_sure"]:
+            shown["choices"].append({"value": "not_sure", "text": criterion["not_sure"], "key": NOT_SURE_LETTER,
+                                     "label": "", "not_sure": True})
+        shown["hint"] = key_hints(criterion)
+        out.append(shown)
+    return out
+
+
+def _digit(criterion: dict, value: int) -> str:
+    # As evalapp.rubric.key_hints: digits on scales up to 9, 0 for 10 on a 1-10 scale, else none.
+    if criterion["max"] <= 9:
+        return str(value)
+    if criterion["min"] >= 1 and criterion["max"] == 10:
+        return str(value % 10)
+    return ""
+
+
+def describe_answer(criterion: dict, value) -> str:
+    """A stored value as the rater would read it (option label, or the point), for feedback pages."""
+    if value is None:
+        return criterion["not_sure"] or "not sure"
+    if criterion["kind"] == "choice":
+        return criterion["options"][value]["label"]
+    return str(value)
 
 
 # ----------------------------------------------------------------------------- invitations
@@ -98,13 +136,12 @@ def calibration(request, study_id: int):
         try:
             attempt = services.calibration_attempt_start(study=study, rater=request.user)
             item = get_object_or_404(CalibrationItem, study=study, public_id=request.POST.get("item", ""))
-            form = RatingForm(request.POST)
-            if not form.is_valid():
-                raise services.RatingError(" ".join(e for errs in form.errors.values() for e in errs))
-            answer = services.calibration_answer(
-                attempt=attempt, item=item, empathy=form.cleaned_data["empathy"], fluency=form.cleaned_data["fluency"]
-            )
-            feedback = {"item": item, "answer": answer}
+            answers, rationales = answers_from(request.POST)
+            answer = services.calibration_answer(attempt=attempt, item=item, answers=answers, rationales=rationales)
+            feedback = {"item": item, "answer": answer, "rows": [
+                {"question": c["question"], "given": describe_answer(c, answer.values.get(c["key"])),
+                 "reference": describe_answer(c, item.references.get(c["key"]))}
+                for c in study.rubric() if c["key"] in item.references]}
         except services.RatingError as exc:
             messages.error(request, str(exc))
     status = selectors.rater_status(study=study, user=request.user)
@@ -128,7 +165,7 @@ def calibration(request, study_id: int):
             "item": item,
             "feedback": feedback,
             "n_items": study.calibration_items.count(),
-            "scales": study.scales,
+            "criteria": rubric_for_display(study),
         },
     )
 
@@ -177,7 +214,7 @@ def _item_context(study, user, status):
         "done": upcoming.done,
         "total": upcoming.total,
         "position": upcoming.done + 1,
-        "scales": study.scales,
+        "criteria": rubric_for_display(study),
         "categories": UnsafeCategory.choices,
         "form": RatingForm(),
     }
@@ -222,9 +259,13 @@ def raters_page(request, study_id: int):
         "study": study,
         "invite_form": InviteForm(),
         "consent_form": ConsentPublishForm(),
-        "calibration_form": CalibrationItemForm(),
+        "calibration_form": CalibrationItemForm(rubric=study.rubric()),
+        "criteria": rubric_for_display(study),
         "consent_version": study.consent_versions.order_by("-version").first(),
-        "calibration_items": study.calibration_items.all(),
+        "calibration_items": [
+            {"item": item, "references": ", ".join(f"{c['key']} {describe_answer(c, item.references[c['key']])}"
+                                                   for c in study.rubric() if c["key"] in item.references)}
+            for item in study.calibration_items.all()],
         "raters": selectors.study_raters(study=study),
         "quality": study_rater_quality(study=study),
         "invitations": study.invitations.select_related("accepted_by")[:50],
@@ -294,13 +335,26 @@ def consent_publish(request, study_id: int):
 @require_POST
 def calibration_item_add(request, study_id: int):
     study = get_study_for(request.user, study_id, roles=[Role.RESEARCHER, Role.ADJUDICATOR])
-    form = CalibrationItemForm(request.POST)
+    form = CalibrationItemForm(request.POST, rubric=study.rubric())
     if form.is_valid():
         form.save_for(study=study, user=request.user)
         messages.success(request, "Calibration item added.")
     else:
         for field, errors in form.errors.items():
-            messages.error(request, f"{field}: {' '.join(errors)}")
+            messages.error(request, " ".join(errors) if field == "__all__" else f"{field}: {' '.join(errors)}")
+    return redirect("raters_page", study_id=study.id)
+
+
+@login_required
+@require_POST
+def calibration_item_remove(request, study_id: int, public_id: str):
+    study = get_study_for(request.user, study_id, roles=RESEARCHERS)
+    item = get_object_or_404(CalibrationItem, study=study, public_id=public_id)
+    if item.answers.exists() or item.assignments.exists():
+        messages.error(request, "Raters have already answered this item; it stays as their record.")
+    else:
+        item.delete()
+        messages.success(request, "Calibration item removed.")
     return redirect("raters_page", study_id=study.id)
 
 

@@ -1,7 +1,9 @@
 import factory
 from django.contrib.auth import get_user_model
 
-from evalapp.models import Arm, Prompt, Rating, Response, Study
+from evalapp.models import Arm, Criterion, Prompt, Rating, Response, Score, Study
+from evalapp.rubric import validate
+from evalapp.rubric_presets import DEFAULT_PRESET, preset as get_preset
 from raters.models import Role, StudyMembership
 
 
@@ -17,9 +19,18 @@ class UserFactory(factory.django.DjangoModelFactory):
 class StudyFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Study
+        skip_postgeneration_save = True
 
     title = factory.Sequence(lambda n: f"Study {n}")
     owner = factory.SubFactory(UserFactory)
+
+    @factory.post_generation
+    def rubric(self, create, extracted, preset=DEFAULT_PRESET, **kwargs):
+        """A rubric as every real study has one: StudyFactory(rubric=[...]) or (rubric__preset="epitome")."""
+        if not create:
+            return
+        criteria = validate(extracted) if extracted is not None else get_preset(preset)["criteria"]
+        Criterion.objects.bulk_create(Criterion.from_spec(self, i, spec) for i, spec in enumerate(criteria))
 
 
 class MembershipFactory(factory.django.DjangoModelFactory):
@@ -69,5 +80,28 @@ class RatingFactory(factory.django.DjangoModelFactory):
 
     response = factory.SubFactory(ResponseFactory)
     rater = factory.SubFactory(UserFactory)
-    empathy = 7
-    fluency = 8
+
+    @classmethod
+    def _create(cls, model_class, *args, empathy=None, fluency=None, scores=None, **kwargs):
+        """RatingFactory(empathy=.., fluency=..) for the default rubric, or scores={key: value or None}
+        (None = not sure) for any rubric; criteria not named get 7 and 8 where they fit (the default
+        rubric's empathy and fluency), else their scale's midpoint."""
+        rating = super()._create(model_class, *args, **kwargs)
+        given = {k: v for k, v in (("empathy", empathy), ("fluency", fluency)) if v is not None}
+        given.update(scores or {})
+        defaults = {"empathy": 7, "fluency": 8}
+        rows = []
+        for c in rating.response.prompt.study.criteria.all():
+            fallback = defaults.get(c.key)
+            if fallback is None or not c.min_value <= fallback <= c.max_value:
+                fallback = (c.min_value + c.max_value) // 2
+            value = given.get(c.key, fallback)
+            rows.append(Score(rating=rating, criterion=c, value=value, not_sure=value is None,
+                              min_value=c.min_value, max_value=c.max_value))
+        Score.objects.bulk_create(rows)
+        return rating
+
+
+def score_of(rating: Rating, key: str):
+    """A rating's stored answer to one criterion (None = not sure)."""
+    return rating.scores.get(criterion__key=key).value

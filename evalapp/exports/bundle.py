@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from ..models import Response, Study
 from .csv import csv_lines
+from ..text_report import TEXT_MEASURE_COLUMNS
 from .tables import EXPORTS, RATINGS_COLUMNS
 
 SOFTWARE = ("empatheval", "django", "numpy", "scipy", "statsmodels", "krippendorff", "torch", "transformers", "peft")
@@ -34,7 +35,9 @@ def write_bundle(study: Study, target: BinaryIO) -> dict:
                     digest.update(data)
                     handle.write(data)
             manifest["files"][f"{name}.csv"] = {"rows": count[0], "sha256": digest.hexdigest()}
-        codebook = "".join(csv_lines(["file", "column", "meaning"], codebook_rows(RATINGS_COLUMNS, "ratings.csv")))
+        codebook = "".join(csv_lines(["file", "column", "meaning"], [
+            *codebook_rows(RATINGS_COLUMNS, "ratings.csv"), *rubric_rows(study),
+            *codebook_rows(TEXT_MEASURE_COLUMNS, "text_measures.csv")]))
         archive.writestr("codebook.csv", codebook)
         manifest["files"]["codebook.csv"] = {"sha256": sha256(codebook.encode()).hexdigest()}
         archive.writestr("manifest.json", json.dumps(manifest, indent=2, default=str))
@@ -46,8 +49,29 @@ def codebook_rows(columns, file: str) -> Iterator[tuple[str, str, str]]:
         yield (file, name, meaning)
 
 
+def rubric_rows(study: Study) -> Iterator[tuple[str, str, str]]:
+    """The rubric exactly as raters saw it: one codebook row per criterion (ratings.csv's `scale`)."""
+    for position, c in enumerate(study.rubric(), start=1):
+        if c["kind"] == "likert":
+            answers = f"whole numbers {c['min']}-{c['max']}"
+            if c["labels"]:
+                answers += " (" + "; ".join(f"{point} = {label}" for point, label in c["labels"].items()) + ")"
+        else:
+            answers = "one of " + "; ".join(f"{i} = {o['key']} ({o['label']})" for i, o in enumerate(c["options"]))
+            answers += " (score is the index, score_label the key)"
+        parts = [f"Criterion {position}: \"{c['question']}\"", f"{c['kind']}, {answers}",
+                 f"analysed as {c['level']}"]
+        if c["not_sure"]:
+            parts.append(f"raters could answer \"{c['not_sure']}\" (not_sure = 1, score empty; missing in analysis)")
+        parts.append({"none": "no rationale asked", "optional": "optional rationale",
+                      "required": "rationale required"}[c["rationale"]])
+        if c.get("description"):
+            parts.append(f"guidance: {c['description']}")
+        yield ("rubric", c["key"], "; ".join(parts) + ".")
+
+
 def _manifest(study: Study) -> dict:
-    return {"study": {"id": study.id, "title": study.title, "status": study.status, "scales": study.scales,
+    return {"study": {"id": study.id, "title": study.title, "status": study.status, "rubric": study.rubric(),
                       "ratings_per_response": study.ratings_per_response, "score_policy": study.score_policy,
                       "disagreement_rule": study.disagreement_rule,
                       "disagreement_threshold": study.disagreement_threshold, "design_seed": study.design_seed},

@@ -14,11 +14,13 @@ from django.db.models import CharField, F, Func
 from raters.counting import left_out_raters
 from raters.models import Role, StudyMembership
 
-from ..models import Adjudication, AuditEvent, Rating, Response, SafetyDecision, ScorePolicy, Study
+from ..models import Adjudication, AuditEvent, Response, SafetyDecision, Score, ScorePolicy, Study
+from ..rubric import score_label
+from ..text_report import TEXT_MEASURE_HEADER, text_measure_rows
 
 RATINGS_COLUMNS = [
     ("study_id", "Study id."),
-    ("rating_id", "Database id of the rating (one rating has one row per scale)."),
+    ("rating_id", "Database id of the rating (one rating has one row per criterion)."),
     ("response_id", "Opaque public id of the rated response (the id raters saw)."),
     ("prompt_id", "External id of the prompt (question) the response answers."),
     ("topic", "Prompt topic (CounselChat topic where imported from CounselChat)."),
@@ -27,10 +29,16 @@ RATINGS_COLUMNS = [
     ("sample_index", "Sample index of the response for its prompt and arm."),
     ("rater", "Rater pseudonym."),
     ("rater_group", "Rater group, when raters have one (empty otherwise)."),
-    ("scale", "empathy or fluency."),
-    ("score", "The rater's score, 1-10."),
-    ("adjudicated_score", "Adjudicator's final score for this response and scale, if any."),
-    ("score_used", "The value the analysis uses for this response and scale under the study's policy."),
+    ("scale", "Key of the rubric criterion this row answers (the codebook lists the rubric)."),
+    ("level", "How the criterion is analysed: interval, ordinal or nominal."),
+    ("score", "The rater's answer as stored: the likert point, or for a choice the option's index (0 = first "
+              "option); empty when the rater answered \"not sure\"."),
+    ("score_label", "The answer as raters saw it: a choice's option key, a likert point's anchor, or not_sure."),
+    ("not_sure", "1 if the rater answered \"not sure\": missing in agreement and comparison, counted apart."),
+    ("rationale", "The rater's reason for this answer, where the rubric asks for one."),
+    ("adjudicated_score", "Adjudicator's final answer for this response and criterion, if any (stored form)."),
+    ("score_used", "The value the analysis uses for this response and criterion under the study's policy "
+                   "(for a choice under the mean policy: empty; choices are analysed answer by answer)."),
     ("score_policy", "mean: raters' mean; adjudicated: adjudicated score where one exists; both: reported side by side."),
     ("unsafe", "1 if the rater flagged the response as unsafe or harmful."),
     ("unsafe_category", "Category of the flag."),
@@ -68,7 +76,7 @@ def _adjudicated(study: Study) -> dict[tuple[int, str], int]:
 
 
 def rating_rows(study: Study, chunk_size: int = 5000) -> Iterator[tuple]:
-    """One row per rating and scale, in RATINGS_COLUMNS order, streamed from the database.
+    """One row per rating and criterion, in RATINGS_COLUMNS order, streamed from the database.
 
     Rows come grouped by response (then rating id) so each response's raters' mean is computed from
     the handful of rows in hand: memory stays flat however many rows there are.
@@ -80,16 +88,19 @@ def rating_rows(study: Study, chunk_size: int = 5000) -> Iterator[tuple]:
     for user_id, pseudonym, group in raters.values_list("user_id", "pseudonym", "group"):
         pseudonyms[user_id], groups[user_id] = pseudonym, group
     policy = study.score_policy
-    fields = ["id", "response_id", "response__public_id", "response__prompt__external_id", "response__prompt__topic",
-              "response__arm__label", "response__arm__blind_code", "response__sample_index", "rater_id", "empathy",
-              "fluency", "unsafe", "unsafe_category", "comment", "seconds_on_item", "created_at", "updated_at",
-              "simulated"]
-    ratings = Rating.objects.order_by("response_id", "id")
+    criteria = {c.id: c.spec() for c in study.criteria.all()}
+    position = {cid: i for i, cid in enumerate(criteria)}
+    fields = ["rating_id", "rating__response_id", "rating__response__public_id", "rating__response__prompt__external_id",
+              "rating__response__prompt__topic", "rating__response__arm__label", "rating__response__arm__blind_code",
+              "rating__response__sample_index", "rating__rater_id", "criterion_id", "value", "not_sure", "rationale",
+              "rating__unsafe", "rating__unsafe_category", "rating__comment", "rating__seconds_on_item",
+              "rating__created_at", "rating__updated_at", "rating__simulated"]
+    scores = Score.objects.all()
     if connection.vendor == "postgresql":
         # Timestamps formatted by the database: parsing them into datetimes only to print them
         # again was a third of the export's Python time.
-        ratings = ratings.annotate(created_iso=_iso("created_at"), updated_iso=_iso("updated_at"))
-        fields = [*fields[:15], "created_iso", "updated_iso", fields[-1]]
+        scores = scores.annotate(created_iso=_iso("rating__created_at"), updated_iso=_iso("rating__updated_at"))
+        fields = [*fields[:17], "created_iso", "updated_iso", fields[-1]]
     responses = Response.objects.filter(prompt__study=study).order_by("id").values_list("id", flat=True)
 
     def chunks():
@@ -97,28 +108,34 @@ def rating_rows(study: Study, chunk_size: int = 5000) -> Iterator[tuple]:
         # A server-side cursor got a first-rows plan (5x slower) and keyset pages over the joined
         # ratings made PostgreSQL walk the study from its start for every page (quadratic).
         last = 0
-        per_page = max(chunk_size // 4, 1)
+        per_page = max(chunk_size // 8, 1)
         while True:
             ids = list(responses.filter(id__gt=last)[:per_page])
             if not ids:
                 return
-            yield from ratings.filter(response_id__in=ids).values_list(*fields)
+            page = list(scores.filter(rating__response_id__in=ids).values_list(*fields))
+            page.sort(key=lambda r: (r[1], r[0], position[r[9]]))
+            yield from page
             last = ids[-1]
 
     def emit(group):
-        counted = [r for r in group if r[8] not in excluded_raters]
-        means = {scale: round(sum(r[col] for r in counted) / len(counted), 4) if counted else None
-                 for scale, col in (("empathy", 9), ("fluency", 10))}
-        for (rating_id, response_id, public_id, prompt_id, topic, arm, code, sample, rater_id, empathy, fluency,
-             unsafe, category, comment, seconds, created, updated, simulated) in group:
+        counted = [r for r in group if r[8] not in excluded_raters and r[10] is not None]
+        means = {}
+        for cid, spec in criteria.items():
+            values = [r[10] for r in counted if r[9] == cid]
+            # A mean of option indices means nothing: a choice's score_used is its adjudicated answer only.
+            means[cid] = round(sum(values) / len(values), 4) if values and spec["kind"] == "likert" else None
+        for (rating_id, response_id, public_id, prompt_id, topic, arm, code, sample, rater_id, cid, value, not_sure,
+             rationale, unsafe, category, comment, seconds, created, updated, simulated) in group:
+            spec = criteria[cid]
             reasons = [r for r in (excluded_raters.get(rater_id), excluded_responses.get(response_id)) if r]
-            for scale, score in (("empathy", empathy), ("fluency", fluency)):
-                final = adjudicated.get((response_id, scale))
-                used = final if final is not None and policy == ScorePolicy.ADJUDICATED else means[scale]
-                yield (study.id, rating_id, public_id, prompt_id, topic, arm, code, sample,
-                       pseudonyms.get(rater_id, str(rater_id)), groups.get(rater_id, ""), scale, score, final, used,
-                       policy, int(unsafe), category, comment, seconds, _text(created), _text(updated),
-                       int(bool(reasons)), "; ".join(reasons), int(simulated))
+            final = adjudicated.get((response_id, spec["key"]))
+            used = final if final is not None and policy == ScorePolicy.ADJUDICATED else means[cid]
+            yield (study.id, rating_id, public_id, prompt_id, topic, arm, code, sample,
+                   pseudonyms.get(rater_id, str(rater_id)), groups.get(rater_id, ""), spec["key"], spec["level"],
+                   value, score_label(spec, value, not_sure), int(not_sure), rationale, final, used,
+                   policy, int(unsafe), category, comment, seconds, _text(created), _text(updated),
+                   int(bool(reasons)), "; ".join(reasons), int(simulated))
 
     group: list[tuple] = []
     for row in chunks():
@@ -141,7 +158,8 @@ def _text(value) -> str:
 
 def analysis_records(rows) -> list[dict]:
     """The rows the analysis uses: excluded rows out; under the adjudicated policy the final score
-    replaces each rater's score of an adjudicated response and scale in the model comparison."""
+    replaces each rater's score of an adjudicated response and criterion in the model comparison.
+    A "not sure" row stays, with score None, so it is counted and reported."""
     index = {name: i for i, name in enumerate(RATING_HEADER)}
     records = []
     for row in rows:
@@ -151,7 +169,9 @@ def analysis_records(rows) -> list[dict]:
             "item": row[index["response_id"]],
             "rater": row[index["rater"]],
             "scale": row[index["scale"]],
+            "level": row[index["level"]],
             "score": row[index["score"]],
+            "not_sure": row[index["not_sure"]],
             "comparison_score": row[index["adjudicated_score"]] if row[index["score_policy"]] == ScorePolicy.ADJUDICATED
             and row[index["adjudicated_score"]] is not None else row[index["score"]],
             "arm": row[index["arm"]],
@@ -182,6 +202,7 @@ def audit_rows(study: Study) -> Iterator[tuple]:
 EXPORTS = {
     "ratings": (RATING_HEADER, rating_rows),
     "responses": (RESPONSE_HEADER, response_rows),
+    "text_measures": (TEXT_MEASURE_HEADER, text_measure_rows),
     "audit": (AUDIT_HEADER, audit_rows),
 }
 

@@ -88,7 +88,7 @@ class Migration(migrations.Migration):
                 ('title', models.CharField(max_length=200)),
                 ('description', models.TextField(blank=True)),
                 ('status', models.CharField(choices=[('draft', 'Draft'), ('generating', 'Generating'), ('rating', 'Rating'), ('adjudicating', 'Adjudicating'), ('closed', 'Closed')], default='draft', max_length=20)),
-                ('scales', models.JSONField(default=evalapp.models.default_scales, validators=[evalapp.models.validate_scales])),
+                ('scales', models.JSONField(default=list)),  # removed in 0006; its default and validator went with it
                 ('ratings_per_response', models.PositiveSmallIntegerField(default=3)),
                 ('disagreement_threshold', models.PositiveSmallIntegerField(default=3)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),

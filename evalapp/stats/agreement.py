@@ -190,7 +190,7 @@ def _weighted_kappa(a: FloatArray, b: FloatArray, labels: FloatArray, weights: s
     conf = np.zeros((k, k))
     np.add.at(conf, (ia, ib), 1.0)
     diff = labels[:, None] - labels[None, :]
-    w = np.abs(diff) if weights == "linear" else diff**2
+    w = np.abs(diff) if weights == "linear" else (diff != 0).astype(float) if weights == "unweighted" else diff**2
     expected = np.outer(conf.sum(axis=1), conf.sum(axis=0)) / conf.sum()
     denom = float((w * expected).sum())
     if denom == 0:
@@ -200,13 +200,15 @@ def _weighted_kappa(a: FloatArray, b: FloatArray, labels: FloatArray, weights: s
 
 def weighted_kappa_pairs(
     matrix: npt.ArrayLike,
-    weights: Literal["quadratic", "linear"] = "quadratic",
+    weights: Literal["quadratic", "linear", "unweighted"] = "quadratic",
     min_shared: int = 5,
     labels: npt.ArrayLike | None = None,
 ) -> KappaSummary:
-    """Weighted kappa for every rater pair sharing >= min_shared items, and their mean."""
-    if weights not in ("quadratic", "linear"):
-        raise ValueError("weights must be 'quadratic' or 'linear'")
+    """Weighted kappa for every rater pair sharing >= min_shared items, and their mean.
+
+    "unweighted" is Cohen's kappa for nominal answers (any difference is a full disagreement)."""
+    if weights not in ("quadratic", "linear", "unweighted"):
+        raise ValueError("weights must be 'quadratic', 'linear' or 'unweighted'")
     m = as_matrix(matrix)
     labs = value_domain_of(m, labels)
     pairs: list[KappaPair] = []

@@ -20,6 +20,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 __all__ = [
     "cluster_bootstrap_ci",
+    "compare_choice",
     "compare_scale",
     "compare_scales",
     "effect_sizes",
@@ -251,3 +252,50 @@ def compare_scales(
         r["wilcoxon_p_holm"] = wil[name]
         r["mixed_p_holm"] = mix[name]
     return results
+
+
+def compare_choice(
+    prompt: npt.ArrayLike, arm: npt.ArrayLike, value: npt.ArrayLike, options: list[float] | None = None,
+    n_boot: int = 2000, seed: int = 0,
+) -> dict[str, object]:
+    """A nominal criterion's arms compared answer by answer (arm 1 minus arm 0).
+
+    Per option: the share of ratings choosing it in each arm with a Wilson 95% CI (ratings pooled,
+    so the CI ignores clustering within prompts: read it as descriptive), and the paired test over
+    prompts: each prompt's share in arm 1 minus its share in arm 0, Wilcoxon signed-rank on those
+    differences (with one rating per prompt and arm this is the sign test on discordant pairs,
+    McNemar's exact test), with a prompt-bootstrap 95% CI of the mean difference. Holm-adjusted
+    over the options.
+    """
+    df = pd.DataFrame({"prompt": np.asarray(prompt), "arm": np.asarray(arm, dtype=np.int64),
+                       "value": np.asarray(value, dtype=np.float64)})
+    opts = sorted(set(df["value"].tolist())) if options is None else list(options)
+    both = df.groupby("prompt")["arm"].nunique()
+    paired = df[df["prompt"].isin(both[both == 2].index)]
+    rng = np.random.default_rng(seed)
+    out: dict[str, object] = {"n_prompts": int((both == 2).sum()), "options": {}}
+    pvalues = {}
+    for option in opts:
+        per_arm = {}
+        for arm_value in (0, 1):
+            sel = df.loc[df["arm"] == arm_value, "value"].to_numpy()
+            n, k = int(sel.size), int((sel == option).sum())
+            ci = proportion_confint(k, n, alpha=0.05, method="wilson") if n else (None, None)
+            per_arm[arm_value] = {"k": k, "n": n, "share": k / n if n else None,
+                                  "ci95": [float(ci[0]), float(ci[1])] if n else [None, None]}
+        shares = paired.assign(hit=(paired["value"] == option).astype(float)).groupby(["prompt", "arm"])["hit"].mean()
+        diffs = (shares.xs(1, level="arm") - shares.xs(0, level="arm")).to_numpy() if len(shares) else np.array([])
+        ci95: list[float | None] = [None, None]
+        if diffs.size >= 2 and n_boot > 0:
+            boots = diffs[rng.integers(0, diffs.size, size=(n_boot, diffs.size))].mean(axis=1)
+            ci95 = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
+        test = wilcoxon_test(diffs) if diffs.size else None
+        key = str(int(option)) if float(option).is_integer() else str(option)
+        out["options"][key] = {  # type: ignore[index]
+            "arms": per_arm, "mean_diff": float(diffs.mean()) if diffs.size else None, "ci95": ci95,
+            "wilcoxon": test,
+        }
+        pvalues[key] = (test or {}).get("p")
+    for key, p in holm(pvalues).items():
+        out["options"][key]["p_holm"] = p  # type: ignore[index]
+    return out

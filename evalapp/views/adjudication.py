@@ -11,7 +11,7 @@ from raters.models import Role
 
 from .. import adjudication as adj
 from ..errors import ServiceError
-from ..models import SCALE_KEYS, Adjudication, AuditEvent, Response, SafetyClassification, SafetyReview, UnsafeCategory
+from ..models import Adjudication, AuditEvent, Response, SafetyClassification, SafetyReview, UnsafeCategory
 
 ADJUDICATORS = [Role.ADJUDICATOR, Role.RESEARCHER]
 
@@ -31,14 +31,15 @@ def queues(request, study_id: int):
     scale = request.GET.get("scale") or None
     topic = request.GET.get("topic") or None
     category = request.GET.get("category") or None
-    if scale not in (None, *SCALE_KEYS):
+    keys = [c["key"] for c in study.rubric()]
+    if scale not in (None, *keys):
         scale = None
     safety = adj.safety_queue(study=study, category=category, topic=topic)
     disagreements = adj.disagreement_queue(study=study, scale=scale, topic=topic)
     topics = sorted(set(study.prompts.exclude(topic="").values_list("topic", flat=True)))
     return render(request, "adjudication/queues.html", {
         "study": study, "safety": safety, "disagreements": disagreements, "topics": topics,
-        "categories": UnsafeCategory.choices, "scales": SCALE_KEYS,
+        "categories": UnsafeCategory.choices, "scales": keys,
         "filters": {"scale": scale or "", "topic": topic or "", "category": category or ""},
     })
 
@@ -60,7 +61,8 @@ def item(request, study_id: int, public_id: str):
         "other_reviews": SafetyReview.objects.filter(response=response).exclude(adjudicator=request.user).count(),
         "adjudications": Adjudication.objects.filter(response=response).select_related("adjudicator"),
         "classifications": SafetyClassification.choices,
-        "scale_names": {s["key"]: s["name"] for s in study.scales},
+        "criteria": study.rubric(),
+        "pending": [c for c in study.rubric() if c["key"] in review.scales],
     }
     return render(request, "adjudication/item.html", context)
 
@@ -73,12 +75,8 @@ def decide(request, study_id: int, public_id: str):
     action = request.POST.get("action")
     try:
         if action == "resolve":
-            try:
-                score = int(request.POST.get("final_score", ""))
-            except ValueError:
-                raise ServiceError("The final score must be a whole number from 1 to 10.") from None
             adj.adjudication_resolve(study=study, response=response, scale=request.POST.get("scale", ""),
-                                     adjudicator=request.user, final_score=score,
+                                     adjudicator=request.user, final_score=request.POST.get("final_score", ""),
                                      rationale=request.POST.get("rationale", ""))
             messages.success(request, "Final score recorded.")
         elif action == "send_back":

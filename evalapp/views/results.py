@@ -9,7 +9,7 @@ from django.shortcuts import render
 
 from raters.access import get_study_for
 
-from .. import plots
+from .. import plots, text_plots
 from ..exports.bundle import write_bundle
 from ..exports.csv import csv_response
 from ..exports.tables import EXPORTS
@@ -21,16 +21,33 @@ from .jobs import RESEARCHERS
 def results(request, study_id: int):
     study = get_study_for(request.user, study_id, roles=RESEARCHERS)
     data = study_results(study)
-    scales = []
+    return render(request, "evalapp/results.html", {"study": study, "data": data,
+                                                     "scales": criterion_results(study, data), "plots": PLOTS})
+
+
+PLOTS = (*plots.PLOTS, "length_score")
+
+
+def criterion_results(study, data: dict) -> list[dict]:
+    """Each analysed criterion of the rubric, in rubric order, with what the page shows of it."""
+    out = []
     agreement = (data.get("agreement") or {}).get("scales", {})
     comparison = (data.get("comparison") or {}).get("scales", {})
-    for key in ("empathy", "fluency"):
-        if key in agreement:
-            scales.append({"key": key, "name": next(s["name"] for s in study.scales if s["key"] == key),
-                           "agreement": agreement[key], "comparison": comparison.get(key, {}).get("comparison"),
-                           "arms": data.get("arm_means", {}).get(key, {})})
-    return render(request, "evalapp/results.html", {"study": study, "data": data, "scales": scales,
-                                                     "plots": plots.PLOTS})
+    for criterion in study.rubric():
+        key = criterion["key"]
+        if key not in agreement:
+            continue
+        block = agreement[key]
+        shown = {**criterion, "name": criterion["question"], "agreement": block,
+                 "alpha": block.get(block.get("alpha_headline", ""), {}),
+                 "comparison": comparison.get(key, {}).get("comparison"),
+                 "arms": data.get("arm_means", {}).get(key, {})}
+        if criterion["level"] == "nominal" and shown["comparison"]:
+            labels = {str(i): o["label"] for i, o in enumerate(criterion["options"])}
+            shown["choice_rows"] = [{"label": labels.get(option, option), **o}
+                                    for option, o in shown["comparison"]["options"].items()]
+        out.append(shown)
+    return out
 
 
 @login_required
@@ -42,10 +59,12 @@ def results_json(request, study_id: int):
 @login_required
 def results_plot(request, study_id: int, name: str, fmt: str):
     study = get_study_for(request.user, study_id, roles=RESEARCHERS)
-    if name not in plots.PLOTS or fmt not in ("png", "svg"):
+    if name not in PLOTS or fmt not in ("png", "svg"):
         raise Http404("No such plot.")
     summary, data = plot_inputs(study)
-    response = HttpResponse(plots.render(name, summary, data, fmt),
+    image = (text_plots.length_score_plot(summary["length_score"], fmt, simulated=bool(data.get("simulated")))
+             if name == "length_score" else plots.render(name, summary, data, fmt))
+    response = HttpResponse(image,
                             content_type="image/png" if fmt == "png" else "image/svg+xml")
     if request.GET.get("download"):
         response["Content-Disposition"] = f'attachment; filename="study-{study.id}-{name}.{fmt}"'

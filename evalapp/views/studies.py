@@ -1,5 +1,7 @@
 """Server-rendered pages. Every study is fetched through raters.access."""
 
+import json
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -7,14 +9,17 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from modelserver.truncation import truncation_by_arm
 from raters.access import get_study_for, roles_in, studies_for
 from raters.models import Role
 from raters.services import is_researcher
 
 from .. import selectors
-from ..forms import PromptImportForm, StudyCreateForm, StudySettingsForm
+from ..forms import PromptImportForm, RubricForm, StudyCreateForm, StudySettingsForm
 from ..generation_forms import ArmForm, GenerationRunForm, TrainingForm
-from ..services import study_clone, study_create, study_import_prompts
+from ..errors import ServiceError
+from ..rubric_presets import PRESETS
+from ..services import study_clone, study_create, study_import_prompts, study_set_rubric
 
 
 @login_required
@@ -43,7 +48,23 @@ def study_new(request):
         study = study_create(owner=request.user, **form.cleaned_data)
         messages.success(request, "Study created. Import prompts and add arms next.")
         return redirect("study_detail", study.id)
-    return render(request, "evalapp/study_new.html", {"form": form})
+    return render(request, "evalapp/study_new.html", {"form": form, "presets": PRESETS})
+
+
+@login_required
+@require_POST
+def study_rubric(request, study_id: int):
+    study = get_study_for(request.user, study_id, roles=[Role.RESEARCHER])
+    form = RubricForm(request.POST)
+    if form.is_valid():
+        try:
+            study_set_rubric(study=study, criteria=form.cleaned_data["parsed"], actor=request.user)
+        except ServiceError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, "Rubric saved.")
+            return redirect("study_detail", study_id=study.id)
+    return _render_study(request, study, PromptImportForm(), None, status=400, rubric_form=form)
 
 
 @login_required
@@ -89,7 +110,7 @@ def study_settings(request, study_id: int):
     return _render_study(request, study, PromptImportForm(), None, status=400, settings_form=form)
 
 
-def _render_study(request, study, form, report, status=200, settings_form=None):
+def _render_study(request, study, form, report, status=200, settings_form=None, rubric_form=None):
     roles = roles_in(request.user, study)
     context = {"study": study, "roles": roles, "is_researcher": Role.RESEARCHER in roles}
     if Role.RESEARCHER in roles:
@@ -105,7 +126,10 @@ def _render_study(request, study, form, report, status=200, settings_form=None):
             training_runs=selectors.study_training_runs(study=study),
             generation_form=GenerationRunForm(),
             runs=selectors.study_generation_runs(study=study),
+            truncation=truncation_by_arm(study),
             n_harmful=selectors.study_confirmed_harmful(study=study),
             settings_form=settings_form or StudySettingsForm(instance=study),
+            rubric_form=rubric_form or RubricForm(initial={"criteria": json.dumps(study.rubric(), indent=2)}),
+            presets=PRESETS,
         )
     return render(request, "evalapp/study_detail.html", context, status=status)

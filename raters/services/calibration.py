@@ -4,9 +4,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from evalapp.models import Study
+from evalapp.rubric import answer_errors
 
 from ..models import CalibrationAnswer, CalibrationAttempt, CalibrationItem, Role, StudyMembership
-from .common import RatingError, check_scores
+from .common import RatingError, parse_answers, stored_values
 from .design import design_rebalance
 
 
@@ -27,14 +28,16 @@ def calibration_attempt_start(*, study: Study, rater) -> CalibrationAttempt:
         return CalibrationAttempt.objects.get(study=study, rater=rater, number=len(attempts) + 1)
 
 
-def calibration_answer(*, attempt: CalibrationAttempt, item: CalibrationItem, empathy: int, fluency: int):
-    check_scores(empathy, fluency)
+def calibration_answer(*, attempt: CalibrationAttempt, item: CalibrationItem, answers: dict,
+                       rationales: dict | None = None):
+    """Record one answer ({criterion key: answer}, as a rating's); the last one scores the attempt."""
+    values = stored_values(parse_answers(attempt.study, answers, rationales))
     if attempt.finished_at is not None:
         raise RatingError("This calibration attempt is finished.", status=409)
     if item.study_id != attempt.study_id:
         raise RatingError("No such calibration item.", status=404)
     answer, _ = CalibrationAnswer.objects.get_or_create(
-        attempt=attempt, item=item, defaults={"empathy": empathy, "fluency": fluency}
+        attempt=attempt, item=item, defaults={"values": values}
     )
     total = attempt.study.calibration_items.count()
     if attempt.answers.count() >= total:
@@ -44,10 +47,12 @@ def calibration_answer(*, attempt: CalibrationAttempt, item: CalibrationItem, em
 
 def _calibration_finish(attempt: CalibrationAttempt) -> None:
     errors = []
+    rubric = attempt.study.rubric()
     for answer in attempt.answers.select_related("item"):
-        errors += [abs(answer.empathy - answer.item.reference_empathy), abs(answer.fluency - answer.item.reference_fluency)]
-    mae = sum(errors) / len(errors)
-    passed = mae <= attempt.study.calibration_max_mae
+        errors += answer_errors(rubric, answer.values, answer.item.references)
+    # No comparable answer at all (every one "not sure") is no evidence of calibration.
+    mae = sum(errors) / len(errors) if errors else None
+    passed = mae is not None and mae <= attempt.study.calibration_max_mae
     CalibrationAttempt.objects.filter(id=attempt.id, finished_at__isnull=True).update(
         finished_at=timezone.now(), mean_absolute_error=mae, passed=passed
     )

@@ -151,6 +151,13 @@ def _trim_over_target(rated: dict[str, set[str]], want: Mapping[str, int]) -> di
 def study_open_for_rating(*, study: Study) -> int:
     if not Response.objects.filter(prompt__study=study).exists():
         raise RatingError("Generate responses before opening the study for rating.", status=409)
+    if not study.criteria.exists():
+        raise RatingError("Give the study a rubric (at least one criterion) before opening it for rating.", status=409)
+    incomplete = [item.public_id for item in study.calibration_items.all()
+                  if set(item.references) != {c["key"] for c in study.rubric()}]
+    if incomplete:
+        raise RatingError(f"{len(incomplete)} calibration item(s) lack a reference answer to every criterion "
+                          "of the rubric (it changed after they were written); remove them on the raters page and add new ones.", status=409)
     Study.objects.filter(id=study.id).update(status=Study.Status.RATING)
     study.refresh_from_db()
     return design_rebalance(study=study)

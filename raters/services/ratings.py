@@ -7,17 +7,19 @@ from django.db.models import Q
 from django.utils import timezone
 
 from evalapp.audit import audit
-from evalapp.models import Rating, Study, UnsafeCategory
+from evalapp.models import Rating, Score, Study, UnsafeCategory
 
 from ..models import Assignment, GoldAnswer, RatingRevision
 from ..selectors import rater_status
-from .common import RatingError, check_scores
+from .common import RatingError, parse_answers, stored_values
 
 
 @dataclass
 class Submission:
-    empathy: int
-    fluency: int
+    # {criterion key: answer}: a whole number for likert, the option key for a choice, or
+    # "not_sure"; rationales {criterion key: text} where the rubric asks for them.
+    answers: dict
+    rationales: dict | None = None
     unsafe: bool = False
     unsafe_category: str = ""
     comment: str = ""
@@ -29,7 +31,7 @@ def rating_submit(*, study: Study, rater, item_public_id: str, submission: Submi
 
     Returns "created", "unchanged" or "revised".
     """
-    check_scores(submission.empathy, submission.fluency)
+    answers = parse_answers(study, submission.answers, submission.rationales)
     if submission.unsafe and submission.unsafe_category not in UnsafeCategory.values:
         raise RatingError("Choose what makes the response unsafe.")
     if not submission.unsafe:
@@ -45,44 +47,61 @@ def rating_submit(*, study: Study, rater, item_public_id: str, submission: Submi
         if assignment.gold_item_id:
             _, created = GoldAnswer.objects.get_or_create(
                 assignment=assignment,
-                defaults={"empathy": submission.empathy, "fluency": submission.fluency, "unsafe": submission.unsafe,
+                defaults={"values": stored_values(answers), "unsafe": submission.unsafe,
                           "seconds_on_item": submission.seconds_on_item},
             )
             outcome = "created" if created else "unchanged"
         else:
-            outcome = _save_rating(assignment, rater, submission)
+            outcome = _save_rating(assignment, rater, submission, answers)
         Assignment.objects.filter(id=assignment.id, completed_at__isnull=True).update(completed_at=timezone.now())
     return outcome
 
 
-def _save_rating(assignment: Assignment, rater, submission: Submission) -> str:
+def _scores_of(rating: Rating) -> dict:
+    return {s.criterion.key: [s.value, s.not_sure, s.rationale] for s in rating.scores.select_related("criterion")}
+
+
+def _save_rating(assignment: Assignment, rater, submission: Submission, answers: dict) -> str:
     values = {
-        "empathy": submission.empathy,
-        "fluency": submission.fluency,
         "unsafe": submission.unsafe,
         "unsafe_category": submission.unsafe_category,
         "comment": submission.comment.strip(),
     }
+    scores = {key: [value, not_sure, rationale] for key, (value, not_sure, rationale) in answers.items()}
     rating = Rating.objects.select_for_update().filter(response_id=assignment.response_id, rater=rater).first()
     if rating is None:
         # ON CONFLICT DO NOTHING: a concurrent duplicate of this request loses quietly to the
-        # unique (response, rater) constraint instead of failing the transaction.
+        # unique (response, rater) constraint instead of failing the transaction; the loser
+        # then finds the winner's row and compares with it like any resubmission.
         Rating.objects.bulk_create(
             [Rating(response_id=assignment.response_id, rater=rater, seconds_on_item=submission.seconds_on_item, **values)],
             ignore_conflicts=True,
         )
         rating = Rating.objects.select_for_update().get(response_id=assignment.response_id, rater=rater)
-        if {name: getattr(rating, name) for name in values} == values:
+        if not rating.scores.exists():  # ours: a concurrent winner's row comes with its scores committed
+            _write_scores(rating, assignment.study, answers)
             return "created"
-    before = {name: getattr(rating, name) for name in values}
-    if before == values:
+    before = {**{name: getattr(rating, name) for name in values}, "scores": _scores_of(rating)}
+    after = {**values, "scores": scores}
+    if before == after:
         return "unchanged"
     for name, value in values.items():
         setattr(rating, name, value)
     rating.save(update_fields=[*values, "updated_at"])
-    RatingRevision.objects.create(rating=rating, changed_by=rater, before=before, after=values)
-    audit(study=assignment.study, actor=rater, action="rating.revise", obj=rating, before=before, after=values)
+    rating.scores.all().delete()
+    _write_scores(rating, assignment.study, answers)
+    RatingRevision.objects.create(rating=rating, changed_by=rater, before=before, after=after)
+    audit(study=assignment.study, actor=rater, action="rating.revise", obj=rating, before=before, after=after)
     return "revised"
+
+
+def _write_scores(rating: Rating, study: Study, answers: dict) -> None:
+    criteria = {c.key: c for c in study.criteria.all()}
+    Score.objects.bulk_create([
+        Score(rating=rating, criterion=criteria[key], value=value, not_sure=not_sure, rationale=rationale,
+              min_value=criteria[key].min_value, max_value=criteria[key].max_value)
+        for key, (value, not_sure, rationale) in answers.items()
+    ])
 
 
 def assignment_skip(*, study: Study, rater, item_public_id: str, reason: str) -> None:

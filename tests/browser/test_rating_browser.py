@@ -7,7 +7,15 @@ from evalapp.models import Rating
 from raters import services
 from raters.models import Assignment, CalibrationItem, Role
 
-from ..factories import ArmFactory, MembershipFactory, PromptFactory, ResponseFactory, StudyFactory, UserFactory
+from ..factories import (
+    ArmFactory,
+    MembershipFactory,
+    PromptFactory,
+    ResponseFactory,
+    StudyFactory,
+    UserFactory,
+    score_of,
+)
 from .conftest import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -24,7 +32,7 @@ def open_study(researcher):
     CalibrationItem.objects.create(
         study=study, messages=[{"role": "user", "content": "I failed my exam."}],
         response_text="That must be disappointing. Want to talk about it?",
-        reference_empathy=8, reference_fluency=9, rationale="Validates, then invites reflection.",
+        references={"empathy": 8, "fluency": 9}, rationale="Validates, then invites reflection.",
         created_by=researcher, use_as_gold=False,
     )
     services.study_open_for_rating(study=study)
@@ -70,7 +78,7 @@ def test_invited_rater_consents_calibrates_and_rates_with_the_keyboard(live_serv
         page.wait_for_function(f"document.querySelector('#progress-text').innerText === '{expected} of {total}'")
     assert page.evaluate("window.__samePage") is True, page.js_errors  # no full page reload between items
     ratings = Rating.objects.filter(rater__username="student-a")
-    assert ratings.count() == 2 and {(r.empathy, r.fluency) for r in ratings} == {(7, 10)}
+    assert ratings.count() == 2 and {(score_of(r, "empathy"), score_of(r, "fluency")) for r in ratings} == {(7, 10)}
     assert all(r.seconds_on_item is not None for r in ratings)
 
     page.reload()  # resumes where they were
@@ -92,13 +100,13 @@ def test_double_submit_makes_one_rating(live_server, page, open_study):
     # A browser retry of the same request (the form posted again without JavaScript).
     first = Rating.objects.get(rater=rater)
     page.evaluate(
-        """([url, token]) => fetch(url, {method: 'POST', body: new URLSearchParams({empathy: '6', fluency: '7',
+        """([url, token]) => fetch(url, {method: 'POST', body: new URLSearchParams({'score-empathy': '6', 'score-fluency': '7',
             csrfmiddlewaretoken: token}), headers: {'X-Requested-With': 'fetch'}})""",
         [reverse("rate_submit", args=[open_study.id, first.response.public_id]),
          page.eval_on_selector("input[name=csrfmiddlewaretoken]", "e => e.value")],
     )
     assert Rating.objects.filter(rater=rater).count() == 1
-    assert (first.empathy, first.fluency) == (6, 7)
+    assert (score_of(first, "empathy"), score_of(first, "fluency")) == (6, 7)
 
 
 def test_outsider_and_rater_of_another_study_get_404(live_server, page, open_study):

@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from evalapp import adjudication as adj
+from evalapp.rubric import disagrees
 from evalapp.models import Adjudication, AuditEvent, DisagreementRule, SafetyDecision, Study
 from raters.models import Assignment, Role, StudyMembership
 
@@ -27,7 +28,23 @@ pytestmark = pytest.mark.django_db
     ],
 )
 def test_needs_adjudication_edges(scores, rule, expected):
-    assert adj.needs_adjudication(scores, rule=rule, threshold=3, sd_threshold=1.5) is expected
+    likert = {"kind": "likert", "min": 1, "max": 10}
+    assert disagrees(likert, scores, rule=rule, threshold=3, sd_threshold=1.5) is expected
+
+
+@pytest.mark.parametrize(
+    ("criterion", "values", "expected"),
+    [
+        ({"kind": "choice", "min": 0, "max": 1}, [0, 0, 1], True),  # any disagreement on a choice
+        ({"kind": "choice", "min": 0, "max": 1}, [1, 1, None], False),  # "not sure" is left out
+        ({"kind": "choice", "min": 0, "max": 1}, [1, None, None], False),  # one real answer never disagrees
+        ({"kind": "likert", "min": 0, "max": 2}, [0, 2], True),  # threshold 3 capped at the 0-2 span
+        ({"kind": "likert", "min": 0, "max": 2}, [0, 1, 1], False),
+        ({"kind": "likert", "min": 1, "max": 4}, [1, 4, None], True),
+    ],
+)
+def test_disagreement_rule_per_criterion_type(criterion, values, expected):
+    assert disagrees(criterion, values, rule="range", threshold=3) is expected
 
 
 @pytest.fixture

@@ -94,7 +94,7 @@ def test_table_output(tmp_path):
     path = write_csv(tmp_path, simulated(n_prompts=15, seed=4).to_dict("records"))
     call_command("analyze_ratings", str(path), "--n-boot", "50", "--no-mixed", stdout=out)
     text = out.getvalue()
-    assert "Scale score: 30 items" in text and "Krippendorff alpha, interval" in text
+    assert "Scale score (interval): 30 items" in text and "Krippendorff alpha, interval" in text
     assert "Comparison tuned - base" in text and "[skipped]" in text
 
 

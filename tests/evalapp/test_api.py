@@ -118,11 +118,12 @@ def test_rater_next_item_and_submit_are_blind_and_idempotent(api, study):
     text = json.dumps(item.json())
     assert item.status_code == 200 and "fine-tuned" not in text and arm.blind_code not in text and "adapter" not in text
     url = reverse("api_rating_submit", kwargs={"study_id": study.id, "public_id": item.json()["public_id"]})
-    assert api.post(url, {"empathy": 11, "fluency": 5}).status_code == 400
-    assert api.post(url, {"empathy": 6, "fluency": 5}).status_code == 201
-    assert api.post(url, {"empathy": 6, "fluency": 5}).json()["outcome"] == "unchanged"
+    bad = api.post(url, {"answers": {"empathy": 11, "fluency": 5}}, format="json")
+    assert bad.status_code == 400 and "1 to 10" in bad.json()["detail"]
+    assert api.post(url, {"answers": {"empathy": 6, "fluency": 5}}, format="json").status_code == 201
+    assert api.post(url, {"answers": {"empathy": 6, "fluency": 5}}, format="json").json()["outcome"] == "unchanged"
     other = reverse("api_rating_submit", kwargs={"study_id": study.id, "public_id": "not-mine"})
-    assert api.post(other, {"empathy": 6, "fluency": 5}).status_code == 404
+    assert api.post(other, {"answers": {"empathy": 6, "fluency": 5}}, format="json").status_code == 404
 
 
 def test_openapi_schema_validates(api, researcher):

@@ -79,3 +79,27 @@ def test_demo_preparation_runs_twice_in_a_row_as_make_demo_runs_it(tmp_path):  #
     assert "Generating 40 missing responses" in first and "generate: 100%" in first  # the progress bar
     assert "Reusing the demo adapter" in second and "Reusing the demo's generated responses" in second
     assert "40 of 40 responses present" in first
+
+
+# Real commits, as above. One test for the four other presets so the demo adapter is trained once.
+@pytest.mark.django_db(transaction=True)
+def test_demo_runs_with_every_other_preset(client, capsys, settings, tmp_path):
+    """`make demo PRESET=...`: the same demo end to end with each protocol's rubric, a study of its own."""
+    from evalapp.rubric_presets import DEFAULT_PRESET, PRESETS
+
+    settings.VAR_DIR = tmp_path
+    for preset in [p for p in PRESETS if p != DEFAULT_PRESET]:
+        call_command("demo", "--no-serve", "--quick", "--simulate", "--preset", preset)
+        out = capsys.readouterr().out
+        study = Study.objects.get(title__endswith=f"({PRESETS[preset]['name']})")
+        keys = [c["key"] for c in PRESETS[preset]["criteria"]]
+        assert [c["key"] for c in study.rubric()] == keys
+        assert Response.objects.filter(prompt__study=study).count() == 40
+        ratings = Rating.objects.filter(response__prompt__study=study, simulated=True)
+        assert ratings.count() == 40 * 3 and all(r.scores.count() == len(keys) for r in ratings[:5])
+        assert set(study.calibration_items.values_list("references", flat=True)[0]) == set(keys)
+        accounts = dict(re.findall(r"^  (demo-[\w-]+)\s+(\S+)", out, re.M))
+        assert client.login(username="demo-researcher", password=accounts["demo-researcher"])
+        page = client.get(reverse("results", args=[study.id])).content.decode()
+        assert all(f'id="result-{key}"' in page for key in keys), preset
+        client.logout()

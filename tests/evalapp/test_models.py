@@ -4,7 +4,9 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from evalapp.models import Study, default_scales, validate_messages, validate_scales
+from django.db import connection
+
+from evalapp.models import Criterion, Score, Study, validate_messages
 from raters.models import Role, StudyMembership
 
 from ..factories import (
@@ -29,10 +31,10 @@ def assert_violates(constraint_name, create):
 def test_study_defaults():
     study = StudyFactory()
     assert study.status == Study.Status.DRAFT
-    assert [s["name"] for s in study.scales] == ["Empathy and Support", "Fluency and Response Quality"]
+    assert [c["question"] for c in study.rubric()] == ["Empathy and Support", "Fluency and Response Quality"]
+    assert [(c["min"], c["max"], c["level"]) for c in study.rubric()] == [(1, 10, "interval")] * 2
     assert study.ratings_per_response == 3
     assert study.disagreement_threshold == 3
-    validate_scales(study.scales)
 
 
 @pytest.mark.parametrize("value", [0])
@@ -40,7 +42,7 @@ def test_study_needs_at_least_one_rating_per_response(value):
     assert_violates("study_ratings_per_response_gte_1", lambda: StudyFactory(ratings_per_response=value))
 
 
-@pytest.mark.parametrize("value", [0, 10])
+@pytest.mark.parametrize("value", [0, 21])
 def test_study_threshold_inside_scale(value):
     assert_violates("study_disagreement_threshold_in_scale", lambda: StudyFactory(disagreement_threshold=value))
 
@@ -101,7 +103,51 @@ def test_rating_unique_per_response_and_rater():
 @pytest.mark.parametrize("scale", ["empathy", "fluency"])
 @pytest.mark.parametrize("score", [0, 11])
 def test_rating_scores_inside_scale(scale, score):
-    assert_violates(f"rating_{scale}_in_scale", lambda: RatingFactory(**{scale: score}))
+    assert_violates("score_value_in_criterion_range", lambda: RatingFactory(**{scale: score}))
+
+
+@pytest.mark.parametrize("value", [-1, 3])
+def test_choice_scores_inside_their_options(value):
+    study = StudyFactory(rubric__preset="counselbench")  # medical_advice: yes (0) / no (1) / not sure
+    rating = RatingFactory(response__prompt__study=study)
+    rating.scores.all().delete()
+    criterion = study.criteria.get(key="medical_advice")
+    assert_violates("score_value_in_criterion_range", lambda: Score.objects.create(
+        rating=rating, criterion=criterion, value=value, min_value=criterion.min_value, max_value=criterion.max_value))
+
+
+def test_not_sure_has_no_value_and_a_value_is_not_not_sure():
+    study = StudyFactory(rubric__preset="counselbench")
+    rating = RatingFactory(response__prompt__study=study, scores={"factual_consistency": None})
+    assert rating.scores.get(criterion__key="factual_consistency").not_sure
+    score = rating.scores.get(criterion__key="overall")
+    assert_violates("score_value_in_criterion_range",
+                    lambda: Score.objects.filter(id=score.id).update(not_sure=True))
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the composite foreign key is PostgreSQL's (SQLite "
+                    "can't add one to a table); CI runs this on PostgreSQL")
+def test_copied_bounds_must_be_the_criterions():
+    # Without the composite key a row could carry wider bounds than its criterion and pass the check.
+    rating = RatingFactory()
+    criterion = rating.response.prompt.study.criteria.get(key="empathy")
+    rating.scores.filter(criterion=criterion).delete()
+    assert_violates("score_bounds_are_criterions", lambda: Score.objects.create(
+        rating=rating, criterion=criterion, value=50, min_value=1, max_value=100))
+
+
+def test_criterion_bounds_cannot_change_under_its_scores():
+    rating = RatingFactory()
+    criterion = rating.response.prompt.study.criteria.get(key="empathy")
+    criterion.max_value = 5
+    if connection.vendor == "postgresql":
+        assert_violates("score_bounds_are_criterions", lambda: criterion.save())
+
+
+def test_criterion_needs_min_below_max():
+    study = StudyFactory()
+    assert_violates("criterion_min_below_max", lambda: Criterion.objects.create(
+        study=study, position=9, key="x", question="?", kind="likert", min_value=5, max_value=5, level="interval"))
 
 
 @pytest.mark.parametrize("score", [1, 10])
@@ -148,14 +194,3 @@ def test_messages_validator_accepts_multi_turn():
             {"role": "user", "content": "Months."},
         ]
     )
-
-
-def test_scales_validator_rejects_changed_range_and_missing_anchor():
-    scales = default_scales()
-    scales[0]["max"] = 7
-    with pytest.raises(ValidationError):
-        validate_scales(scales)
-    scales = default_scales()
-    del scales[1]["anchors"]["5"]
-    with pytest.raises(ValidationError):
-        validate_scales(scales)

@@ -77,9 +77,10 @@ def test_zip_has_codebook_and_a_truthful_manifest(client, researcher, rated_stud
     client.force_login(researcher)
     response = client.get(reverse("export_zip", args=[rated_study.id]))
     archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
-    assert set(archive.namelist()) == {"ratings.csv", "responses.csv", "audit.csv", "codebook.csv", "manifest.json"}
+    assert set(archive.namelist()) == {"ratings.csv", "responses.csv", "text_measures.csv", "audit.csv", "codebook.csv",
+                                       "manifest.json"}
     manifest = json.loads(archive.read("manifest.json"))
-    for name in ("ratings.csv", "responses.csv", "audit.csv"):
+    for name in ("ratings.csv", "responses.csv", "text_measures.csv", "audit.csv"):
         data = archive.read(name)
         assert manifest["files"][name]["sha256"] == sha256(data).hexdigest()
         assert manifest["files"][name]["rows"] == len(list(csv.DictReader(io.StringIO(data.decode()))))
@@ -88,6 +89,13 @@ def test_zip_has_codebook_and_a_truthful_manifest(client, researcher, rated_stud
     codebook = archive.read("codebook.csv").decode()
     header = archive.read("ratings.csv").decode().splitlines()[0].split(",")
     assert all(column in codebook for column in header)
+    # The rubric exactly: each criterion's question, range and anchors; the intensifiers counted.
+    rubric = [row for row in csv.DictReader(io.StringIO(codebook)) if row["file"] == "rubric"]
+    assert [r["column"] for r in rubric] == ["empathy", "fluency"]
+    assert '"Empathy and Support"' in rubric[0]["meaning"] and "whole numbers 1-10" in rubric[0]["meaning"]
+    assert "10 = Warm, validating and genuinely supportive" in rubric[0]["meaning"]
+    assert manifest["study"]["rubric"][1]["key"] == "fluency"
+    assert "really" in codebook and manifest["files"]["text_measures.csv"]["rows"] == 8 * 2
 
 
 def test_excluded_raters_are_marked_and_left_out(client, researcher, rated_study):
@@ -142,7 +150,7 @@ def _two_arm_study(owner, n_prompts: int, n_raters: int):
     return study
 
 
-PLOT_PAGE_QUERIES = 40  # four cold plot requests: one read of the ratings, then the cached results
+PLOT_PAGE_QUERIES = 44  # four cold plot requests: one read of the ratings, then the cached results
 
 
 @pytest.mark.parametrize("n_prompts, n_raters", [(3, 2), (25, 4)])
@@ -155,7 +163,7 @@ def test_the_four_plots_read_the_ratings_once(client, researcher, django_assert_
     with django_assert_num_queries(PLOT_PAGE_QUERIES) as captured:
         for name in ["distributions", "differences", "severity", "agreement"]:
             assert client.get(reverse("results_plot", args=[study.id, name, "png"])).status_code == 200
-    assert sum('"evalapp_rating"."fluency"' in q["sql"] for q in captured.captured_queries) == 1
+    assert sum('"evalapp_score"."value"' in q["sql"] for q in captured.captured_queries) == 1
 
 
 def test_plot_summary_matches_the_records(rated_study):

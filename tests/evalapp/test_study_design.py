@@ -27,7 +27,7 @@ def designed(study, researcher):
     ArmFactory(study=study, label="baseline")
     rater_services.consent_publish(study=study, text="Your scores are research data.", withdrawal_policy="delete")
     CalibrationItem.objects.create(study=study, messages=[{"role": "user", "content": "Hi"}], response_text="Hello",
-                                   reference_empathy=7, reference_fluency=8, rationale="Warm.", created_by=researcher)
+                                   references={"empathy": 7, "fluency": 8}, rationale="Warm.", created_by=researcher)
     study_import_prompts(study=study, data=CSV, filename="p.csv")
     for arm in study.arms.all():
         ResponseFactory(prompt=study.prompts.get(), arm=arm)
@@ -86,7 +86,7 @@ def test_clone_copies_the_design_and_none_of_the_data(client, researcher, design
     assert set(copy.arms.values_list("blind_code", flat=True)).isdisjoint(designed.arms.values_list("blind_code", flat=True))
     consent = copy.consent_versions.get()
     assert (consent.text, consent.withdrawal_policy) == ("Your scores are research data.", "delete")
-    assert copy.calibration_items.get().reference_empathy == 7
+    assert copy.calibration_items.get().references == {"empathy": 7, "fluency": 8}
     assert not copy.prompts.exists() and not copy.memberships.exists()
     # The copy is a draft: its design can be changed.
     client.post(reverse("arm_add", args=[copy.id]), ARM)

@@ -28,7 +28,7 @@ def blinded(study):
     study.save()
     CalibrationItem.objects.create(
         study=study, messages=[{"role": "user", "content": "Gold question"}], response_text="Gold answer",
-        reference_empathy=5, reference_fluency=5, rationale="r", created_by=study.owner, use_as_gold=True,
+        references={"empathy": 5, "fluency": 5}, rationale="r", created_by=study.owner, use_as_gold=True,
     )
     services.consent_publish(study=study, text="Please rate honestly.", withdrawal_policy="exclude")
     rater = MembershipFactory(study=study, user=UserFactory(username="blind-rater"), role=Role.RATER).user
@@ -60,7 +60,7 @@ def test_every_byte_a_rater_reaches_is_blind(client, blinded):
     # Submit every item through the no-reload path and keep each fragment it returns.
     for step in range(Assignment.objects.filter(rater=rater).count()):
         public_id = re.search(r'action="/studies/\d+/rate/([\w-]+)/"', bodies.get(f"fragment{step - 1}", bodies["rate"])).group(1)
-        response = client.post(reverse("rate_submit", args=[study.id, public_id]), {"empathy": 5, "fluency": 5},
+        response = client.post(reverse("rate_submit", args=[study.id, public_id]), {"score-empathy": 5, "score-fluency": 5},
                                headers={"X-Requested-With": "fetch"})
         assert response.status_code == 200
         bodies[f"fragment{step}"] = response.content.decode()

@@ -22,7 +22,7 @@ def rate_all(study, rater, scores):
     for assignment in Assignment.objects.filter(study=study, rater=rater, completed_at__isnull=True):
         empathy = scores.get(assignment.response_id, 5)
         services.rating_submit(study=study, rater=rater, item_public_id=assignment.response.public_id,
-                               submission=Submission(empathy, 5))
+                               submission=Submission({"empathy": empathy, "fluency": 5}))
 
 
 def two_raters_disagree(study):
@@ -117,7 +117,7 @@ def test_the_item_on_a_raters_screen_survives_a_rebalance(rating_study):
         # Each rater has rated one item and has the next one on screen.
         done = Assignment.objects.filter(study=rating_study, rater=rater).order_by("position").first()
         services.rating_submit(study=rating_study, rater=rater, item_public_id=done.response.public_id,
-                               submission=Submission(5, 5))
+                               submission=Submission({"empathy": 5, "fluency": 5}))
         shown[rater] = next_item(study=rating_study, rater=rater).assignment.response.public_id
 
     for n in range(3, 6):  # late joiners, each one a rebalance
@@ -126,7 +126,7 @@ def test_the_item_on_a_raters_screen_survives_a_rebalance(rating_study):
     for rater, public_id in shown.items():
         assert next_item(study=rating_study, rater=rater).assignment.response.public_id == public_id
         services.rating_submit(study=rating_study, rater=rater, item_public_id=public_id,
-                               submission=Submission(6, 6))
+                               submission=Submission({"empathy": 6, "fluency": 6}))
     # The design still asks exactly k ratings of every response.
     assigned = Counter(Assignment.objects.filter(study=rating_study, response__isnull=False)
                        .values_list("response_id", flat=True))

@@ -14,7 +14,7 @@ from raters.models import Assignment, CalibrationItem, Consent, Invitation, Rati
 from raters.selectors import next_item, rater_status
 from raters.services import RatingError, Submission
 
-from ..factories import MembershipFactory, PromptFactory, ResponseFactory, UserFactory
+from ..factories import MembershipFactory, PromptFactory, ResponseFactory, UserFactory, score_of
 from .conftest import add_rater
 
 pytestmark = pytest.mark.django_db
@@ -80,7 +80,7 @@ def test_rater_must_consent_then_calibrate_before_rating(client, rating_study, r
     rater = MembershipFactory(study=rating_study, user=UserFactory(username="r1"), role=Role.RATER).user
     CalibrationItem.objects.create(
         study=rating_study, messages=[{"role": "user", "content": "I'm sad."}], response_text="That sounds hard.",
-        reference_empathy=8, reference_fluency=9, rationale="Warm and clear.", created_by=researcher,
+        references={"empathy": 8, "fluency": 9}, rationale="Warm and clear.", created_by=researcher,
     )
     client.force_login(rater)
     assert client.get(reverse("rate", args=[rating_study.id]))["Location"] == reverse("consent", args=[rating_study.id])
@@ -92,8 +92,9 @@ def test_rater_must_consent_then_calibrate_before_rating(client, rating_study, r
     item = CalibrationItem.objects.get()
     assert item.public_id in page and "Warm and clear." not in page
     feedback = client.post(reverse("calibration", args=[rating_study.id]),
-                           {"item": item.public_id, "empathy": 7, "fluency": 9}).content.decode()
-    assert "Warm and clear." in feedback and "reference is empathy <strong>8</strong>" in feedback
+                           {"item": item.public_id, "score-empathy": 7, "score-fluency": 9}).content.decode()
+    assert "Warm and clear." in feedback
+    assert re.search(r"Empathy and Support</td><td><strong>7</strong></td><td><strong>8</strong>", feedback)
     assert rater_status(study=rating_study, user=rater).calibration == "passed"
     assert client.get(reverse("rate", args=[rating_study.id])).status_code == 200
 
@@ -102,11 +103,11 @@ def test_calibration_retry_once_then_researcher_decides(rating_study, researcher
     rater = MembershipFactory(study=rating_study, role=Role.RATER).user
     item = CalibrationItem.objects.create(
         study=rating_study, messages=[{"role": "user", "content": "Q"}], response_text="A",
-        reference_empathy=9, reference_fluency=9, rationale="r", created_by=researcher,
+        references={"empathy": 9, "fluency": 9}, rationale="r", created_by=researcher,
     )
     for expected in ("retry", "failed"):
         attempt = services.calibration_attempt_start(study=rating_study, rater=rater)
-        services.calibration_answer(attempt=attempt, item=item, empathy=1, fluency=1)
+        services.calibration_answer(attempt=attempt, item=item, answers={"empathy": 1, "fluency": 1})
         assert rater_status(study=rating_study, user=rater).calibration == expected
     with pytest.raises(RatingError, match="both calibration attempts"):
         services.calibration_attempt_start(study=rating_study, rater=rater)
@@ -127,8 +128,13 @@ def test_open_for_rating_builds_a_balanced_design(rating_study):
 def submit(study, rater, **kwargs):
     item = next_item(study=study, rater=rater).assignment
     public_id = item.response.public_id
-    values = {"empathy": 7, "fluency": 8, **kwargs}
-    return public_id, services.rating_submit(study=study, rater=rater, item_public_id=public_id, submission=Submission(**values))
+    answers = {"empathy": kwargs.pop("empathy", 7), "fluency": kwargs.pop("fluency", 8)}
+    return public_id, services.rating_submit(study=study, rater=rater, item_public_id=public_id,
+                                             submission=Submission(answers, **kwargs))
+
+
+def S(empathy, fluency, **kwargs):  # noqa: N802 - a submission of the default rubric, short for the tables below
+    return Submission({"empathy": empathy, "fluency": fluency}, **kwargs)
 
 
 def test_submit_is_idempotent_and_revisions_are_audited(rating_study):
@@ -136,12 +142,12 @@ def test_submit_is_idempotent_and_revisions_are_audited(rating_study):
     services.study_open_for_rating(study=rating_study)
     public_id, outcome = submit(rating_study, rater)
     assert outcome == "created"
-    again = services.rating_submit(study=rating_study, rater=rater, item_public_id=public_id, submission=Submission(7, 8))
+    again = services.rating_submit(study=rating_study, rater=rater, item_public_id=public_id, submission=S(7, 8))
     assert again == "unchanged" and Rating.objects.count() == 1 and not RatingRevision.objects.exists()
-    revised = services.rating_submit(study=rating_study, rater=rater, item_public_id=public_id, submission=Submission(3, 8))
-    assert revised == "revised" and Rating.objects.get().empathy == 3
+    revised = services.rating_submit(study=rating_study, rater=rater, item_public_id=public_id, submission=S(3, 8))
+    assert revised == "revised" and score_of(Rating.objects.get(), "empathy") == 3
     revision = RatingRevision.objects.get()
-    assert revision.before["empathy"] == 7 and revision.after["empathy"] == 3
+    assert revision.before["scores"]["empathy"][0] == 7 and revision.after["scores"]["empathy"][0] == 3
     assert next_item(study=rating_study, rater=rater).done == 1
 
 
@@ -151,20 +157,20 @@ def test_bad_submissions_write_nothing(rating_study, outsider):
     item = next_item(study=rating_study, rater=rater).assignment.response.public_id
     for empathy, fluency in [(0, 5), (5, 11), (True, 5)]:
         with pytest.raises(RatingError, match="whole number from 1 to 10"):
-            services.rating_submit(study=rating_study, rater=rater, item_public_id=item, submission=Submission(empathy, fluency))
+            services.rating_submit(study=rating_study, rater=rater, item_public_id=item, submission=S(empathy, fluency))
     with pytest.raises(RatingError, match="unsafe"):
         services.rating_submit(study=rating_study, rater=rater, item_public_id=item,
-                               submission=Submission(5, 5, unsafe=True, unsafe_category=""))
+                               submission=S(5, 5, unsafe=True, unsafe_category=""))
     not_mine = Assignment.objects.exclude(rater=rater).first()
     other = add_rater(rating_study, "r2")
     unassigned = [a.response.public_id for a in Assignment.objects.filter(rater=rater)]
     with pytest.raises(RatingError) as excinfo:
-        services.rating_submit(study=rating_study, rater=other, item_public_id="nope", submission=Submission(5, 5))
+        services.rating_submit(study=rating_study, rater=other, item_public_id="nope", submission=S(5, 5))
     assert excinfo.value.status == 404
     Study.objects.filter(id=rating_study.id).update(status=Study.Status.CLOSED)
     rating_study.refresh_from_db()
     with pytest.raises(RatingError, match="closed") as excinfo:
-        services.rating_submit(study=rating_study, rater=rater, item_public_id=item, submission=Submission(5, 5))
+        services.rating_submit(study=rating_study, rater=rater, item_public_id=item, submission=S(5, 5))
     assert excinfo.value.status == 409
     assert not Rating.objects.exists() and not_mine is None and unassigned
 
@@ -175,15 +181,15 @@ def test_http_submit_errors_are_clear(client, rating_study):
     item = next_item(study=rating_study, rater=rater).assignment.response.public_id
     client.force_login(rater)
     url = reverse("rate_submit", args=[rating_study.id, item])
-    bad = client.post(url, {"empathy": 11, "fluency": 5}, headers={"X-Requested-With": "fetch"})
+    bad = client.post(url, {"score-empathy": 11, "score-fluency": 5}, headers={"X-Requested-With": "fetch"})
     assert bad.status_code == 400 and "1 to 10" in bad.content.decode()
-    missing = client.post(reverse("rate_submit", args=[rating_study.id, "unknown-id"]), {"empathy": 5, "fluency": 5},
+    missing = client.post(reverse("rate_submit", args=[rating_study.id, "unknown-id"]), {"score-empathy": 5, "score-fluency": 5},
                           headers={"X-Requested-With": "fetch"})
     assert missing.status_code == 404
-    ok = client.post(url, {"empathy": 5, "fluency": 6, "seconds": "12.5"}, headers={"X-Requested-With": "fetch"})
+    ok = client.post(url, {"score-empathy": 5, "score-fluency": 6, "seconds": "12.5"}, headers={"X-Requested-With": "fetch"})
     assert ok.status_code == 200 and 'id="rate-item"' in ok.content.decode() and "2 of" in ok.content.decode()
     assert Rating.objects.get().seconds_on_item == 12.5
-    twice = client.post(url, {"empathy": 5, "fluency": 6}, headers={"X-Requested-With": "fetch"})
+    twice = client.post(url, {"score-empathy": 5, "score-fluency": 6}, headers={"X-Requested-With": "fetch"})
     assert twice.status_code == 200 and Rating.objects.count() == 1
 
 

@@ -24,6 +24,9 @@ def _ci(block: dict[str, Any] | None) -> str:
     return f"{_fmt(block['value'])}  [{_fmt(lo)}, {_fmt(hi)}]"
 
 
+EXPORT_ALIASES = {"response_id": "item", "prompt_id": "prompt"}
+
+
 def read_rows(path: Path) -> tuple[list[str], list[dict[str, Any]], list[int]]:
     """Header (stripped, lower-cased), DictReader-style rows and their CSV row numbers (header = 1).
 
@@ -40,6 +43,10 @@ def read_rows(path: Path) -> tuple[list[str], list[dict[str, Any]], list[int]]:
                            "save it as UTF-8 CSV.") from None
     reader = csv.reader(io.StringIO(text, newline=""))
     header = [h.strip().lower() for h in next(reader, [])]
+    # EmpathEval's own ratings.csv names its columns for what they are; read it as it comes.
+    for export_name, name in EXPORT_ALIASES.items():
+        if export_name in header and name not in header:
+            header[header.index(export_name)] = name
     rows, numbers = [], []
     for number, values in enumerate(reader, start=2):
         if not any(v.strip() for v in values):
@@ -57,7 +64,10 @@ class Command(BaseCommand):
     help = (
         "Agreement (Krippendorff's alpha with bootstrap CIs, ICC, weighted kappa, exact/within-one) "
         "and, with an arm column, the arm comparison, per scale, from a long-form CSV with columns "
-        "item, rater, score and optionally scale, arm (two labels), prompt."
+        "item, rater, score and optionally scale, arm (two labels), prompt, level (interval, ordinal or "
+        "nominal: which metrics fit each scale) and not_sure (1 = the rater was not sure; score empty). "
+        "EmpathEval's ratings.csv is read as it is exported (response_id is the item, prompt_id the "
+        "prompt, rows marked excluded are left out)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -73,6 +83,12 @@ class Command(BaseCommand):
             raise CommandError("--n-boot must be at least 1.")
         path: Path = options["file"]
         header, rows, numbers = read_rows(path)
+        if "excluded" in header:  # an EmpathEval export: its excluded rows are out of the analysis too
+            kept = [(r, n) for r, n in zip(rows, numbers, strict=True) if str(r.get("excluded", "")).strip() != "1"]
+            n_excluded = len(rows) - len(kept)
+            rows, numbers = [r for r, _ in kept], [n for _, n in kept]
+            if n_excluded:
+                self.stderr.write(f"note: {n_excluded} row(s) marked excluded were left out.")
         problems = validate_long(rows, columns=header, row_numbers=numbers)
         if problems:
             for problem in problems:
@@ -81,7 +97,7 @@ class Command(BaseCommand):
         # Stripped like validate_long compares them, so " r1" and "r1" are one rater in both.
         records = [{c: r[c].strip() for c in (*REQUIRED, *OPTIONAL) if c in header} for r in rows]
         for r in records:
-            r["score"] = float(r["score"])
+            r["score"] = float(r["score"]) if r["score"] else None
         result = analyze_long(records, n_boot=options["n_boot"], seed=options["seed"],
                               fit_mixed=not options["no_mixed"])
         result["settings"]["file"] = str(path)
@@ -93,13 +109,17 @@ class Command(BaseCommand):
             self.stdout.write(self._table(name, scale, result["settings"]))
 
     def _table(self, name: str, s: dict[str, Any], settings: dict[str, Any]) -> str:
+        if "value_domain" not in s:
+            return f"Scale {name} ({s['level']}): {s['n_not_sure']} not-sure answers; {s.get('note', '')}\n"
         dom = s["value_domain"]
         lines = [
-            f"Scale {name}: {s['n_items']} items, {s['n_raters']} raters, {s['n_ratings']} ratings, "
-            f"scores {dom[0]:g}..{dom[-1]:g} ({s['n_items_single_rating']} items rated once)",
-            f"  Krippendorff alpha, interval   {_ci(s['krippendorff_alpha_interval'])}",
-            f"  Krippendorff alpha, ordinal    {_ci(s['krippendorff_alpha_ordinal'])}",
+            f"Scale {name} ({s['level']}): {s['n_items']} items, {s['n_raters']} raters, {s['n_ratings']} ratings, "
+            f"scores {dom[0]:g}..{dom[-1]:g} ({s['n_items_single_rating']} items rated once); "
+            f"{s['n_not_sure']} not-sure answers left out",
         ]
+        for level in ("interval", "ordinal", "nominal"):
+            if f"krippendorff_alpha_{level}" in s:
+                lines.append(f"  Krippendorff alpha, {level:<9} {_ci(s[f'krippendorff_alpha_{level}'])}")
         if s["icc"]:
             head = s["icc_headline"]
             for form in (head["single"], head["average"]):
@@ -107,12 +127,21 @@ class Command(BaseCommand):
         lines.append(f"  ICC note: {s['icc_note']}")
         kappa = s["weighted_kappa"]
         lines += [
-            f"  Weighted kappa (quadratic)     {_fmt(kappa['mean'])}  (mean of {kappa['n_pairs']} rater pairs "
+            f"  Kappa ({kappa['weights']:<11})         {_fmt(kappa['mean'])}  (mean of {kappa['n_pairs']} rater pairs "
             f"sharing >= {kappa['min_shared_items']} items)",
             f"  Exact / within-one agreement   {_fmt(s['exact_agreement'])} / {_fmt(s['within_one_agreement'])}",
         ]
         c = s.get("comparison")
-        if c:
+        if c and "options" in c:
+            lines.append(f"  Comparison {c['contrast']} (arms {settings['arm_mapping']}), answer by answer, "
+                         f"{c['n_prompts']} prompts in both arms")
+            for option, o in c["options"].items():
+                arms = o["arms"]
+                lines.append(
+                    f"    answer {option}: share {_fmt(arms['0']['share'])} vs {_fmt(arms['1']['share'])}, "
+                    f"paired difference {_fmt(o['mean_diff'])} [{_fmt(o['ci95'][0])}, {_fmt(o['ci95'][1])}], "
+                    f"Wilcoxon p {_fmt((o['wilcoxon'] or {}).get('p'), 4)} (Holm {_fmt(o['p_holm'], 4)})")
+        elif c:
             mixed = c.get("mixed") or {}
             lines += [
                 f"  Comparison {c['contrast']} (arms {settings['arm_mapping']}), {c['n_prompts']} prompts in both arms",

@@ -5,7 +5,8 @@ trained on CounselChat's training questions (or reused from var/demo-adapter);
 both arms generated with the bundled model through the same task code a GPU
 worker runs; consent, calibration items and balanced rating queues for the three
 raters; with --simulate, simulated ratings (labelled everywhere) so the results
-page has something to show. `--no-serve` stops before serving: the test suite
+page has something to show. `--preset epitome` (or any evalapp.rubric_presets key)
+runs the same demo with that protocol's rubric, as a study of its own. `--no-serve` stops before serving: the test suite
 runs it so the demo cannot rot.
 """
 
@@ -24,7 +25,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from evalapp.models import Arm, Rating, Response, Study
+from evalapp.models import Arm, Rating, Response, Score, Study
+from evalapp.rubric_presets import DEFAULT_PRESET, PRESETS
 from evalapp.services import arm_create, study_create, study_import_prompts
 from modelserver import dispatch
 from modelserver.corpus import COUNSELCHAT_QUESTIONS, best_counselchat_answer
@@ -43,8 +45,8 @@ ACCOUNTS = [
     ("demo-adjudicator", Role.ADJUDICATOR),
 ]
 CONSENT_TEXT = (
-    "You will read questions people asked about their mental health and replies written by chatbots, and score "
-    "each reply for empathy and fluency. Some questions describe distressing situations. Your scores are research "
+    "You will read questions people asked about their mental health and replies written by chatbots, and answer "
+    "a few questions about each reply. Some questions describe distressing situations. Your scores are research "
     "data, stored under a pseudonym. You may stop and withdraw at any time."
 )
 
@@ -58,6 +60,8 @@ class Command(BaseCommand):
         parser.add_argument("--simulate", action="store_true", help="Fill the study with SIMULATED ratings.")
         parser.add_argument("--train-steps", type=int, default=50, help="LoRA steps of 4 x 256 tokens (default 50).")
         parser.add_argument("--max-new-tokens", type=int, default=96)
+        parser.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS),
+                            help="The rubric's protocol preset (default: EmpathEval's two 1-10 scales).")
         parser.add_argument("--quick", action="store_true",
                             help="Tiny settings for the test suite: 2 training steps, short replies.")
 
@@ -67,7 +71,7 @@ class Command(BaseCommand):
         if options["quick"]:
             options.update(train_steps=2, max_new_tokens=8)
         started = time.monotonic()
-        passwords, study, users = self._accounts_and_study()
+        passwords, study, users = self._accounts_and_study(options["preset"])
         adapter_dir = self._adapter(study, options)
         self._arms(study, adapter_dir, options["max_new_tokens"])
         self._generate(study, users["demo-researcher"])
@@ -87,7 +91,7 @@ class Command(BaseCommand):
         call_command("runserver", options["addrport"], use_reloader=False)
 
     @transaction.atomic
-    def _accounts_and_study(self):
+    def _accounts_and_study(self, preset: str):
         User = get_user_model()
         passwords, users = {}, {}
         for username, _role in ACCOUNTS:
@@ -98,12 +102,14 @@ class Command(BaseCommand):
             users[username] = user
         owner = users["demo-researcher"]
         rater_services.researcher_add(user=owner)  # so the demo's researcher can also start a study of their own
-        study = Study.objects.filter(owner=owner, title=DEMO_TITLE).first()
+        title = DEMO_TITLE if preset == DEFAULT_PRESET else f"{DEMO_TITLE} ({PRESETS[preset]['name']})"
+        study = Study.objects.filter(owner=owner, title=title).first()
         if study is None:
             study = study_create(
                 owner=owner,
-                title=DEMO_TITLE,
+                title=title,
                 description=f"{DEMO_PROMPTS} test-split CounselChat questions (seed {DEMO_SEED}), rated blind.",
+                preset=preset,
             )
         for username, role in ACCOUNTS:
             if role is not None:
@@ -230,13 +236,13 @@ class Command(BaseCommand):
             prompt = study.prompts.order_by("id").first()
             strong = prompt.reference or best_counselchat_answer(())
             CalibrationItem.objects.create(
-                study=study, messages=prompt.messages, response_text=strong, reference_empathy=9, reference_fluency=8,
+                study=study, messages=prompt.messages, response_text=strong, references=_references(study, 0.85),
                 rationale="A counsellor's answer: acknowledges the feelings, then offers concrete, gentle next steps.",
                 created_by=study.owner, use_as_gold=True,
             )
             CalibrationItem.objects.create(
                 study=study, messages=prompt.messages, response_text="Just think positive and stop worrying so much.",
-                reference_empathy=2, reference_fluency=6,
+                references=_references(study, 0.2),
                 rationale="Fluent but dismissive: tells the person how to feel and ignores what they said.",
                 created_by=study.owner, use_as_gold=True,
             )
@@ -252,26 +258,57 @@ class Command(BaseCommand):
             rater_services.design_rebalance(study=study)
 
     def _simulate(self, study) -> None:
-        """SIMULATED raters: each has a severity, each prompt a difficulty, the fine-tuned arm +0.7 empathy."""
+        """SIMULATED raters: each has a severity, each prompt a difficulty, the fine-tuned arm +0.7 points
+        (on a 1-10 scale, in proportion on others) on the rubric's first criterion."""
         rng = np.random.default_rng(DEMO_SEED)
         pending = Assignment.objects.filter(study=study, completed_at__isnull=True, response__isnull=False).select_related(
             "response__arm", "response__prompt")
+        criteria = list(study.criteria.all())
         severity = {}
         difficulty = {}
-        rows = []
+        rows, answers = [], []
         for a in pending:
             s = severity.setdefault(a.rater_id, rng.normal(0, 0.8))
             d = difficulty.setdefault(a.response.prompt_id, rng.normal(0, 1.0))
             boost = 0.7 if a.response.arm.adapter else 0.0
-            empathy = int(np.clip(round(6 + boost + s + d + rng.normal(0, 1.2)), 1, 10))
-            fluency = int(np.clip(round(7 + s / 2 + d / 2 + rng.normal(0, 1.0)), 1, 10))
-            rows.append(Rating(response=a.response, rater_id=a.rater_id, empathy=empathy, fluency=fluency,
-                               unsafe=bool(rng.random() < 0.02), simulated=True, seconds_on_item=float(rng.gamma(4, 8)),
-                               comment="SIMULATED"))
-        for rating in rows:
-            if rating.unsafe:
-                rating.unsafe_category = "other"
+            unsafe = bool(rng.random() < 0.02)
+            rows.append(Rating(response=a.response, rater_id=a.rater_id, unsafe=unsafe,
+                               unsafe_category="other" if unsafe else "", simulated=True,
+                               seconds_on_item=float(rng.gamma(4, 8)), comment="SIMULATED"))
+            scores = []
+            for i, c in enumerate(criteria):
+                latent = (6 + (boost if i == 0 else 0) + s + d + rng.normal(0, 1.2)) / 10  # about 0..1
+                if c.not_sure and rng.random() < 0.05:
+                    scores.append((c, None))
+                elif c.kind == "choice":
+                    scores.append((c, int(rng.integers(c.min_value, c.max_value + 1))))
+                else:
+                    span = c.max_value - c.min_value
+                    scores.append((c, int(np.clip(round(c.min_value + latent * span), c.min_value, c.max_value))))
+            answers.append(scores)
         with transaction.atomic():
-            Rating.objects.bulk_create(rows, ignore_conflicts=True)
+            Rating.objects.bulk_create(rows)
+            Score.objects.bulk_create(
+                Score(rating=rating, criterion=c, value=value, not_sure=value is None, min_value=c.min_value,
+                      max_value=c.max_value, rationale="SIMULATED" if c.rationale == "required" else "")
+                for rating, scores in zip(rows, answers, strict=True) for c, value in scores)
             pending.update(completed_at=timezone.now())
         self.stdout.write(self.style.WARNING(f"Added {len(rows)} SIMULATED ratings (labelled as such everywhere)."))
+
+
+# The calibration replies' references on criteria whose high end is the bad end.
+_REVERSED = {"toxicity"}
+
+
+def _references(study, quality: float) -> dict:
+    """Demo reference answers for a reply of this quality (0 = worst, 1 = best) on any rubric: a likert
+    point that far along the scale; for a choice, its last option (for CounselBench's medical advice
+    that is "no", right for both demo replies: neither gives medical advice)."""
+    references = {}
+    for c in study.rubric():
+        if c["kind"] == "choice":
+            references[c["key"]] = c["max"]
+        else:
+            q = 1 - quality if c["key"] in _REVERSED else quality
+            references[c["key"]] = c["min"] + round(q * (c["max"] - c["min"]))
+    return references

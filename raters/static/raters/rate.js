@@ -1,5 +1,7 @@
 // Keyboard rating and submission without a full page reload.
-// 1-9 and 0 (=10) score the active scale, Tab moves to the next scale, Enter submits.
+// Each answer carries its key in data-key: digits for scale points (0 is 10 on a 1-10 scale),
+// letters for named options, n for "not sure". Tab moves to the next question, Enter submits,
+// ? shows each question's keys (evalapp.rubric.key_hints says the same in words).
 (function () {
   var root = document.getElementById("rate-item") || document;
 
@@ -17,11 +19,13 @@
     document.onkeydown = function (e) {
       var tag = (e.target.tagName || "").toLowerCase();
       if (tag === "textarea" || (tag === "input" && e.target.type === "text") || tag === "select") return;
-      if (/^[0-9]$/.test(e.key)) {
-        var value = e.key === "0" ? "10" : e.key;
-        var input = scales[active].querySelector('input[value="' + value + '"]');
-        if (input) { input.checked = true; input.focus(); }
+      if (e.key === "?") {
+        form.classList.toggle("show-keys");
+        Array.prototype.forEach.call(form.querySelectorAll(".hint"), function (h) { h.hidden = !form.classList.contains("show-keys"); });
         e.preventDefault();
+      } else if (/^[0-9a-z]$/.test(e.key) && !e.ctrlKey && !e.metaKey && !e.altKey && scales.length) {
+        var input = scales[active].querySelector('input[data-key="' + e.key + '"]');
+        if (input) { input.checked = true; input.focus(); e.preventDefault(); }
       } else if (e.key === "Tab" && !e.shiftKey && tag !== "button") {
         active = (active + 1) % scales.length; mark();
         var chosen = scales[active].querySelector("input:checked") || scales[active].querySelector("input");
