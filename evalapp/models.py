@@ -59,13 +59,16 @@ class Study(models.Model):
     Status = StudyStatus
     # What raters are asked and how their answers are judged: fixed once the study opens for rating
     # (evalapp.services.check_design_open), and what "Clone study" copies.
-    DESIGN_FIELDS = ("ratings_per_response", "disagreement_threshold", "calibration_max_mae", "gold_rate",
+    DESIGN_FIELDS = ("rubric_preset", "ratings_per_response", "disagreement_threshold", "calibration_max_mae", "gold_rate",
                      "disagreement_rule", "disagreement_sd", "safety_two_adjudicators", "score_policy")
 
     title = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="owned_studies")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
+    # The protocol preset the rubric started from (evalapp.rubric_presets), for its citation; empty
+    # for a rubric written from scratch. Whether it was edited since is read off the criteria.
+    rubric_preset = models.CharField(max_length=40, blank=True)
     ratings_per_response = models.PositiveSmallIntegerField(default=3)
     # A likert criterion's item needs adjudication when its ratings span at least this many points
     # (capped at the criterion's own span, evalapp.rubric.disagrees).
@@ -108,6 +111,16 @@ class Study(models.Model):
         if not hasattr(self, "_rubric"):
             self._rubric = [c.spec() for c in self.criteria.all()]
         return self._rubric
+
+    def rubric_source(self) -> dict | None:
+        """{"key", "name", "citation", "note", "edited"} of the preset the rubric started from, or None."""
+        from .rubric_presets import PRESETS
+
+        preset = PRESETS.get(self.rubric_preset)
+        if preset is None:
+            return None
+        return {"key": self.rubric_preset, "name": preset["name"], "citation": preset["citation"],
+                "note": preset["note"], "edited": self.rubric() != preset["criteria"]}
 
 
 class CriterionKind(models.TextChoices):

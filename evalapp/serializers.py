@@ -12,7 +12,7 @@ class StudySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Study
-        fields = ["id", "title", "description", "owner", "status", "rubric", "ratings_per_response",
+        fields = ["id", "title", "description", "owner", "status", "rubric_preset", "rubric", "ratings_per_response",
                   "disagreement_rule", "disagreement_threshold", "disagreement_sd", "calibration_max_mae",
                   "score_policy", "created_at", "updated_at"]
         read_only_fields = fields

@@ -187,7 +187,8 @@ def study_create(*, owner, title: str, description: str = "", preset: str | None
         raise ServiceError(exc.args[0]) from None
     criteria = _checked_rubric(rubric if rubric is not None else chosen["criteria"])
     fields = {**chosen["settings"], **fields}
-    study = Study(owner=owner, title=title, description=description, **fields)
+    study = Study(owner=owner, title=title, description=description,
+                  rubric_preset="" if rubric is not None else (preset or DEFAULT_PRESET), **fields)
     study.full_clean()
     study.save()
     Criterion.objects.bulk_create(Criterion.from_spec(study, i, spec) for i, spec in enumerate(criteria))
@@ -205,10 +206,17 @@ def _checked_rubric(criteria) -> list[dict]:
 
 
 @transaction.atomic
-def study_set_rubric(*, study: Study, criteria: list[dict], actor=None) -> list[dict]:
-    """Replace a draft study's rubric (all criteria at once: order, keys and ranges may all change)."""
+def study_set_rubric(*, study: Study, criteria: list[dict], actor=None, preset: str | None = None) -> list[dict]:
+    """Replace a draft study's rubric (all criteria at once: order, keys and ranges may all change).
+    With `preset`, the rubric is that preset's (and it becomes the study's source for the citation)."""
     study = Study.objects.select_for_update().get(pk=study.pk)
     check_design_open(study, "changing the rubric")
+    if preset:
+        try:
+            criteria = get_preset(preset)["criteria"]
+        except KeyError as exc:
+            raise ServiceError(exc.args[0]) from None
+        Study.objects.filter(pk=study.pk).update(rubric_preset=preset)
     checked = _checked_rubric(criteria)
     before = study.rubric()
     study.criteria.all().delete()  # a draft has no ratings, so no score protects a criterion

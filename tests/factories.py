@@ -30,6 +30,9 @@ class StudyFactory(factory.django.DjangoModelFactory):
         if not create:
             return
         criteria = validate(extracted) if extracted is not None else get_preset(preset)["criteria"]
+        if extracted is None:
+            Study.objects.filter(pk=self.pk).update(rubric_preset=preset)
+            self.rubric_preset = preset
         Criterion.objects.bulk_create(Criterion.from_spec(self, i, spec) for i, spec in enumerate(criteria))
 
 

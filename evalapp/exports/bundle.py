@@ -51,6 +51,10 @@ def codebook_rows(columns, file: str) -> Iterator[tuple[str, str, str]]:
 
 def rubric_rows(study: Study) -> Iterator[tuple[str, str, str]]:
     """The rubric exactly as raters saw it: one codebook row per criterion (ratings.csv's `scale`)."""
+    source = study.rubric_source()
+    if source:
+        yield ("rubric", "(source)", f"{'Adapted from' if source['edited'] else 'The'} {source['name']} preset"
+                                      f"{' (edited)' if source['edited'] else ''}: {source['citation']}")
     for position, c in enumerate(study.rubric(), start=1):
         if c["kind"] == "likert":
             answers = f"whole numbers {c['min']}-{c['max']}"
@@ -72,6 +76,7 @@ def rubric_rows(study: Study) -> Iterator[tuple[str, str, str]]:
 
 def _manifest(study: Study) -> dict:
     return {"study": {"id": study.id, "title": study.title, "status": study.status, "rubric": study.rubric(),
+                      "rubric_source": study.rubric_source(),
                       "ratings_per_response": study.ratings_per_response, "score_policy": study.score_policy,
                       "disagreement_rule": study.disagreement_rule,
                       "disagreement_threshold": study.disagreement_threshold, "design_seed": study.design_seed},

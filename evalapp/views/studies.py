@@ -58,7 +58,8 @@ def study_rubric(request, study_id: int):
     form = RubricForm(request.POST)
     if form.is_valid():
         try:
-            study_set_rubric(study=study, criteria=form.cleaned_data["parsed"], actor=request.user)
+            study_set_rubric(study=study, criteria=form.cleaned_data["parsed"], actor=request.user,
+                             preset=form.cleaned_data.get("preset") or None)
         except ServiceError as exc:
             messages.error(request, str(exc))
         else:

@@ -90,11 +90,13 @@ def test_zip_has_codebook_and_a_truthful_manifest(client, researcher, rated_stud
     header = archive.read("ratings.csv").decode().splitlines()[0].split(",")
     assert all(column in codebook for column in header)
     # The rubric exactly: each criterion's question, range and anchors; the intensifiers counted.
-    rubric = [row for row in csv.DictReader(io.StringIO(codebook)) if row["file"] == "rubric"]
+    rubric = [row for row in csv.DictReader(io.StringIO(codebook)) if row["file"] == "rubric"
+              and row["column"] != "(source)"]
     assert [r["column"] for r in rubric] == ["empathy", "fluency"]
     assert '"Empathy and Support"' in rubric[0]["meaning"] and "whole numbers 1-10" in rubric[0]["meaning"]
     assert "10 = Warm, validating and genuinely supportive" in rubric[0]["meaning"]
     assert manifest["study"]["rubric"][1]["key"] == "fluency"
+    assert manifest["study"]["rubric_source"]["name"] == "EmpathEval default" and "EmpathEval default" in codebook
     assert "really" in codebook and manifest["files"]["text_measures.csv"]["rows"] == 8 * 2
 
 

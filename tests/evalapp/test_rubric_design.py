@@ -64,11 +64,16 @@ def test_page_edits_the_rubric_as_json_or_from_a_preset(client, study, researche
     client.post(url, {"criteria": json.dumps([CHOICE, {"key": "warmth", "question": "Warmth", "kind": "likert",
                                                        "min": 0, "max": 2, "level": "ordinal"}])})
     assert [c["key"] for c in Study.objects.get(id=study.id).rubric()] == ["advice", "warmth"]
+    assert "A rubric of the researcher" not in client.get(reverse("study_detail", args=[study.id])).content.decode()
+    assert Study.objects.get(id=study.id).rubric_source()["edited"]  # started from the default preset
     client.post(url, {"preset": "mentalchat16k", "criteria": ""})
     assert len(Study.objects.get(id=study.id).rubric()) == 7
+    source = Study.objects.get(id=study.id).rubric_source()
+    assert source["name"] == "MentalChat16K" and not source["edited"]
     assert AuditEvent.objects.filter(study=study, action="study.rubric").count() == 2
     page = client.get(reverse("study_detail", args=[study.id])).content.decode()
     assert "Active listening" in page and PRESETS["epitome"]["citation"] in page
+    assert 'id="rubric-source">The <strong>MentalChat16K</strong>' in page
     for persona in ("rater", "adjudicator", "outsider"):
         client.force_login(personas[persona])
         assert client.post(url, {"preset": "epitome"}).status_code in (403, 404)
@@ -89,6 +94,7 @@ def test_create_from_a_preset_and_with_consent_on_the_api(researcher):
     assert study.consent_versions.get().withdrawal_policy == "exclude"
     custom = api.post(reverse("api_studies"), {"title": "Own", "rubric": [CHOICE]}, format="json")
     assert custom.status_code == 201 and custom.json()["rubric"][0]["options"][1]["key"] == "no"
+    assert custom.json()["rubric_preset"] == "" and body["rubric_preset"] == "epitome"
     bad = api.post(reverse("api_studies"), {"title": "Bad", "rubric": [{"key": "x"}]}, format="json")
     assert bad.status_code == 400 and "question" in bad.json()["detail"]
     no_policy = api.post(reverse("api_studies"), {"title": "C", "consent_text": "Hi"}, format="json")
