@@ -42,9 +42,14 @@ class AdjudicationError(ServiceError):
 class RatingView:
     pseudonym: str
     answers: list[str]  # each criterion's answer as shown to raters, in rubric order
+    rationales: list[str]  # the rater's reason per criterion ("" for none), in the same order
     unsafe: bool
     unsafe_category: str
     comment: str
+
+    @property
+    def cells(self) -> list[dict]:
+        return [{"answer": a, "rationale": r} for a, r in zip(self.answers, self.rationales, strict=True)]
 
 
 @dataclass
@@ -152,8 +157,11 @@ def _views(study: Study, rows: list[Rating], names: dict[int, str]) -> list[Rati
     views = []
     for r in rows:
         values = _values(study, r)
+        keys = _criterion_keys(study)
+        reasons = {keys[sc.criterion_id]: sc.rationale for sc in r.scores.all()}
         views.append(RatingView(names.get(r.rater_id, "?"), [_shown(c, values.get(c["key"])) for c in rubric],
-                                r.unsafe, r.unsafe_category, r.comment))
+                                [reasons.get(c["key"], "") for c in rubric], r.unsafe, r.unsafe_category,
+                                r.comment))
     return views
 
 

@@ -309,6 +309,7 @@ def analyze_long(
             raise ValueError(f"arm must have exactly two labels, found {len(labels)}")
         mapping = {str(label): i for i, label in enumerate(labels)}
         settings["arm_mapping"] = mapping
+        settings["contrast"] = f"{labels[1]} - {labels[0]}"
         df["arm_code"] = df["arm"].map(lambda a: mapping[str(a)])
         df["prompt_key"] = (df["prompt"] if "prompt" in df.columns else df["item"]).astype(str)
         # statsmodels import only when needed
@@ -325,6 +326,17 @@ def analyze_long(
             if levels.get(name, "interval") == "nominal":
                 comparison[name] = compare_choice(sub["prompt_key"].to_numpy(), sub["arm_code"].to_numpy(),
                                                   sub["score"].to_numpy(), n_boot=n_boot, seed=seed)
+        # One Holm family over every criterion's comparison: a likert criterion's Wilcoxon p and a
+        # choice criterion's smallest adjusted option p (the mixed model's p has its own family).
+        from evalapp.stats.comparison import holm
+
+        family = holm({name: (res.get("p") if "options" in res else (res.get("wilcoxon") or {}).get("p"))
+                       for name, res in comparison.items()})
+        for name, res in comparison.items():
+            if "options" in res:
+                res["p_holm"] = family[name]
+            else:
+                res["wilcoxon_p_holm"] = family[name]
         for name, res in comparison.items():
             res["contrast"] = f"{labels[1]} - {labels[0]}"
             if not res["n_prompts"]:

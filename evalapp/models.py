@@ -318,7 +318,9 @@ class Score(models.Model):
     """
 
     rating = models.ForeignKey(Rating, on_delete=models.CASCADE, related_name="scores")
-    criterion = models.ForeignKey(Criterion, on_delete=models.PROTECT, related_name="scores")
+    # RESTRICT, not PROTECT: deleting a study still cascades through its scores, but a criterion
+    # with scores can't be deleted on its own.
+    criterion = models.ForeignKey(Criterion, on_delete=models.RESTRICT, related_name="scores")
     value = models.SmallIntegerField(null=True, blank=True)
     not_sure = models.BooleanField(default=False)
     min_value = models.SmallIntegerField()

@@ -8,6 +8,7 @@ is computed and cached with the results, so a page showing four plots reads the 
 import hashlib
 import json
 from collections import defaultdict
+from itertools import combinations
 
 from django.conf import settings
 from django.core.cache import cache
@@ -85,10 +86,25 @@ def _analyse(study: Study, records: list[dict], n_boot: int) -> dict:
                 result["comparison"] = analyze_long(rows, n_boot=n_boot, seed=seed, fit_mixed=fit_mixed)
             else:
                 result["comparison"] = result["agreement"]
+            result["comparisons"] = {result["comparison"]["settings"]["contrast"]: result["comparison"]} \
+                if "contrast" in result["comparison"]["settings"] else {}
         else:
             result["agreement"] = analyze_long([{k: v for k, v in r.items() if k != "arm"} for r in rows],
                                                n_boot=n_boot, seed=seed)
-        result["arm_means"] = arm_means(records)
+            if len(arms) > 2:
+                # Every pair of arms on its own (a prompt-engineered baseline is a third arm). Holm
+                # adjusts across criteria within a pair; the pairs are not adjusted for each other.
+                for row, record in zip(rows, records, strict=True):
+                    row["score"] = record["comparison_score"]
+                result["comparisons"] = {}
+                for first, second in combinations(sorted(arms), 2):
+                    pair = [r for r in rows if r["arm"] in (first, second)]
+                    result["comparisons"][f"{second} - {first}"] = analyze_long(pair, n_boot=n_boot, seed=seed,
+                                                                               fit_mixed=fit_mixed)
+                result["comparison_note"] = (
+                    f"{len(arms)} arms: each pair is compared on its own prompts; p-values are Holm-adjusted across "
+                    "criteria within a pair, not across the pairs.")
+        result["arm_means"] = arm_means(records, {c["key"]: (c["min"], c["max"]) for c in study.rubric()})
     result["subgroups"] = subgroups(records, study)
     unsafe = defaultdict(lambda: [0, 0])
     first = next(iter(study.rubric()), {}).get("key")  # one row per rating: its first criterion's
@@ -110,7 +126,7 @@ def _harmful_by_arm(study: Study) -> dict[str, int]:
     return dict(counts)
 
 
-def arm_means(records: list[dict]) -> dict[str, dict[str, dict]]:
+def arm_means(records: list[dict], bounds: dict | None = None) -> dict[str, dict[str, dict]]:
     """Mean per arm and likert criterion over per-prompt means, with a t-based 95% CI (prompts are
     the units); "not sure" answers are left out."""
     import numpy as np
@@ -126,6 +142,8 @@ def arm_means(records: list[dict]) -> dict[str, dict[str, dict]]:
         if means.size > 1:
             half = stats.t.ppf(0.975, means.size - 1) * means.std(ddof=1) / np.sqrt(means.size)
             ci = [float(means.mean() - half), float(means.mean() + half)]
+            if bounds and scale in bounds:  # a t interval past the scale's ends is clipped to them
+                ci = [max(ci[0], bounds[scale][0]), min(ci[1], bounds[scale][1])]
         else:
             ci = [None, None]
         out[scale][arm] = {"mean": float(means.mean()), "ci95": ci, "n_prompts": int(means.size)}

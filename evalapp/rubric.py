@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
-    "KINDS", "LEVELS", "RATIONALE", "RubricError", "disagrees", "key_hints", "normalise", "option_letters",
-    "parse_answer", "points", "score_label", "validate",
+    "KINDS", "LEVELS", "RATIONALE", "RubricError", "answer_errors", "disagrees", "key_hints", "normalise",
+    "option_letters", "parse_answer", "point_key", "points", "score_label", "validate",
 ]
 
 KINDS = ("likert", "choice")
@@ -38,7 +38,7 @@ NOT_SURE_KEY = "not_sure"
 NOT_SURE_LETTER = "n"
 _KEY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 # Keyboard letters for choice options: "n" is "not sure" everywhere, and "?" shows the keys.
-_LETTERS = "abcdefghijklmopqrstuvwxyz"
+_LETTERS = "abcdefghijklmopqrsuvwxyz"  # without n (not sure) and t (10 on a 0-10 scale)
 
 
 class RubricError(ValueError):
@@ -143,17 +143,31 @@ def option_letters(criterion: dict) -> list[str]:
     return list(_LETTERS[: len(criterion["options"])])
 
 
+def point_key(criterion: dict, value: int) -> str:
+    """The key that answers this likert point: its digit on scales up to 9; on 1-10 (or 2-10...) 0 is
+    10; on 0-10, t is 10; wider scales have no keys (they are clicked)."""
+    if criterion["max"] <= 9:
+        return str(value)
+    if criterion["max"] == 10:
+        if criterion["min"] >= 1:
+            return str(value % 10)
+        return "t" if value == 10 else str(value)
+    return ""
+
+
 def key_hints(criterion: dict) -> str:
-    """What the keyboard does on this criterion, for the `?` help."""
+    """What the keyboard does on this criterion, for the `?` help (the same keys as point_key)."""
     if criterion["kind"] == "choice":
         hint = ", ".join(f"{letter}: {o['label']}" for letter, o in zip(option_letters(criterion), criterion["options"],
                                                                          strict=True))
     elif criterion["max"] <= 9:
         hint = f"{criterion['min']}-{criterion['max']}"
-    elif criterion["min"] >= 1 and criterion["max"] == 10:
-        hint = "1-9, 0 for 10"
+    elif criterion["max"] == 10 and criterion["min"] >= 1:
+        hint = f"{criterion['min']}-9, 0 for 10"
+    elif criterion["max"] == 10:
+        hint = "0-9, t for 10"
     else:
-        hint = "type the number"
+        hint = "no keys on a scale past 10: click the number"
     if criterion["not_sure"]:
         hint += f", {NOT_SURE_LETTER}: {criterion['not_sure']}"
     return hint
@@ -218,16 +232,41 @@ def disagrees(criterion: dict, values: Sequence[int | None], *, rule: str = "ran
     return max(real) - min(real) >= min(threshold, criterion["max"] - criterion["min"])
 
 
-def answer_errors(criteria: Sequence[dict], given: dict, reference: dict) -> list[float]:
+def answer_errors(criteria: Sequence[dict], given: dict, reference: dict, *, scaled: bool = False) -> list[float]:
     """Per-criterion error of an answer against a reference ({key: stored value, None = not sure}).
 
     A likert error is the distance in points; a choice answered unlike the reference counts one.
-    Criteria without a reference, or answered "not sure", are left out.
+    "Not sure" where the reference has an answer counts half the scale (half a choice), so being
+    unsure is never a way around a calibration or gold check. `scaled` divides each error by its
+    criterion's span, so errors on 0-2 and 1-10 scales compare (0 = the reference, 1 = the far end).
+    Criteria without a reference are left out.
     """
     errors = []
     for criterion in criteria:
-        ref, got = reference.get(criterion["key"]), given.get(criterion["key"])
-        if ref is None or got is None:
+        ref = reference.get(criterion["key"])
+        if ref is None:
             continue
-        errors.append(float(abs(got - ref)) if criterion["kind"] == "likert" else float(got != ref))
+        got = given.get(criterion["key"])
+        span = criterion["max"] - criterion["min"] if criterion["kind"] == "likert" else 1
+        if got is None:
+            error = span / 2
+        elif criterion["kind"] == "likert":
+            error = float(abs(got - ref))
+        else:
+            error = float(got != ref)
+        errors.append(error / span if scaled else error)
     return errors
+
+
+def remap(old: dict, new: dict, value: int | None) -> int | None:
+    """A stored answer to `old` in `new`'s terms: the same likert point, the same option by its key
+    (reordered options move with it); None where it no longer means anything."""
+    if value is None or old["kind"] != new["kind"]:
+        return None
+    if old["kind"] == "choice":
+        keys = [o["key"] for o in new["options"]]
+        key = old["options"][value]["key"] if 0 <= value < len(old["options"]) else None
+        return keys.index(key) if key in keys else None
+    if (old["min"], old["max"]) != (new["min"], new["max"]):
+        return None  # 3 on 1-5 is not 3 on 1-10
+    return value

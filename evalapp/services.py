@@ -5,14 +5,15 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import RestrictedError
 
-from raters.models import CalibrationItem, ConsentVersion
+from raters.models import CalibrationAnswer, CalibrationItem, ConsentVersion
 
 from .audit import audit
 from .errors import ServiceError
 from .models import Arm, Criterion, Prompt, Study
 from .prompt_import import ParsedPrompt, RowProblem, parse_prompt_file
-from .rubric import RubricError, validate
+from .rubric import RubricError, remap, validate
 from .rubric_presets import DEFAULT_PRESET, preset as get_preset
 
 
@@ -219,16 +220,35 @@ def study_set_rubric(*, study: Study, criteria: list[dict], actor=None, preset: 
         Study.objects.filter(pk=study.pk).update(rubric_preset=preset)
     checked = _checked_rubric(criteria)
     before = study.rubric()
-    study.criteria.all().delete()  # a draft has no ratings, so no score protects a criterion
+    try:
+        with transaction.atomic():
+            study.criteria.all().delete()
+    except RestrictedError:
+        # Only a study put back to draft after rating (by an administrator) has scores to keep.
+        raise ServiceError("This study has ratings on its current rubric; clone it to use another.",
+                           status=409) from None
     Criterion.objects.bulk_create(Criterion.from_spec(study, i, spec) for i, spec in enumerate(checked))
-    by_key = {c["key"]: c for c in checked}
+    # References and any draft calibration answers keep a value only where it means the same thing
+    # under the new rubric (same range; a choice's option found by its key), else they lose it.
+    old_by_key, new_by_key = {c["key"]: c for c in before}, {c["key"]: c for c in checked}
+
+    def moved(values: dict) -> dict:
+        kept = {}
+        for key, value in values.items():
+            if key in new_by_key and key in old_by_key:
+                mapped = remap(old_by_key[key], new_by_key[key], value)
+                if mapped is not None:
+                    kept[key] = mapped
+        return kept
+
     for item in study.calibration_items.all():
-        # A reference to a criterion that is gone, or out of its new range, no longer means anything.
-        kept = {k: v for k, v in item.references.items()
-                if k in by_key and v is not None and by_key[k]["min"] <= v <= by_key[k]["max"]}
-        if kept != item.references:
-            item.references = kept
+        if moved(item.references) != item.references:
+            item.references = moved(item.references)
             item.save(update_fields=["references"])
+    for answer in CalibrationAnswer.objects.filter(attempt__study=study):
+        if moved(answer.values) != answer.values:
+            answer.values = moved(answer.values)
+            answer.save(update_fields=["values"])
     if actor is not None:
         audit(study=study, actor=actor, action="study.rubric", obj=study, before={"rubric": before},
               after={"rubric": checked})

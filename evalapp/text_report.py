@@ -140,7 +140,9 @@ def _arm_summary(arm: str, prompts: dict[str, list[dict]], means: dict[str, dict
     measures = []
     for key, label in MEASURES:
         summary = mean_ci([m[key] for m in means.values()])
-        measures.append({"key": key, "label": label, "mean": summary["mean"], "ci95": summary["ci95"],
+        # Every measure is a count, a rate or a score that can't be negative: a t interval is clipped at 0.
+        ci95 = [None if v is None else max(v, 0.0) for v in summary["ci95"]]
+        measures.append({"key": key, "label": label, "mean": summary["mean"], "ci95": ci95,
                          "n_prompts": summary["n"]})
     return {"arm": arm, "n_responses": sum(len(g) for g in prompts.values()), "n_prompts": len(prompts),
             "measures": measures}

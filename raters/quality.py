@@ -17,24 +17,27 @@ class RaterQuality:
     user_id: int
     pseudonym: str
     n_ratings: int
-    gold_mae: float | None  # mean error against gold references over all criteria (evalapp.rubric.answer_errors)
+    # Errors and distances are shares of each criterion's scale (0 = the same answer, 1 = the far end;
+    # a choice unlike the reference is 1), so the flags mean the same on 0-2 and 1-10 scales.
+    gold_mae: float | None  # mean scaled error against gold references (evalapp.rubric.answer_errors)
     calibration_mae: float | None  # best finished attempt
     median_seconds: float | None
     straight_lining: float | None  # share of items given the rater's most common set of answers
-    agreement_mad: float | None  # mean absolute difference from the other raters' mean, likert criteria, shared items
+    agreement_mad: float | None  # mean scaled distance from the other raters' mean, likert criteria, shared items
     excluded: bool
     withdrawn: bool
 
     @property
     def flags(self) -> list[str]:
         flags = []
-        if self.gold_mae is not None and self.gold_mae > 2.5:
+        # 0.28 and 0.33 of the scale are the 2.5 and 3 points these flags used on 1-10 scales.
+        if self.gold_mae is not None and self.gold_mae > 0.28:
             flags.append("misses gold items")
         if self.straight_lining is not None and self.n_ratings >= 10 and self.straight_lining >= 0.8:
             flags.append("straight-lining")
         if self.median_seconds is not None and self.n_ratings >= 5 and self.median_seconds < 5:
             flags.append("very fast")
-        if self.agreement_mad is not None and self.agreement_mad > 3:
+        if self.agreement_mad is not None and self.agreement_mad > 0.33:
             flags.append("disagrees with others")
         return flags
 
@@ -59,7 +62,7 @@ def agreement_mad(own: dict[int, dict[str, int]], others: dict[int, list[dict[st
 def study_rater_quality(*, study: Study) -> list[RaterQuality]:
     memberships = list(StudyMembership.objects.filter(study=study, role=Role.RATER).select_related("user"))
     rubric = study.rubric()
-    likert = {c["key"] for c in rubric if c["kind"] == "likert"}
+    likert = {c["key"]: c for c in rubric if c["kind"] == "likert"}
     keys = [c["key"] for c in rubric]
     answers: dict[int, dict[str, int | None]] = defaultdict(dict)
     for rating_id, key, value in Score.objects.filter(rating__response__prompt__study=study).values_list(
@@ -72,12 +75,13 @@ def study_rater_quality(*, study: Study) -> list[RaterQuality]:
     by_rater: dict[int, list] = defaultdict(list)
     for rating_id, rater_id, response_id, seconds in ratings:
         given = answers.get(rating_id, {})
-        by_item[response_id][rater_id] = {k: v for k, v in given.items() if k in likert}
+        by_item[response_id][rater_id] = {k: (v - likert[k]["min"]) / (likert[k]["max"] - likert[k]["min"])
+                                          for k, v in given.items() if k in likert and v is not None}
         by_rater[rater_id].append((response_id, tuple(given.get(k) for k in keys), seconds))
     gold_errors: dict[int, list[float]] = defaultdict(list)
     for answer in GoldAnswer.objects.filter(assignment__study=study).select_related("assignment__gold_item"):
         gold_errors[answer.assignment.rater_id] += answer_errors(rubric, answer.values,
-                                                                 answer.assignment.gold_item.references)
+                                                                 answer.assignment.gold_item.references, scaled=True)
     calibration = dict(
         CalibrationAttempt.objects.filter(study=study, finished_at__isnull=False)
         .values("rater_id")

@@ -7,6 +7,7 @@ model or adapter name, sequential id or ordering hint (tests scan every byte).
 import csv
 import io
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -17,7 +18,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from evalapp.models import UnsafeCategory
-from evalapp.rubric import NOT_SURE_LETTER, key_hints, option_letters, points
+from evalapp.rubric import NOT_SURE_LETTER, key_hints, option_letters, point_key, points
 
 from . import selectors, services
 from .access import get_study_for
@@ -34,7 +35,7 @@ def rubric_for_display(study) -> list[dict]:
     for criterion in study.rubric():
         shown = dict(criterion)
         if criterion["kind"] == "likert":
-            shown["choices"] = [{"value": str(v), "text": str(v), "key": _digit(criterion, v),
+            shown["choices"] = [{"value": str(v), "text": str(v), "key": point_key(criterion, v),
                                  "label": criterion["labels"].get(str(v), "")} for v in points(criterion)]
         else:
             shown["choices"] = [{"value": o["key"], "text": o["label"], "key": letter, "label": ""}
@@ -45,15 +46,6 @@ def rubric_for_display(study) -> list[dict]:
         shown["hint"] = key_hints(criterion)
         out.append(shown)
     return out
-
-
-def _digit(criterion: dict, value: int) -> str:
-    # As evalapp.rubric.key_hints: digits on scales up to 9, 0 for 10 on a 1-10 scale, else none.
-    if criterion["max"] <= 9:
-        return str(value)
-    if criterion["min"] >= 1 and criterion["max"] == 10:
-        return str(value % 10)
-    return ""
 
 
 def describe_answer(criterion: dict, value) -> str:
@@ -85,6 +77,8 @@ def invitation_accept(request, token: str):
         except services.RatingError as exc:
             return render(request, "raters/invitation.html", {"error": str(exc)}, status=exc.status)
         messages.success(request, f"You joined “{invitation.study.title}”.")
+        if invitation.role == Role.ADJUDICATOR:
+            return redirect("adjudication_queues", study_id=invitation.study_id)
         return redirect("rate", study_id=invitation.study_id)
     return render(request, "raters/invitation.html", {"invitation": invitation, "form": form})
 
@@ -138,7 +132,8 @@ def calibration(request, study_id: int):
             item = get_object_or_404(CalibrationItem, study=study, public_id=request.POST.get("item", ""))
             answers, rationales = answers_from(request.POST)
             answer = services.calibration_answer(attempt=attempt, item=item, answers=answers, rationales=rationales)
-            feedback = {"item": item, "answer": answer, "rows": [
+            attempt.refresh_from_db()
+            feedback = {"item": item, "answer": answer, "attempt": attempt, "rows": [
                 {"question": c["question"], "given": describe_answer(c, answer.values.get(c["key"])),
                  "reference": describe_answer(c, item.references.get(c["key"]))}
                 for c in study.rubric() if c["key"] in item.references]}
@@ -165,6 +160,7 @@ def calibration(request, study_id: int):
             "item": item,
             "feedback": feedback,
             "n_items": study.calibration_items.count(),
+            "max_error": study.calibration_max_mae,
             "criteria": rubric_for_display(study),
         },
     )
@@ -279,8 +275,11 @@ def raters_invite(request, study_id: int):
     study = get_study_for(request.user, study_id, roles=RESEARCHERS)
     form = InviteForm(request.POST)
     if form.is_valid():
+        links = []
+
         def accept_url(token):
-            return request.build_absolute_uri(reverse("invitation_accept", args=[token]))
+            links.append(request.build_absolute_uri(reverse("invitation_accept", args=[token])))
+            return links[-1]
 
         try:
             invitations = services.invitations_create_from_list(
@@ -291,6 +290,12 @@ def raters_invite(request, study_id: int):
             messages.error(request, str(exc))
         else:
             messages.success(request, f"Sent {len(invitations)} invitation(s).")
+            if settings.EMAIL_BACKEND.endswith(("console.EmailBackend", "locmem.EmailBackend")):
+                # No mail server is configured: the researcher sends the links (shown this once).
+                messages.warning(request, "E-mail is not configured on this server, so nothing reached the "
+                                          "invitees; send each one their link yourself: "
+                                          + "  ".join(f"{i.email}: {link}" for i, link in zip(invitations, links,
+                                                                                             strict=True)))
     return redirect("raters_page", study_id=study.id)
 
 
@@ -350,10 +355,11 @@ def calibration_item_add(request, study_id: int):
 def calibration_item_remove(request, study_id: int, public_id: str):
     study = get_study_for(request.user, study_id, roles=RESEARCHERS)
     item = get_object_or_404(CalibrationItem, study=study, public_id=public_id)
-    if item.answers.exists() or item.assignments.exists():
-        messages.error(request, "Raters have already answered this item; it stays as their record.")
+    try:
+        services.calibration_item_remove(study=study, item=item)
+    except services.RatingError as exc:
+        messages.error(request, str(exc))
     else:
-        item.delete()
         messages.success(request, "Calibration item removed.")
     return redirect("raters_page", study_id=study.id)
 
@@ -381,6 +387,9 @@ def rater_decide(request, study_id: int, user_id: int):
 @require_POST
 def open_for_rating(request, study_id: int):
     study = get_study_for(request.user, study_id, roles=RESEARCHERS)
+    if request.POST.get("confirm") != "yes":
+        messages.error(request, "Tick the box to confirm: opening freezes the study's design.")
+        return redirect("raters_page", study_id=study.id)
     try:
         n = services.study_open_for_rating(study=study)
     except services.RatingError as exc:

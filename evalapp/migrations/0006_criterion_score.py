@@ -33,6 +33,10 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        # Nullable until 0008 drops them, so going back (0008 re-adds, 0007 fills) can re-add them
+        # to a table that has rows.
+        migrations.AlterField(model_name="rating", name="empathy", field=models.PositiveSmallIntegerField(null=True)),
+        migrations.AlterField(model_name="rating", name="fluency", field=models.PositiveSmallIntegerField(null=True)),
         migrations.CreateModel(
             name='Criterion',
             fields=[

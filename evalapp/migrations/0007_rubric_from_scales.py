@@ -43,6 +43,10 @@ def backward(apps, schema_editor):
     Score = apps.get_model("evalapp", "Score")
     Study = apps.get_model("evalapp", "Study")
     Criterion = apps.get_model("evalapp", "Criterion")
+    other = Criterion.objects.exclude(key__in=LEGACY_KEYS).values_list("study_id", flat=True).distinct()
+    if other:
+        raise RuntimeError(f"Cannot migrate back: studies {sorted(other)} have criteria the old two columns can't "
+                           "hold; export them first.")
     for rating_id, key, value in Score.objects.filter(criterion__key__in=LEGACY_KEYS).values_list(
             "rating_id", "criterion__key", "value").iterator(chunk_size=5000):
         Rating.objects.filter(id=rating_id).update(**{key: value})

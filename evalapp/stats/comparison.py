@@ -21,6 +21,7 @@ from statsmodels.stats.proportion import proportion_confint
 __all__ = [
     "cluster_bootstrap_ci",
     "compare_choice",
+    "sign_flip_test",
     "compare_scale",
     "compare_scales",
     "effect_sizes",
@@ -254,6 +255,35 @@ def compare_scales(
     return results
 
 
+def sign_flip_test(diffs: npt.ArrayLike, n_draws: int = 20000, seed: int = 0) -> dict[str, object] | None:
+    """Two-sided paired test of per-prompt differences by flipping their signs (zeros drop out).
+
+    When every non-zero difference has the same size (one rating per prompt and arm of a yes/no
+    answer) this is the exact sign test on the discordant prompts, i.e. McNemar's exact test,
+    computed with scipy's binomtest; otherwise exact enumeration up to 16 non-zero differences,
+    then a seeded Monte Carlo of n_draws sign vectors. scipy's wilcoxon would fall back to a
+    normal approximation on these tied differences, anti-conservative at the sizes studies have.
+    """
+    d = np.asarray(diffs, dtype=np.float64)
+    d = d[np.isfinite(d) & (d != 0)]
+    n = int(d.size)
+    if n == 0:
+        return None
+    if np.allclose(np.abs(d), abs(d[0])):
+        k = int((d > 0).sum())
+        return {"p": float(stats.binomtest(k, n, 0.5).pvalue), "method": "exact sign test (McNemar)",
+                "n_nonzero": n}
+    observed = abs(d.sum()) - 1e-12
+    if n <= 16:
+        signs = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1) * 2 - 1
+        p, method = float(np.mean(np.abs(signs @ d) >= observed)), "exact sign-flip permutation"
+    else:
+        signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_draws, n))
+        p = float((1 + np.sum(np.abs(signs @ d) >= observed)) / (n_draws + 1))
+        method = f"sign-flip permutation, {n_draws} draws"
+    return {"p": p, "method": method, "n_nonzero": n}
+
+
 def compare_choice(
     prompt: npt.ArrayLike, arm: npt.ArrayLike, value: npt.ArrayLike, options: list[float] | None = None,
     n_boot: int = 2000, seed: int = 0,
@@ -262,10 +292,12 @@ def compare_choice(
 
     Per option: the share of ratings choosing it in each arm with a Wilson 95% CI (ratings pooled,
     so the CI ignores clustering within prompts: read it as descriptive), and the paired test over
-    prompts: each prompt's share in arm 1 minus its share in arm 0, Wilcoxon signed-rank on those
-    differences (with one rating per prompt and arm this is the sign test on discordant pairs,
-    McNemar's exact test), with a prompt-bootstrap 95% CI of the mean difference. Holm-adjusted
-    over the options.
+    prompts: each prompt's share in arm 1 minus its share in arm 0, tested by sign_flip_test (the
+    exact McNemar test with one rating per prompt and arm), with a prompt-bootstrap 95% CI of the
+    mean difference. Options are Holm-adjusted among themselves, except that a two-option answer
+    is one test (the second option's differences are the first's, negated); the criterion's own
+    `p` is the smallest adjusted option p, which evalapp.analysis puts in the Holm family of the
+    study's criteria.
     """
     df = pd.DataFrame({"prompt": np.asarray(prompt), "arm": np.asarray(arm, dtype=np.int64),
                        "value": np.asarray(value, dtype=np.float64)})
@@ -289,13 +321,15 @@ def compare_choice(
         if diffs.size >= 2 and n_boot > 0:
             boots = diffs[rng.integers(0, diffs.size, size=(n_boot, diffs.size))].mean(axis=1)
             ci95 = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
-        test = wilcoxon_test(diffs) if diffs.size else None
+        test = sign_flip_test(diffs, seed=seed) if diffs.size else None
         key = str(int(option)) if float(option).is_integer() else str(option)
         out["options"][key] = {  # type: ignore[index]
-            "arms": per_arm, "mean_diff": float(diffs.mean()) if diffs.size else None, "ci95": ci95,
-            "wilcoxon": test,
+            "arms": per_arm, "mean_diff": float(diffs.mean()) if diffs.size else None, "ci95": ci95, "test": test,
         }
         pvalues[key] = (test or {}).get("p")
-    for key, p in holm(pvalues).items():
+    adjusted = pvalues if len(opts) <= 2 else holm(pvalues)
+    for key, p in adjusted.items():
         out["options"][key]["p_holm"] = p  # type: ignore[index]
+    finite = [p for p in adjusted.values() if p is not None]
+    out["p"] = min(finite) if finite else None
     return out

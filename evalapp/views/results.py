@@ -29,10 +29,10 @@ PLOTS = (*plots.PLOTS, "length_score")
 
 
 def criterion_results(study, data: dict) -> list[dict]:
-    """Each analysed criterion of the rubric, in rubric order, with what the page shows of it."""
+    """Each analysed criterion of the rubric, in rubric order, with what the page shows of it: its
+    agreement, its arm means, and one comparison per pair of arms."""
     out = []
     agreement = (data.get("agreement") or {}).get("scales", {})
-    comparison = (data.get("comparison") or {}).get("scales", {})
     for criterion in study.rubric():
         key = criterion["key"]
         if key not in agreement:
@@ -40,12 +40,18 @@ def criterion_results(study, data: dict) -> list[dict]:
         block = agreement[key]
         shown = {**criterion, "name": criterion["question"], "agreement": block,
                  "alpha": block.get(block.get("alpha_headline", ""), {}),
-                 "comparison": comparison.get(key, {}).get("comparison"),
-                 "arms": data.get("arm_means", {}).get(key, {})}
-        if criterion["level"] == "nominal" and shown["comparison"]:
-            labels = {str(i): o["label"] for i, o in enumerate(criterion["options"])}
-            shown["choice_rows"] = [{"label": labels.get(option, option), **o}
-                                    for option, o in shown["comparison"]["options"].items()]
+                 "arms": data.get("arm_means", {}).get(key, {}), "comparisons": []}
+        for contrast, analysis in (data.get("comparisons") or {}).items():
+            comparison = analysis.get("scales", {}).get(key, {}).get("comparison")
+            if not comparison:
+                continue
+            second, first = contrast.split(" - ", 1)
+            entry = {"contrast": contrast, "labels": [first, second], "comparison": comparison}
+            if criterion["level"] == "nominal":
+                names = {str(i): o["label"] for i, o in enumerate(criterion["options"])}
+                entry["choice_rows"] = [{"label": names.get(option, option), **o}
+                                        for option, o in comparison["options"].items()]
+            shown["comparisons"].append(entry)
         out.append(shown)
     return out
 

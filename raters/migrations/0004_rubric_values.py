@@ -11,6 +11,11 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        # Nullable until 0006 drops them, so the way back can re-add them to tables with rows.
+        *[migrations.AlterField(model_name=model, name=name, field=models.PositiveSmallIntegerField(null=True))
+          for model, names in (("calibrationitem", ("reference_empathy", "reference_fluency")),
+                               ("calibrationanswer", ("empathy", "fluency")), ("goldanswer", ("empathy", "fluency")))
+          for name in names],
         migrations.AddField(
             model_name='calibrationanswer',
             name='values',

@@ -66,3 +66,16 @@ def calibration_decide(*, study: Study, rater, approve: bool) -> None:
         calibration_decision="approved" if approve else "rejected"
     )
     design_rebalance(study=study)
+
+
+@transaction.atomic
+def calibration_item_remove(*, study: Study, item: CalibrationItem) -> None:
+    """Remove an item no rater has answered or been given as gold; attempts that had answered every
+    other item are scored now, so no rater is left waiting on an item that is gone."""
+    if item.answers.exists() or item.assignments.exists():
+        raise RatingError("Raters have already answered this item; it stays as their record.", status=409)
+    item.delete()
+    remaining = study.calibration_items.count()
+    for attempt in CalibrationAttempt.objects.filter(study=study, finished_at__isnull=True):
+        if remaining and attempt.answers.count() >= remaining:
+            _calibration_finish(attempt)

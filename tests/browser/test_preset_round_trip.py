@@ -119,3 +119,26 @@ def test_preset_round_trip(live_server, page, researcher, preset, tmp_path):
             assert mine["comparison"]["mean_diff"] == pytest.approx(theirs["comparison"]["mean_diff"])
     if any(c["not_sure"] for c in PRESETS[preset]["criteria"]):
         assert sum(shown[c["key"]]["n_not_sure"] for c in PRESETS[preset]["criteria"]) > 0
+
+
+def test_a_key_answers_the_question_that_has_focus(live_server, page, researcher):
+    """Tab out of a rationale box moves focus to the next question: the next digit answers that one."""
+    from evalapp.services import study_create
+
+    study = study_create(owner=researcher, title="Focus", preset="epitome", ratings_per_response=1)
+    ResponseFactory(prompt=PromptFactory(study=study), arm=ArmFactory(study=study, label="a"))
+    services.consent_publish(study=study, text="We study chatbot replies.", withdrawal_policy="exclude")
+    rater = MembershipFactory(study=study, user=UserFactory(username="focus-rater"), role=Role.RATER).user
+    services.consent_accept(study=study, user=rater, version=study.consent_versions.first())
+    services.calibration_decide(study=study, rater=rater, approve=True)
+    services.study_open_for_rating(study=study)
+    log_in(page, live_server, "focus-rater")
+    page.goto(f"{live_server.url}{reverse('rate', args=[study.id])}")
+    page.wait_for_selector("html[data-rating-ready=true] #rating-form")
+    page.keyboard.press("1")
+    page.click("textarea[name=rationale-emotional_reactions]")
+    page.keyboard.type("warm")
+    page.keyboard.press("Tab")
+    page.keyboard.press("2")
+    checked = page.eval_on_selector_all("input[type=radio]:checked", "els => els.map(e => e.name + '=' + e.value)")
+    assert checked == ["score-emotional_reactions=1", "score-interpretations=2"]

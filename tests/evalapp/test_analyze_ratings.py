@@ -114,7 +114,7 @@ BAD_INPUTS = {
                             ["scale 's'", "rows 4, 6"]),
     "empty file": ("", ["empty file"]),
     "header only": ("item,rater,score\n", ["no data rows"]),
-    "three arms": ("item,rater,score,arm\na,x,1,A\na,y,1,A\nb,x,1,B\nc,x,2,C\n", ["exactly two labels"]),
+    "three arms": ("item,rater,score,arm\na,x,1,A\na,y,1,A\nb,x,1,B\nc,x,2,C\n", ["has 3 arms", "--arms A,B"]),
     "extra field": ("item,rater,score\na,x,1\na,y,2,oops\n", ["more fields than the header has: row 3"]),
     "blank line keeps numbering": ("item,rater,score\na,x,1\n\na,y,?\n", ["score is not a finite number: row 4"]),
 }

@@ -194,3 +194,14 @@ def test_messages_validator_accepts_multi_turn():
             {"role": "user", "content": "Months."},
         ]
     )
+
+
+def test_a_study_with_ratings_can_be_deleted_but_not_a_criterion_with_scores():
+    from django.db.models import RestrictedError
+
+    rating = RatingFactory()
+    study = rating.response.prompt.study
+    with pytest.raises(RestrictedError), transaction.atomic():
+        study.criteria.get(key="empathy").delete()
+    study.delete()  # the cascade through responses, ratings and scores is allowed
+    assert not Score.objects.exists() and not Criterion.objects.exists()

@@ -8,6 +8,8 @@ from evalapp.rubric import (
     answer_errors,
     key_hints,
     parse_answer,
+    point_key,
+    remap,
     score_label,
     validate,
 )
@@ -99,8 +101,32 @@ def test_calibration_errors_per_kind():
     [choice, likert] = validate([CHOICE, LIKERT])
     assert answer_errors([choice, likert], {"medical_advice": 0, "warmth": 2}, {"medical_advice": 1, "warmth": 0}) \
         == [1.0, 2.0]
-    # Not sure, or no reference: left out.
-    assert answer_errors([choice, likert], {"medical_advice": None, "warmth": 1}, {"medical_advice": 1}) == []
+    # "Not sure" where the reference answers counts half (half a choice, half the 0-2 scale); no
+    # reference: left out. Scaled, errors are shares of each scale.
+    assert answer_errors([choice, likert], {"medical_advice": None, "warmth": 1}, {"medical_advice": 1}) == [0.5]
+    assert answer_errors([choice, likert], {"medical_advice": 1, "warmth": None}, {"warmth": 2}) == [1.0]
+    assert answer_errors([choice, likert], {"medical_advice": 0, "warmth": 0}, {"medical_advice": 1, "warmth": 2},
+                         scaled=True) == [1.0, 1.0]
+
+
+def test_keys_for_every_scale_width():
+    def keys(low, high):
+        [c] = validate([{**LIKERT, "min": low, "max": high, "labels": {}}])
+        return [point_key(c, v) for v in range(low, high + 1)], key_hints(c)
+
+    assert keys(0, 2) == (["0", "1", "2"], "0-2")
+    assert keys(1, 10) == (["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"], "1-9, 0 for 10")
+    assert keys(2, 10)[1] == "2-9, 0 for 10"
+    assert keys(0, 10) == ([str(v) for v in range(10)] + ["t"], "0-9, t for 10")
+    assert keys(0, 20)[0] == [""] * 21 and "click" in keys(0, 20)[1]
+
+
+def test_remapping_answers_after_a_rubric_change():
+    [choice, likert] = validate([CHOICE, LIKERT])
+    reordered = {**choice, "options": list(reversed(choice["options"]))}
+    assert remap(choice, reordered, 0) == 1  # "yes" follows its key
+    assert remap(likert, {**likert, "max": 5}, 2) is None  # 2 on 0-2 is not 2 on 0-5
+    assert remap(likert, {**likert, "question": "Reworded"}, 2) == 2
 
 
 def test_not_sure_is_missing_in_agreement_hand_computed():
@@ -146,5 +172,30 @@ def test_choice_comparison_is_answer_by_answer():
     assert yes["mean_diff"] == pytest.approx(4 / 6) and c["n_prompts"] == 6
     lo, hi = yes["arms"]["0"]["ci95"]
     assert lo < 1 / 6 < hi  # Wilson interval around the share
-    # Four prompts differ, all the same way: the exact signed-rank p is 2 / 2**4.
-    assert yes["wilcoxon"]["p"] == pytest.approx(0.125) and yes["p_holm"] >= yes["wilcoxon"]["p"]
+    # Four prompts differ, all the same way: the exact sign test gives 2 / 2**4; a yes/no answer is
+    # one test, so "no" (the same differences, negated) costs no correction.
+    assert yes["test"]["p"] == pytest.approx(0.125) and yes["test"]["method"].startswith("exact sign test")
+    assert yes["p_holm"] == yes["test"]["p"] == c["options"]["1"]["test"]["p"] and c["p"] == pytest.approx(0.125)
+
+
+def test_choice_test_is_mcnemars_exact_and_shares_holm_with_likert_criteria():
+    # One rating per prompt and arm; 14 prompts say yes only in arm 1, 4 only in arm 0, 12 agree:
+    # McNemar's exact p = 2 * P(Bin(18, .5) <= 4) = 0.0309 (the normal approximation said 0.018).
+    rows = []
+    for p in range(30):
+        base, tuned = (1, 0) if p < 14 else (0, 1) if p < 18 else (p % 2, p % 2)
+        for arm, v in (("base", base), ("tuned", tuned)):
+            rows.append({"item": f"{p}{arm}", "rater": "A" if arm == "base" else "B", "scale": "advice",
+                         "level": "nominal", "arm": arm, "prompt": str(p), "score": v})
+            rows.append({"item": f"{p}{arm}", "rater": "C", "scale": "warmth", "level": "interval", "arm": arm,
+                         "prompt": str(p), "score": 3 + (arm == "tuned") * (p % 3)})
+        rows.append({"item": f"{p}base", "rater": "D", "scale": "warmth", "level": "interval", "arm": "base",
+                     "prompt": str(p), "score": 3})
+    out = analyze_long(rows, n_boot=100, fit_mixed=False)["scales"]
+    choice = out["advice"]["comparison"]
+    assert choice["options"]["0"]["test"]["p"] == pytest.approx(0.0309, abs=1e-4)
+    # Two criteria in one Holm family: each adjusted p is at least its raw p, and Holm's smallest is 2p.
+    likert = out["warmth"]["comparison"]
+    raw = sorted([choice["p"], likert["wilcoxon"]["p"]])
+    adjusted = sorted([choice["p_holm"], likert["wilcoxon_p_holm"]])
+    assert adjusted[0] == pytest.approx(min(1, 2 * raw[0]))

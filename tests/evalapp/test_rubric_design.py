@@ -133,3 +133,34 @@ def test_a_stale_calibration_item_can_be_removed_until_answered(client, study, r
     client.force_login(researcher)
     client.post(reverse("calibration_item_remove", args=[study.id, item.public_id]))
     assert not CalibrationItem.objects.exists()
+
+
+def test_removing_the_last_unanswered_item_scores_a_waiting_attempt(study, researcher, rater):
+    first, second = (CalibrationItem.objects.create(study=study, messages=[{"role": "user", "content": "Hi"}],
+                                                    response_text=f"Hello {i}", references={"empathy": 7, "fluency": 8},
+                                                    rationale="r", created_by=researcher) for i in range(2))
+    attempt = rater_services.calibration_attempt_start(study=study, rater=rater)
+    rater_services.calibration_answer(attempt=attempt, item=first, answers={"empathy": 7, "fluency": 8})
+    rater_services.calibration_item_remove(study=study, item=second)
+    attempt.refresh_from_db()
+    assert attempt.finished_at and attempt.passed  # not left waiting on an item that is gone
+    with pytest.raises(rater_services.RatingError, match="already answered"):
+        rater_services.calibration_item_remove(study=study, item=first)
+
+
+def test_quality_flags_mean_the_same_on_a_narrow_scale(researcher):
+    from raters.models import Assignment, GoldAnswer, Role
+    from raters.quality import study_rater_quality
+
+    from ..factories import MembershipFactory, StudyFactory
+
+    study = StudyFactory(owner=researcher, rubric__preset="epitome")
+    rater = MembershipFactory(study=study, role=Role.RATER).user
+    gold = CalibrationItem.objects.create(study=study, messages=[{"role": "user", "content": "Hi"}], response_text="x",
+                                          references={"emotional_reactions": 2, "interpretations": 2,
+                                                      "explorations": 2}, rationale="r", created_by=researcher)
+    slot = Assignment.objects.create(study=study, rater=rater, position=0, gold_item=gold, design_seed=1)
+    GoldAnswer.objects.create(assignment=slot, values={"emotional_reactions": 0, "interpretations": 0,
+                                                       "explorations": 0})
+    [quality] = study_rater_quality(study=study)
+    assert quality.gold_mae == 1.0 and "misses gold items" in quality.flags  # the far end of a 0-2 scale

@@ -73,3 +73,26 @@ def test_migration_moves_every_rating_value_into_score_rows():
     assert all(i.references["empathy"] == 9 for i in Item.objects.all())
     assert sorted((a.values["empathy"], a.values["fluency"]) for a in Answer.objects.all()) == [(4, 5), (4, 6)]
     assert sorted((g.values["empathy"], g.values["fluency"]) for g in Gold.objects.all()) == [(3, 6), (4, 6)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrating_back_restores_the_two_columns():
+    latest = [key for key in MigrationExecutor(connection).loader.graph.leaf_nodes() if key[0] in ("evalapp", "raters")]
+    old = _migrate(BEFORE)
+    try:
+        User, Study = old.get_model("auth", "User"), old.get_model("evalapp", "Study")
+        Prompt, Arm, Response, Rating = (old.get_model("evalapp", n) for n in ("Prompt", "Arm", "Response", "Rating"))
+        owner = User.objects.create(username="owner")
+        study = Study.objects.create(title="S", owner=owner, scales=[
+            {"key": "empathy", "name": "E", "min": 1, "max": 10, "anchors": {"1": "a", "5": "b", "10": "c"}},
+            {"key": "fluency", "name": "F", "min": 1, "max": 10, "anchors": {"1": "a", "5": "b", "10": "c"}}])
+        arm = Arm.objects.create(study=study, label="a", blind_code="C")
+        prompt = Prompt.objects.create(study=study, external_id="p", messages=[{"role": "user", "content": "hi"}])
+        response = Response.objects.create(prompt=prompt, arm=arm, text="t", public_id="x")
+        Rating.objects.create(response=response, rater=owner, empathy=4, fluency=9)
+        _migrate(latest)
+        back = _migrate(BEFORE)  # with a rating in the table: the columns come back filled
+        assert list(back.get_model("evalapp", "Rating").objects.values_list("empathy", "fluency")) == [(4, 9)]
+        assert [s["name"] for s in back.get_model("evalapp", "Study").objects.get().scales] == ["E", "F"]
+    finally:
+        _migrate(latest)

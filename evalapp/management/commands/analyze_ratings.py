@@ -75,6 +75,9 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="Print one JSON object instead of tables.")
         parser.add_argument("--n-boot", type=int, default=2000, help="Bootstrap resamples (default 2000).")
         parser.add_argument("--seed", type=int, default=0, help="Bootstrap seed (default 0).")
+        parser.add_argument("--arms", default="",
+                            help="Two arm labels, comma-separated, to compare when the file has more than two "
+                                 "(e.g. --arms baseline,fine-tuned); other arms' rows are left out.")
         parser.add_argument("--no-mixed", action="store_true",
                             help="Skip the mixed model (it takes minutes once there are thousands of prompts).")
 
@@ -89,6 +92,19 @@ class Command(BaseCommand):
             rows, numbers = [r for r, _ in kept], [n for _, n in kept]
             if n_excluded:
                 self.stderr.write(f"note: {n_excluded} row(s) marked excluded were left out.")
+        if "arm" in header:
+            labels = sorted({str(r.get("arm", "")).strip() for r in rows} - {""})
+            chosen = [a.strip() for a in options["arms"].split(",") if a.strip()]
+            if chosen:
+                unknown = [a for a in chosen if a not in labels]
+                if len(chosen) != 2 or unknown:
+                    raise CommandError(f"--arms takes two of the file's arms {labels}"
+                                       + (f"; not in the file: {unknown}" if unknown else ""))
+                kept = [(r, n) for r, n in zip(rows, numbers, strict=True) if str(r.get("arm", "")).strip() in chosen]
+                rows, numbers = [r for r, _ in kept], [n for _, n in kept]
+            elif len(labels) > 2:
+                raise CommandError(f"{path} has {len(labels)} arms {labels}; choose the two to compare with "
+                                   "--arms A,B (one run per pair).")
         problems = validate_long(rows, columns=header, row_numbers=numbers)
         if problems:
             for problem in problems:
@@ -140,7 +156,9 @@ class Command(BaseCommand):
                 lines.append(
                     f"    answer {option}: share {_fmt(arms['0']['share'])} vs {_fmt(arms['1']['share'])}, "
                     f"paired difference {_fmt(o['mean_diff'])} [{_fmt(o['ci95'][0])}, {_fmt(o['ci95'][1])}], "
-                    f"Wilcoxon p {_fmt((o['wilcoxon'] or {}).get('p'), 4)} (Holm {_fmt(o['p_holm'], 4)})")
+                    f"p {_fmt((o['test'] or {}).get('p'), 4)} (Holm over answers {_fmt(o['p_holm'], 4)})"
+                    + (f" [{o['test']['method']}]" if o["test"] else ""))
+            lines.append(f"    criterion p (Holm over criteria) {_fmt(c.get('p_holm'), 4)}")
         elif c:
             mixed = c.get("mixed") or {}
             lines += [

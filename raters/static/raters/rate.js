@@ -13,7 +13,12 @@
     var shownAt = Date.now();
     function mark() { scales.forEach(function (s, i) { s.classList.toggle("active", i === active); }); }
     mark();
-    scales.forEach(function (s, i) { s.addEventListener("click", function () { active = i; mark(); }); });
+    // The active question follows focus however it moves (a click, Tab out of a rationale box, the
+    // browser focusing an unanswered field), so a key never answers a question the rater left.
+    scales.forEach(function (s, i) {
+      s.addEventListener("click", function () { active = i; mark(); });
+      s.addEventListener("focusin", function () { active = i; mark(); });
+    });
 
     form.onkeydown = null;
     document.onkeydown = function (e) {
@@ -26,6 +31,10 @@
       } else if (/^[0-9a-z]$/.test(e.key) && !e.ctrlKey && !e.metaKey && !e.altKey && scales.length) {
         var input = scales[active].querySelector('input[data-key="' + e.key + '"]');
         if (input) { input.checked = true; input.focus(); e.preventDefault(); }
+      } else if (e.key === "Tab" && !e.shiftKey && tag !== "button" && scales[active].querySelector("textarea")) {
+        // A question that asks why: Tab goes to its box first; Tab from the box moves on natively.
+        scales[active].querySelector("textarea").focus();
+        e.preventDefault();
       } else if (e.key === "Tab" && !e.shiftKey && tag !== "button") {
         active = (active + 1) % scales.length; mark();
         var chosen = scales[active].querySelector("input:checked") || scales[active].querySelector("input");
