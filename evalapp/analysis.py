@@ -283,7 +283,8 @@ def _scale(sub: pd.DataFrame, n_boot: int, seed: int, level: str = "interval", n
 
 
 def analyze_long(
-    data: pd.DataFrame | Iterable[Mapping[str, Any]], *, n_boot: int = 2000, seed: int = 0, fit_mixed: bool = True
+    data: pd.DataFrame | Iterable[Mapping[str, Any]], *, n_boot: int = 2000, seed: int = 0, fit_mixed: bool = True,
+    arm_order: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """{"scales": {scale: {...}}, "settings": {...}} for long-form ratings, JSON-serialisable.
 
@@ -296,6 +297,9 @@ def analyze_long(
     levels = {str(k): v for k, v in df.groupby("scale")["level"].first().items()}
     not_sure = {str(k): int(v) for k, v in df[df["not_sure"]].groupby("scale").size().items()}
     arm_labels = sorted(df["arm"].unique(), key=str) if "arm" in df.columns else []
+    if arm_order and sorted(map(str, arm_order)) == sorted(map(str, arm_labels)):
+        # The caller's order (e.g. baseline first): the contrast is the second minus the first.
+        arm_labels = [next(a for a in arm_labels if str(a) == str(o)) for o in arm_order]
     df = df[~df["not_sure"]].reset_index(drop=True)
     scales = {str(name): _scale(sub, n_boot, seed, levels[str(name)], not_sure.get(str(name), 0))
               for name, sub in df.groupby("scale", sort=True)}

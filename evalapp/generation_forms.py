@@ -17,7 +17,8 @@ class ArmForm(forms.ModelForm):
         help_texts = {
             "base_model": "“bundled” (SmolLM2-135M-Instruct) or a local Hugging Face model directory.",
             "adapter": "A LoRA adapter directory (peft); leave empty for the base model.",
-            "system_prompt": "Empty: the documented neutral default. Use the same one in every arm for a fair comparison.",
+            "system_prompt": "Empty: the documented neutral default. Keep it the same in every arm to compare models; arms that "
+                             "differ only here (a prompt-engineered baseline) compare prompts.",
         }
 
     registered_adapter = forms.ModelChoiceField(queryset=None, required=False,

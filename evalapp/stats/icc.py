@@ -77,6 +77,10 @@ def icc_all(matrix: npt.ArrayLike, alpha: float = 0.05) -> dict[str, ICCResult]:
     p3 = float(f_dist.sf(f3, df_b, df_e))
 
     def res(value: float, lo: float, hi: float, fval: float, d2: int, p: float) -> ICCResult:
+        # With few items the F bounds can cross the pole of the average-measure transform (ICC2k's
+        # k*l / (1 + l*(k-1)) at l = -1/(k-1)) and come out inverted: no interval, rather than a wrong one.
+        if not lo <= hi:
+            lo = hi = float("nan")
         return {"value": float(value), "ci95": (float(lo), float(hi)), "F": float(fval),
                 "df1": df_b, "df2": d2, "pval": p}
 

@@ -199,3 +199,15 @@ def test_choice_test_is_mcnemars_exact_and_shares_holm_with_likert_criteria():
     raw = sorted([choice["p"], likert["wilcoxon"]["p"]])
     adjusted = sorted([choice["p_holm"], likert["wilcoxon_p_holm"]])
     assert adjusted[0] == pytest.approx(min(1, 2 * raw[0]))
+
+
+def test_an_icc_interval_that_would_come_out_inverted_is_left_undefined():
+    import numpy as np
+
+    from evalapp.stats.icc import icc_all
+
+    # Three items, two raters who disagree: the F bounds cross the pole of ICC2k's transform.
+    forms = icc_all(np.array([[1.0, 5.0], [4.0, 1.0], [2.0, 2.0]]))
+    for form in forms.values():
+        lo, hi = form["ci95"]
+        assert (np.isnan(lo) and np.isnan(hi)) or lo <= hi

@@ -52,3 +52,13 @@ def test_analyze_ratings_takes_a_pair_of_arms_from_the_export(client, researcher
                  "--no-mixed", stdout=out)
     result = json.loads(out.getvalue())
     assert result["scales"]["empathy"]["comparison"]["mean_diff"] == pytest.approx(4.0)
+
+
+def test_arms_given_in_order_set_the_contrast(client, researcher, three_arms, tmp_path):
+    client.force_login(researcher)
+    path = Path(tmp_path) / "ratings.csv"
+    path.write_bytes(b"".join(client.get(reverse("export_csv", args=[three_arms.id, "ratings"])).streaming_content))
+    out = io.StringIO()
+    call_command("analyze_ratings", str(path), "--arms", "prompted,baseline", "--n-boot", "20", "--no-mixed",
+                 stdout=out)
+    assert "Comparison baseline - prompted" in out.getvalue()  # the second minus the first, as given

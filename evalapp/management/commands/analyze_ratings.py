@@ -114,8 +114,15 @@ class Command(BaseCommand):
         records = [{c: r[c].strip() for c in (*REQUIRED, *OPTIONAL) if c in header} for r in rows]
         for r in records:
             r["score"] = float(r["score"]) if r["score"] else None
+        chosen = [a.strip() for a in options["arms"].split(",") if a.strip()]
         result = analyze_long(records, n_boot=options["n_boot"], seed=options["seed"],
-                              fit_mixed=not options["no_mixed"])
+                              fit_mixed=not options["no_mixed"], arm_order=chosen or None)
+        # A choice's answers by the keys raters saw (ratings.csv's score_label), not by their index.
+        self._labels = {}
+        if "score_label" in header:
+            for r in rows:
+                if str(r.get("score", "")).strip() and str(r.get("level", "")).strip() == "nominal":
+                    self._labels.setdefault(r.get("scale", ""), {})[str(int(float(r["score"])))] = r["score_label"]
         result["settings"]["file"] = str(path)
         if options["json"]:
             # allow_nan=False: analyze_long maps NaN to None, so a NaN here is a bug to surface, not hide.
@@ -149,12 +156,13 @@ class Command(BaseCommand):
         ]
         c = s.get("comparison")
         if c and "options" in c:
-            lines.append(f"  Comparison {c['contrast']} (arms {settings['arm_mapping']}), answer by answer, "
+            lines.append(f"  Comparison {c['contrast']}, answer by answer, "
                          f"{c['n_prompts']} prompts in both arms")
             for option, o in c["options"].items():
                 arms = o["arms"]
+                shown = getattr(self, "_labels", {}).get(name, {}).get(option, option)
                 lines.append(
-                    f"    answer {option}: share {_fmt(arms['0']['share'])} vs {_fmt(arms['1']['share'])}, "
+                    f"    answer {shown}: share {_fmt(arms['0']['share'])} vs {_fmt(arms['1']['share'])}, "
                     f"paired difference {_fmt(o['mean_diff'])} [{_fmt(o['ci95'][0])}, {_fmt(o['ci95'][1])}], "
                     f"p {_fmt((o['test'] or {}).get('p'), 4)} (Holm over answers {_fmt(o['p_holm'], 4)})"
                     + (f" [{o['test']['method']}]" if o["test"] else ""))
@@ -162,7 +170,7 @@ class Command(BaseCommand):
         elif c:
             mixed = c.get("mixed") or {}
             lines += [
-                f"  Comparison {c['contrast']} (arms {settings['arm_mapping']}), {c['n_prompts']} prompts in both arms",
+                f"  Comparison {c['contrast']}, {c['n_prompts']} prompts in both arms",
                 f"    mean per-prompt difference   {_fmt(c['mean_diff'])}  [{_fmt(c['ci95'][0])}, "
                 f"{_fmt(c['ci95'][1])}] (prompt x rater bootstrap)",
                 f"    Wilcoxon p                   {_fmt((c['wilcoxon'] or {}).get('p'), 4)}  "
