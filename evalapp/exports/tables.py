@@ -12,7 +12,7 @@ from django.db import connection
 from django.db.models import CharField, F, Func
 
 from raters.counting import left_out_raters
-from raters.models import Role, StudyMembership
+from raters.models import RatingRevision, Role, StudyMembership
 
 from ..models import Adjudication, AuditEvent, Rating, Response, SafetyDecision, Score, ScorePolicy, Study
 from ..rubric import score_label
@@ -45,7 +45,7 @@ RATINGS_COLUMNS = [
     ("comment", "Rater's comment."),
     ("seconds_on_item", "Seconds the rater spent on the item."),
     ("rated_at", "When the rating was first submitted (UTC, ISO 8601)."),
-    ("revised_at", "When it was last changed (UTC)."),
+    ("revised_at", "When the rater last changed it (UTC); empty if never revised (RatingRevision has each change)."),
     ("excluded", "1 if this row is excluded from the analysis."),
     ("exclusion_reasons", "Why: rater withdrew (policy keep-and-exclude), rater excluded by the researcher, "
                           "or response excluded after safety review; ';'-separated."),
@@ -102,6 +102,9 @@ def rating_rows(study: Study, chunk_size: int = 5000) -> Iterator[tuple]:
         scores = scores.annotate(created_iso=_iso("rating__created_at"), updated_iso=_iso("rating__updated_at"))
         fields = [*fields[:17], "created_iso", "updated_iso", fields[-1]]
     responses = Response.objects.filter(prompt__study=study).order_by("id").values_list("id", flat=True)
+    # Ratings a rater changed after submitting (few; kept across pages, since a page's last response is
+    # emitted after the next page is read).
+    revised: set[int] = set()
 
     def chunks():
         # Keyset pages over the study's responses, then their ratings by the (response, id) index.
@@ -118,6 +121,7 @@ def rating_rows(study: Study, chunk_size: int = 5000) -> Iterator[tuple]:
             # statistics were stale (a freshly filled study: 4x slower, bench/RESULTS.md).
             rating_ids = list(Rating.objects.filter(response_id__in=ids).values_list("id", flat=True))
             page = list(scores.filter(rating_id__in=rating_ids).values_list(*fields))
+            revised.update(RatingRevision.objects.filter(rating_id__in=rating_ids).values_list("rating_id", flat=True))
             page.sort(key=lambda r: (r[1], r[0], position[r[9]]))
             yield from page
             last = ids[-1]
@@ -138,7 +142,7 @@ def rating_rows(study: Study, chunk_size: int = 5000) -> Iterator[tuple]:
             yield (study.id, rating_id, public_id, prompt_id, topic, arm, code, sample,
                    pseudonyms.get(rater_id, str(rater_id)), groups.get(rater_id, ""), spec["key"], spec["level"],
                    value, score_label(spec, value, not_sure), int(not_sure), rationale, final, used,
-                   policy, int(unsafe), category, comment, seconds, _text(created), _text(updated),
+                   policy, int(unsafe), category, comment, seconds, _text(created), _text(updated) if rating_id in revised else "",
                    int(bool(reasons)), "; ".join(reasons), int(simulated))
 
     group: list[tuple] = []

@@ -152,7 +152,7 @@ def _two_arm_study(owner, n_prompts: int, n_raters: int):
     return study
 
 
-PLOT_PAGE_QUERIES = 45  # four cold plot requests: one read of the ratings, then the cached results
+PLOT_PAGE_QUERIES = 46  # four cold plot requests: one read of the ratings, then the cached results
 
 
 @pytest.mark.parametrize("n_prompts, n_raters", [(3, 2), (25, 4)])

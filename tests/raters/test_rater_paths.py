@@ -68,3 +68,23 @@ def test_without_a_mail_server_the_researcher_gets_the_links(client, study, rese
 def test_a_user_can_change_the_one_time_password(client, researcher):
     client.force_login(researcher)
     assert client.get("/accounts/password_change/").status_code == 200
+
+
+def test_revised_at_is_empty_unless_the_rater_changed_the_rating(rating_study):
+    from evalapp.exports.tables import RATING_HEADER, rating_rows
+    from raters.selectors import next_item
+
+    from .conftest import add_rater
+
+    rater = add_rater(rating_study, "r1")
+    services.study_open_for_rating(study=rating_study)
+    first = next_item(study=rating_study, rater=rater).assignment.response.public_id
+    for answers in ({"empathy": 5, "fluency": 5}, {"empathy": 6, "fluency": 5}):  # submitted, then revised
+        services.rating_submit(study=rating_study, rater=rater, item_public_id=first,
+                               submission=services.Submission(answers))
+    second = next_item(study=rating_study, rater=rater).assignment.response.public_id
+    services.rating_submit(study=rating_study, rater=rater, item_public_id=second,
+                           submission=services.Submission({"empathy": 5, "fluency": 5}))
+    col, rid = RATING_HEADER.index("revised_at"), RATING_HEADER.index("response_id")
+    revised = {row[rid]: row[col] for row in rating_rows(rating_study, chunk_size=8)}
+    assert revised[first] and revised[second] == ""
