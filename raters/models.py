@@ -123,7 +123,11 @@ class CalibrationItem(models.Model):
     # are few, written by the researcher, and never analysed as ratings.
     references = models.JSONField(default=dict)
     rationale = models.TextField()
-    use_as_gold = models.BooleanField(default=True)
+    # A gold item is a hidden attention check in rating queues and is never shown in calibration, where
+    # its reference would be revealed; calibration items are never gold. One pool or the other.
+    use_as_gold = models.BooleanField(default=False, verbose_name="Hidden gold item",
+                                      help_text="An attention check mixed into rating queues, never shown in "
+                                                "calibration (where its reference answer would be revealed).")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -44,7 +44,7 @@ _RATER_STATUS_SQL = """
 SELECT m.withdrawn_at, m.excluded_at, m.calibration_decision, v.id AS version_id,
        EXISTS (SELECT 1 FROM raters_consent c WHERE c.study_id = m.study_id AND c.user_id = m.user_id
                AND c.withdrawn_at IS NULL AND c.version_id = v.id) AS consented,
-       EXISTS (SELECT 1 FROM raters_calibrationitem i WHERE i.study_id = m.study_id) AS has_items,
+       EXISTS (SELECT 1 FROM raters_calibrationitem i WHERE i.study_id = m.study_id AND NOT i.use_as_gold) AS has_items,
        a.number AS last_number, a.finished_at AS last_finished, a.passed AS last_passed
 FROM raters_studymembership m
 LEFT JOIN LATERAL (SELECT id FROM raters_consentversion WHERE study_id = m.study_id
@@ -91,7 +91,7 @@ def _with_status(study: Study, members):
     return members.filter(study=study, role=Role.RATER).annotate(
         version_id=Subquery(latest.values("id")[:1]),
         consented=Exists(consents),
-        has_items=Exists(CalibrationItem.objects.filter(study=study)),
+        has_items=Exists(CalibrationItem.objects.filter(study=study, use_as_gold=False)),
         last_number=Subquery(attempts.values("number")[:1]),
         last_finished=Subquery(attempts.values("finished_at")[:1]),
         last_passed=Subquery(attempts.values("passed")[:1]),

@@ -149,7 +149,7 @@ def calibration(request, study_id: int):
             messages.error(request, str(exc))
         else:
             answered = attempt.answers.values_list("item_id", flat=True)
-            item = study.calibration_items.exclude(id__in=answered).order_by("id").first()
+            item = services.calibration_pool(study).exclude(id__in=answered).order_by("id").first()
     return render(
         request,
         "raters/calibration.html",
@@ -159,7 +159,7 @@ def calibration(request, study_id: int):
             "attempt": attempt,
             "item": item,
             "feedback": feedback,
-            "n_items": study.calibration_items.count(),
+            "n_items": services.calibration_pool(study).count(),
             "max_error": study.calibration_max_mae,
             "criteria": rubric_for_display(study),
         },

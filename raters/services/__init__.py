@@ -10,7 +10,13 @@ adjudication (those sit above raters).
 
 from ..selectors import eligible_raters
 from .accounts import CODE_PATTERN, BulkAccountsResult, rater_accounts_bulk_create
-from .calibration import calibration_answer, calibration_attempt_start, calibration_decide, calibration_item_remove
+from .calibration import (
+    calibration_answer,
+    calibration_attempt_start,
+    calibration_decide,
+    calibration_item_remove,
+    calibration_pool,
+)
 from .common import RatingError, parse_answers
 from .consent import consent_accept, consent_publish, consent_withdraw
 from .design import DesignTargets, design_rebalance, design_targets, study_open_for_rating
@@ -34,7 +40,7 @@ from .researchers import (
 
 __all__ = [
     "CODE_PATTERN", "BulkAccountsResult", "DesignTargets", "RatingError", "Submission", "assignment_skip",
-    "calibration_answer", "calibration_item_remove", "coresearcher_add", "coresearcher_remove", "calibration_attempt_start", "calibration_decide", "parse_answers", "consent_accept",
+    "calibration_answer", "calibration_item_remove", "calibration_pool", "coresearcher_add", "coresearcher_remove", "calibration_attempt_start", "calibration_decide", "parse_answers", "consent_accept",
     "consent_publish", "consent_withdraw", "design_rebalance", "design_targets", "eligible_raters",
     "invitation_accept", "invitation_create", "invitation_for_token", "invitations_create_from_list", "is_researcher",
     "new_pseudonym", "rater_accounts_bulk_create", "rater_exclude", "rating_submit", "researcher_add", "researcher_grant",

@@ -11,8 +11,13 @@ from .common import RatingError, parse_answers, stored_values
 from .design import design_rebalance
 
 
+def calibration_pool(study: Study):
+    """The items raters calibrate on: every item that is not a hidden gold check."""
+    return study.calibration_items.filter(use_as_gold=False)
+
+
 def calibration_attempt_start(*, study: Study, rater) -> CalibrationAttempt:
-    if not study.calibration_items.exists():
+    if not calibration_pool(study).exists():
         raise RatingError("This study has no calibration items yet.", status=409)
     attempts = list(CalibrationAttempt.objects.filter(study=study, rater=rater).order_by("number"))
     if attempts and attempts[-1].finished_at is None:
@@ -34,12 +39,12 @@ def calibration_answer(*, attempt: CalibrationAttempt, item: CalibrationItem, an
     values = stored_values(parse_answers(attempt.study, answers, rationales))
     if attempt.finished_at is not None:
         raise RatingError("This calibration attempt is finished.", status=409)
-    if item.study_id != attempt.study_id:
+    if item.study_id != attempt.study_id or item.use_as_gold:  # a gold item's reference is never shown
         raise RatingError("No such calibration item.", status=404)
     answer, _ = CalibrationAnswer.objects.get_or_create(
         attempt=attempt, item=item, defaults={"values": values}
     )
-    total = attempt.study.calibration_items.count()
+    total = calibration_pool(attempt.study).count()
     if attempt.answers.count() >= total:
         _calibration_finish(attempt)
     return answer
@@ -75,7 +80,7 @@ def calibration_item_remove(*, study: Study, item: CalibrationItem) -> None:
     if item.answers.exists() or item.assignments.exists():
         raise RatingError("Raters have already answered this item; it stays as their record.", status=409)
     item.delete()
-    remaining = study.calibration_items.count()
+    remaining = calibration_pool(study).count()
     for attempt in CalibrationAttempt.objects.filter(study=study, finished_at__isnull=True):
         if remaining and attempt.answers.count() >= remaining:
             _calibration_finish(attempt)

@@ -88,3 +88,23 @@ def test_revised_at_is_empty_unless_the_rater_changed_the_rating(rating_study):
     col, rid = RATING_HEADER.index("revised_at"), RATING_HEADER.index("response_id")
     revised = {row[rid]: row[col] for row in rating_rows(rating_study, chunk_size=8)}
     assert revised[first] and revised[second] == ""
+
+
+def test_gold_items_are_never_shown_in_calibration(client, study, researcher, rater):
+    """A gold item's reference must stay unknown to raters: calibration never offers it."""
+    from raters.selectors import rater_status
+
+    services.consent_publish(study=study, text="Consent.", withdrawal_policy="exclude")
+    services.consent_accept(study=study, user=rater, version=study.consent_versions.first())
+    gold = CalibrationItem.objects.create(study=study, messages=[{"role": "user", "content": "Gold?"}],
+                                          response_text="Gold reply", references={"empathy": 2, "fluency": 2},
+                                          rationale="secret", created_by=researcher, use_as_gold=True)
+    assert rater_status(study=study, user=rater).calibration == "none"  # gold only: nothing to calibrate on
+    CalibrationItem.objects.create(study=study, messages=[{"role": "user", "content": "Hi"}], response_text="Hello",
+                                   references={"empathy": 8, "fluency": 8}, rationale="warm", created_by=researcher)
+    client.force_login(rater)
+    page = client.get(reverse("calibration", args=[study.id])).content.decode()
+    assert "Hello" in page and "Gold reply" not in page and "Item 1 of 1" in page
+    attempt = services.calibration_attempt_start(study=study, rater=rater)
+    with pytest.raises(services.RatingError):
+        services.calibration_answer(attempt=attempt, item=gold, answers={"empathy": 2, "fluency": 2})

@@ -238,7 +238,7 @@ class Command(BaseCommand):
             CalibrationItem.objects.create(
                 study=study, messages=prompt.messages, response_text=strong, references=_references(study, 0.85),
                 rationale="A counsellor's answer: acknowledges the feelings, then offers concrete, gentle next steps.",
-                created_by=study.owner, use_as_gold=True,
+                created_by=study.owner, use_as_gold=False,
             )
             CalibrationItem.objects.create(
                 study=study, messages=prompt.messages, response_text="Just think positive and stop worrying so much.",
