@@ -1,0 +1,54 @@
+"""The production settings: `check --deploy` is silent with the documented environment, and a missing
+or malformed variable stops the start with its name (each run in a fresh process, as a server starts)."""
+
+import os
+import secrets
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+
+COMPLETE = {
+    "DJANGO_SETTINGS_MODULE": "evalapp.settings.production",
+    "SECRET_KEY": secrets.token_urlsafe(50),
+    "ALLOWED_HOSTS": "eval.lab.example",
+    "DATABASE_URL": "postgres://empatheval:pw@db.lab.example:5432/empatheval",
+    "REDIS_URL": "redis://redis.lab.example:6379/0",
+}
+
+
+def manage(*args, **env):
+    base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY",
+                                                              "ALLOWED_HOSTS", "DJANGO_SETTINGS_MODULE")}
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env={**base, **env},
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_check_deploy_is_silent_with_the_documented_environment():
+    result = manage("check", "--deploy", **COMPLETE)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "System check identified no issues" in result.stdout, result.stdout + result.stderr
+
+
+def test_hsts_and_proxy_header_are_configurable():
+    code = ("from django.conf import settings as s; print(s.SECURE_HSTS_SECONDS, s.SECURE_SSL_REDIRECT, "
+            "getattr(s, 'SECURE_PROXY_SSL_HEADER', None), s.X_FRAME_OPTIONS, s.SESSION_COOKIE_SECURE)")
+    def last_line(**env):  # the shell may print its auto-import note first
+        return manage("shell", "-c", code, **env).stdout.strip().splitlines()[-1]
+
+    assert last_line(**COMPLETE).split() == ["31536000", "True", "None", "DENY", "True"]
+    proxied = last_line(**COMPLETE, SECURE_PROXY_SSL="true", SECURE_HSTS_SECONDS="0")
+    assert proxied.startswith("0 True ('HTTP_X_FORWARDED_PROTO', 'https')")
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ({"SECRET_KEY": ""}, "SECRET_KEY"),
+    ({"DATABASE_URL": ""}, "DATABASE_URL"),
+    ({"REDIS_URL": ""}, "REDIS_URL"),
+    ({"SECURE_SSL_REDIRECT": "maybe"}, "SECURE_SSL_REDIRECT"),
+    ({"SECURE_HSTS_SECONDS": "a year"}, "SECURE_HSTS_SECONDS"),
+])
+def test_a_missing_or_malformed_variable_is_named(change, named):
+    result = manage("check", **{**COMPLETE, **change})
+    assert result.returncode != 0 and named in result.stderr, result.stderr[-1500:]
