@@ -19,8 +19,11 @@ COMPLETE = {
 
 
 def manage(*args, **env):
+    # A server's environment, not the test process's: the browser tests set DJANGO_ALLOW_ASYNC_UNSAFE
+    # for Playwright, which `check --deploy` rightly refuses.
     base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY",
-                                                              "ALLOWED_HOSTS", "DJANGO_SETTINGS_MODULE")}
+                                                              "ALLOWED_HOSTS", "DJANGO_SETTINGS_MODULE",
+                                                              "DJANGO_ALLOW_ASYNC_UNSAFE")}
     return subprocess.run([sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env={**base, **env},
                           capture_output=True, text=True, timeout=120)
 
