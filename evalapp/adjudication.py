@@ -28,7 +28,7 @@ from .models import (
     SafetyReview,
     Study,
 )
-from .rubric import RubricError, disagrees, parse_answer
+from .rubric import RubricError, answer_text, disagrees, parse_answer
 
 
 class AdjudicationError(ServiceError):
@@ -159,16 +159,10 @@ def _views(study: Study, rows: list[Rating], names: dict[int, str]) -> list[Rati
         values = _values(study, r)
         keys = _criterion_keys(study)
         reasons = {keys[sc.criterion_id]: sc.rationale for sc in r.scores.all()}
-        views.append(RatingView(names.get(r.rater_id, "?"), [_shown(c, values.get(c["key"])) for c in rubric],
+        views.append(RatingView(names.get(r.rater_id, "?"), [answer_text(c, values.get(c["key"]), missing="—") for c in rubric],
                                 [reasons.get(c["key"], "") for c in rubric], r.unsafe, r.unsafe_category,
                                 r.comment))
     return views
-
-
-def _shown(criterion: dict, value) -> str:
-    if value is None:
-        return criterion["not_sure"] or "—"
-    return criterion["options"][value]["label"] if criterion["kind"] == "choice" else str(value)
 
 
 # ----------------------------------------------------------------------------- writes

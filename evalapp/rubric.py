@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
-    "KINDS", "LEVELS", "RATIONALE", "RubricError", "answer_errors", "disagrees", "key_hints", "normalise",
+    "KINDS", "LEVELS", "RATIONALE", "RubricError", "answer_errors", "answer_text", "disagrees", "key_hints", "normalise",
     "option_letters", "parse_answer", "point_key", "points", "score_label", "validate",
 ]
 
@@ -211,6 +211,14 @@ def score_label(criterion: dict, value: int | None, not_sure: bool = False) -> s
     if criterion["kind"] == "choice":
         return criterion["options"][value]["key"]
     return criterion["labels"].get(str(value), "")
+
+
+def answer_text(criterion: dict, value: int | None, missing: str = "not sure") -> str:
+    """A stored answer as raters read it: the option's label, or the point; None is "not sure"
+    (the criterion's own label for it, else `missing`)."""
+    if value is None:
+        return criterion["not_sure"] or missing
+    return criterion["options"][value]["label"] if criterion["kind"] == "choice" else str(value)
 
 
 def disagrees(criterion: dict, values: Sequence[int | None], *, rule: str = "range", threshold: int = 3,

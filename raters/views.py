@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from evalapp.models import UnsafeCategory
-from evalapp.rubric import NOT_SURE_LETTER, key_hints, option_letters, point_key, points
+from evalapp.rubric import NOT_SURE_LETTER, answer_text, key_hints, option_letters, point_key, points
 
 from . import selectors, services
 from .access import get_study_for
@@ -46,15 +46,6 @@ def rubric_for_display(study) -> list[dict]:
         shown["hint"] = key_hints(criterion)
         out.append(shown)
     return out
-
-
-def describe_answer(criterion: dict, value) -> str:
-    """A stored value as the rater would read it (option label, or the point), for feedback pages."""
-    if value is None:
-        return criterion["not_sure"] or "not sure"
-    if criterion["kind"] == "choice":
-        return criterion["options"][value]["label"]
-    return str(value)
 
 
 # ----------------------------------------------------------------------------- invitations
@@ -134,8 +125,8 @@ def calibration(request, study_id: int):
             answer = services.calibration_answer(attempt=attempt, item=item, answers=answers, rationales=rationales)
             attempt.refresh_from_db()
             feedback = {"item": item, "answer": answer, "attempt": attempt, "rows": [
-                {"question": c["question"], "given": describe_answer(c, answer.values.get(c["key"])),
-                 "reference": describe_answer(c, item.references.get(c["key"]))}
+                {"question": c["question"], "given": answer_text(c, answer.values.get(c["key"])),
+                 "reference": answer_text(c, item.references.get(c["key"]))}
                 for c in study.rubric() if c["key"] in item.references]}
         except services.RatingError as exc:
             messages.error(request, str(exc))
@@ -259,7 +250,7 @@ def raters_page(request, study_id: int):
         "criteria": rubric_for_display(study),
         "consent_version": study.consent_versions.order_by("-version").first(),
         "calibration_items": [
-            {"item": item, "references": ", ".join(f"{c['key']} {describe_answer(c, item.references[c['key']])}"
+            {"item": item, "references": ", ".join(f"{c['key']} {answer_text(c, item.references[c['key']])}"
                                                    for c in study.rubric() if c["key"] in item.references)}
             for item in study.calibration_items.all()],
         "raters": selectors.study_raters(study=study),

@@ -4,8 +4,6 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from django.db import connection
-
 from evalapp.models import Criterion, Score, Study, validate_messages
 from raters.models import Role, StudyMembership
 
@@ -125,9 +123,7 @@ def test_not_sure_has_no_value_and_a_value_is_not_not_sure():
                     lambda: Score.objects.filter(id=score.id).update(not_sure=True))
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="the composite foreign key is PostgreSQL's (SQLite "
-                    "can't add one to a table); CI runs this on PostgreSQL")
-def test_copied_bounds_must_be_the_criterions():
+def test_copied_bounds_must_be_the_criterions():  # the suite runs on PostgreSQL, which holds the composite key
     # Without the composite key a row could carry wider bounds than its criterion and pass the check.
     rating = RatingFactory()
     criterion = rating.response.prompt.study.criteria.get(key="empathy")
@@ -140,8 +136,7 @@ def test_criterion_bounds_cannot_change_under_its_scores():
     rating = RatingFactory()
     criterion = rating.response.prompt.study.criteria.get(key="empathy")
     criterion.max_value = 5
-    if connection.vendor == "postgresql":
-        assert_violates("score_bounds_are_criterions", lambda: criterion.save())
+    assert_violates("score_bounds_are_criterions", lambda: criterion.save())
 
 
 def test_criterion_needs_min_below_max():
