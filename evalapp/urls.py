@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from .views import adjudication, generation, playground, results, studies, training
+from .views import adjudication, generation, health, playground, results, studies, training
 
 # Every page below lives under /studies/<study_id>/ and takes study_id first.
 study_pages = [
@@ -34,6 +34,7 @@ study_pages = [
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="study_list"), name="home"),
+    path("healthz", health.healthz, name="healthz"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("api/", include("evalapp.api_urls")),

@@ -232,3 +232,23 @@ class Adapter(models.Model):
         ids = self.manifest.get("question_ids", {}).get("train", [])
         prompts = self.manifest.get("prompt_ids", {}).get("train", [])
         return set(ids) | set(prompts)
+
+
+class WorkerHeartbeat(models.Model):
+    """The last word of each Celery worker process, written on a timer inside it (modelserver.heartbeats).
+
+    /healthz and the study page read it: a run queued while no gpu worker reports is named as such
+    instead of sitting "queued" with no word of why.
+    """
+
+    hostname = models.CharField(max_length=200, unique=True)
+    queues = models.JSONField(default=list)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-seen_at"]
+
+    def __str__(self) -> str:
+        return f"{self.hostname} ({', '.join(self.queues)})"

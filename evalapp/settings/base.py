@@ -138,6 +138,9 @@ GENERATION_LEASE_SECONDS = env_int("GENERATION_LEASE_SECONDS", 1800)
 RESULTS_MIXED_MODEL_MAX_PROMPTS = env_int("RESULTS_MIXED_MODEL_MAX_PROMPTS", 300)
 # Where training runs write adapters and checkpoints.
 EMPATHEVAL_ADAPTER_DIR = env_str("EMPATHEVAL_ADAPTER_DIR", str(VAR_DIR / "adapters"))
+# Every worker writes its heartbeat row this often (modelserver.heartbeats); two missed beats and it counts
+# as silent on /healthz and the study page.
+WORKER_HEARTBEAT_SECONDS = env_int("WORKER_HEARTBEAT_SECONDS", 30)
 # A chunk is this many batches, written in one transaction.
 GENERATION_CHUNK_BATCHES = env_int("GENERATION_CHUNK_BATCHES", 2)
 

@@ -10,6 +10,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from modelserver.heartbeats import silent_gpu_queue
 from raters.access import get_study_for
 from raters.models import Role
 
@@ -65,7 +66,8 @@ def runs_fragment_view(latest_runs, template: str, context_name: str):
     @login_required
     def view(request, study_id: int):
         study = get_study_for(request.user, study_id, roles=RESEARCHERS)
-        return render(request, template, {"study": study, context_name: latest_runs(study=study)})
+        return render(request, template, {"study": study, context_name: latest_runs(study=study),
+                                          "gpu_silence": silent_gpu_queue()})
 
     return view
 

@@ -9,6 +9,7 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from modelserver.heartbeats import silent_gpu_queue
 from modelserver.truncation import truncation_by_arm
 from raters.access import get_study_for, roles_in, studies_for
 from raters.models import Role
@@ -127,6 +128,7 @@ def _render_study(request, study, form, report, status=200, settings_form=None, 
             training_runs=selectors.study_training_runs(study=study),
             generation_form=GenerationRunForm(),
             runs=selectors.study_generation_runs(study=study),
+            gpu_silence=silent_gpu_queue(),
             truncation=truncation_by_arm(study),
             n_harmful=selectors.study_confirmed_harmful(study=study),
             settings_form=settings_form or StudySettingsForm(instance=study),

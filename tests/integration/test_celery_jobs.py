@@ -54,3 +54,16 @@ def test_worker_answers_a_playground_request(study, researcher, integration_mode
     state = wait_for(lambda: finished(PlaygroundRequest, item.id), 120, interval=0.2, message=worker.output)
     assert state["status"] == RunStatus.SUCCEEDED, (state, worker.output())
     assert state["worker"].startswith("itest-")
+
+
+def test_a_real_worker_reports_its_queue_and_leaves_cleanly(worker_factory, settings):
+    from modelserver.heartbeats import queue_status
+
+    worker = worker_factory()
+    row = wait_for(lambda: queue_status("gpu")["alive"], 60, interval=0.2, message=worker.output)
+    assert row == 1
+    [seen] = queue_status("gpu")["workers"]
+    assert seen["hostname"].startswith("itest-") and seen["alive"]
+    worker.stop()
+    # A clean stop takes the row away: it is not counted as a silent worker.
+    wait_for(lambda: not queue_status("gpu")["workers"], 20, interval=0.2, message=worker.output)
