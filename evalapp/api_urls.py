@@ -1,11 +1,11 @@
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from . import apis
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api_schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api_schema"), name="api_docs"),
     path("studies/", apis.StudyList.as_view(), name="api_studies"),
     path("studies/<int:study_id>/", apis.StudyDetail.as_view(), name="api_study"),
     path("studies/<int:study_id>/clone/", apis.StudyClone.as_view(), name="api_study_clone"),

@@ -1,4 +1,6 @@
 from django.contrib import admin
+from django.shortcuts import redirect
+from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
@@ -35,6 +37,8 @@ study_pages = [
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="study_list"), name="home"),
     path("healthz", health.healthz, name="healthz"),
+    # Pages without an icon link (the browsable API) make browsers ask for this one.
+    path("favicon.ico", lambda request: redirect(static("evalapp/favicon.svg"), permanent=True)),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("api/", include("evalapp.api_urls")),

@@ -51,6 +51,14 @@ def rubric_for_display(study) -> list[dict]:
 # ----------------------------------------------------------------------------- invitations
 
 
+def lockout(request, original_response=None, credentials=None):
+    """django-axes' answer to a locked-out login (AXES_LOCKOUT_CALLABLE): a page that says why and for how long."""
+    username = (credentials or {}).get("username") or request.POST.get("username", "")
+    minutes = max(1, int(settings.AXES_COOLOFF_TIME.total_seconds() // 60))
+    return render(request, "registration/lockout.html",
+                  {"failure_limit": settings.AXES_FAILURE_LIMIT, "username": username, "minutes": minutes}, status=429)
+
+
 def invitation_accept(request, token: str):
     try:
         invitation = services.invitation_for_token(token)

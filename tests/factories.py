@@ -108,3 +108,12 @@ class RatingFactory(factory.django.DjangoModelFactory):
 def score_of(rating: Rating, key: str):
     """A rating's stored answer to one criterion (None = not sure)."""
     return rating.scores.get(criterion__key=key).value
+
+
+def log_in(client, username: str, password: str) -> bool:
+    """Log in through the login form, as a person does: Client.login() calls authenticate() without the
+    request, which the login throttling (django-axes) needs to know who is trying."""
+    from django.urls import reverse
+
+    response = client.post(reverse("login"), {"username": username, "password": password})
+    return response.status_code == 302

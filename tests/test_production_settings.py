@@ -51,7 +51,43 @@ def test_hsts_and_proxy_header_are_configurable():
     ({"REDIS_URL": ""}, "REDIS_URL"),
     ({"SECURE_SSL_REDIRECT": "maybe"}, "SECURE_SSL_REDIRECT"),
     ({"SECURE_HSTS_SECONDS": "a year"}, "SECURE_HSTS_SECONDS"),
+    ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+    ({"LOGIN_FAILURE_LIMIT": "five"}, "LOGIN_FAILURE_LIMIT"),
+    ({"TRUSTED_PROXY_COUNT": "one"}, "TRUSTED_PROXY_COUNT"),
 ])
 def test_a_missing_or_malformed_variable_is_named(change, named):
     result = manage("check", **{**COMPLETE, **change})
     assert result.returncode != 0 and named in result.stderr, result.stderr[-1500:]
+
+
+def python(code: str, **env):
+    base = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE")}
+    return subprocess.run([sys.executable, "-c", code], cwd=settings.BASE_DIR, env={**base, **env},
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("module", ["evalapp.wsgi", "evalapp.celery"])
+def test_the_server_and_the_worker_refuse_to_guess_their_settings(module):
+    result = python(f"import {module}")
+    assert result.returncode != 0 and "Set DJANGO_SETTINGS_MODULE" in result.stderr, result.stderr[-1500:]
+    told = python(f"import {module}", DJANGO_SETTINGS_MODULE="evalapp.settings.base")
+    assert told.returncode == 0, told.stderr[-1500:]
+
+
+def test_production_logs_are_json_lines():
+    import json
+
+    result = python("import django, logging; django.setup(); logging.getLogger('evalapp.test').warning('run %d queued', 7)",
+                    **COMPLETE)
+    assert result.returncode == 0, result.stderr[-1500:]
+    record = json.loads(result.stderr.strip().splitlines()[-1])
+    assert record["message"] == "run 7 queued" and record["level"] == "WARNING" and record["logger"] == "evalapp.test"
+    assert "time" in record
+
+
+def test_behind_a_trusted_proxy_the_client_address_comes_from_x_forwarded_for():
+    code = ("from django.conf import settings as s; print(s.AXES_IPWARE_PROXY_COUNT, "
+            "','.join(s.AXES_IPWARE_META_PRECEDENCE_ORDER))")
+    bare = manage("shell", "-c", code, **COMPLETE).stdout.strip().splitlines()[-1]
+    proxied = manage("shell", "-c", code, **COMPLETE, TRUSTED_PROXY_COUNT="1").stdout.strip().splitlines()[-1]
+    assert bare == "None REMOTE_ADDR" and proxied == "1 HTTP_X_FORWARDED_FOR,REMOTE_ADDR"

@@ -3,7 +3,7 @@
 import dj_database_url
 
 from .base import *  # noqa: F403
-from .env import env_bool, env_int, env_list, env_str
+from .env import env_bool, env_choice, env_int, env_list, env_str
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY")  # no default: refuse to start without one
@@ -22,6 +22,8 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 if env_bool("SECURE_PROXY_SSL", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+# The container healthcheck asks over plain http from inside (deploy/healthcheck.py).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 # HSTS on by default for a year; a site still trying TLS out sets SECURE_HSTS_SECONDS=0 first,
 # since browsers remember the header (Django's warning: enabling it carelessly is hard to undo).
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
@@ -36,3 +38,14 @@ X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 8 * 3600)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True
+
+# One JSON object a line by default, for the log collector of a server (LOG_FORMAT=text to read them by eye).
+LOGGING["handlers"]["console"]["formatter"] = env_choice("LOG_FORMAT", ["json", "text"], "json")  # noqa: F405
+
+# How many proxies in front of the site add themselves to X-Forwarded-For (1 for the documented TLS proxy).
+# Login throttling counts failures per client address; with 0 it reads REMOTE_ADDR only, since a client can
+# write any X-Forwarded-For it likes to a bare server.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+if TRUSTED_PROXY_COUNT > 0:
+    AXES_IPWARE_PROXY_COUNT = TRUSTED_PROXY_COUNT
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]

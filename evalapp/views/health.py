@@ -1,7 +1,7 @@
 """/healthz: for the compose healthchecks and a load balancer. JSON, no secrets, no login.
 
 503 when this process can't serve (the database or, where there is one, the broker does not answer);
-200 otherwise, with "degraded" when a worker queue has no live worker: the site still serves pages and
+200 otherwise, with "degraded" when the gpu queue has no live worker: the site still serves pages and
 ratings then, and a web container must not be restarted for a GPU machine that is down.
 """
 
@@ -12,8 +12,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from modelserver.heartbeats import queue_status
+from modelserver.models import WorkerHeartbeat
 
-QUEUES = ("gpu", "celery")
+# The queue whose silence degrades the site: generation and training wait on it. Every other queue a
+# worker reports is listed too.
+REQUIRED_QUEUE = "gpu"
 
 
 def _database() -> dict:
@@ -40,7 +43,8 @@ def _redis() -> dict:
 
 def _queues() -> dict:
     out = {}
-    for queue in QUEUES:
+    seen = {queue for queues in WorkerHeartbeat.objects.values_list("queues", flat=True) for queue in queues}
+    for queue in sorted(seen | {REQUIRED_QUEUE}):
         status = queue_status(queue)
         out[queue] = {
             "alive_workers": status["alive"],
@@ -63,7 +67,7 @@ def healthz(request):
         degraded = False
     elif database["ok"]:
         body["queues"] = _queues()
-        degraded = any(q["alive_workers"] == 0 for q in body["queues"].values())
+        degraded = body["queues"][REQUIRED_QUEUE]["alive_workers"] == 0
     else:
         degraded = True
     ok = database["ok"] and broker["ok"]

@@ -46,3 +46,15 @@ def log_in(page, live_server, username, password="pw-for-tests"):
     page.fill("#id_password", password)
     page.click("button[type=submit]")
     page.wait_for_load_state()
+
+
+def wait_until(page, expression: str, timeout: float = 15.0) -> None:
+    """page.wait_for_function, which compiles its predicate with eval inside the page, and the site's
+    Content-Security-Policy rightly forbids eval; page.evaluate goes through the devtools protocol instead."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for: {expression}")
+        time.sleep(0.05)

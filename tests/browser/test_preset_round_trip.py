@@ -16,7 +16,7 @@ from raters import services
 from raters.models import Role
 
 from ..factories import ArmFactory, MembershipFactory, PromptFactory, ResponseFactory, UserFactory
-from .conftest import log_in
+from .conftest import log_in, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -74,7 +74,7 @@ def test_preset_round_trip(live_server, page, researcher, preset, tmp_path):
         page.goto(f"{live_server.url}{reverse('rate', args=[study.id])}")
         for item in range(6):
             page.wait_for_selector("html[data-rating-ready=true] #rating-form")
-            page.wait_for_function(f"document.querySelector('#progress-text').innerText === '{item + 1} of 6'")
+            wait_until(page, f"document.querySelector('#progress-text').innerText === '{item + 1} of 6'")
             page.keyboard.press("?")
             assert page.is_visible("fieldset.criterion .hint")  # ? shows each question's keys
             # The phone layout holds (390 px wide, up to seven criteria): nothing wider than the screen.
@@ -82,9 +82,9 @@ def test_preset_round_trip(live_server, page, researcher, preset, tmp_path):
             _answer_everything(page, i, item)
             page.keyboard.press("Enter")
             # The next item, or the end (whose progress reads "6 of 6" too), or an error shown.
-            page.wait_for_function(f"document.querySelector('#progress-text').innerText !== '{item + 1} of 6' || "
-                                   "document.querySelector('#all-done') || "
-                                   "(document.querySelector('#rate-error') || {}).textContent")
+            wait_until(page, f"document.querySelector('#progress-text').innerText !== '{item + 1} of 6' || "
+                       "document.querySelector('#all-done') || "
+                       "(document.querySelector('#rate-error') || {}).textContent")
             error = page.query_selector("#rate-error")
             assert not (error and error.inner_text()), error.inner_text()
         page.wait_for_selector("#all-done")

@@ -16,7 +16,7 @@ from ..factories import (
     UserFactory,
     score_of,
 )
-from .conftest import log_in
+from .conftest import log_in, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -75,7 +75,7 @@ def test_invited_rater_consents_calibrates_and_rates_with_the_keyboard(live_serv
         page.keyboard.press("Tab")
         page.keyboard.press("0")
         page.keyboard.press("Enter")
-        page.wait_for_function(f"document.querySelector('#progress-text').innerText === '{expected} of {total}'")
+        wait_until(page, f"document.querySelector('#progress-text').innerText === '{expected} of {total}'")
     assert page.evaluate("window.__samePage") is True, page.js_errors  # no full page reload between items
     ratings = Rating.objects.filter(rater__username="student-a")
     assert ratings.count() == 2 and {(score_of(r, "empathy"), score_of(r, "fluency")) for r in ratings} == {(7, 10)}
@@ -96,7 +96,7 @@ def test_double_submit_makes_one_rating(live_server, page, open_study):
     page.click("fieldset[data-scale=empathy] label:nth-child(6)")
     page.click("fieldset[data-scale=fluency] label:nth-child(7)")
     page.dblclick("#submit")
-    page.wait_for_function("document.querySelector('#progress-text').innerText.startsWith('2 of')")
+    wait_until(page, "document.querySelector('#progress-text').innerText.startsWith('2 of')")
     # A browser retry of the same request (the form posted again without JavaScript).
     first = Rating.objects.get(rater=rater)
     page.evaluate(

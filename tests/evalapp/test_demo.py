@@ -14,6 +14,8 @@ from evalapp.models import Rating, Response, Study
 from modelserver.models import Adapter
 from raters.models import Assignment
 
+from ..factories import log_in
+
 
 # Real commits: the demo queues its jobs after commit, which a test's wrapping transaction would hold back.
 @pytest.mark.django_db(transaction=True)
@@ -47,14 +49,14 @@ def test_demo_prepares_study_and_working_accounts(client, capsys, settings, tmp_
     assert 'id="simulated-banner"' in results and 'id="result-empathy"' in results
 
     client.post(reverse("logout"))
-    assert client.login(username="demo-rater-1", password=accounts["demo-rater-1"])
+    assert log_in(client, "demo-rater-1", accounts["demo-rater-1"])
     assert client.get(reverse("study_detail", args=[study.id])).status_code == 200
 
     # A second run keeps the study and its prompts, and issues new passwords.
     call_command("demo", "--no-serve", "--quick")
     assert Study.objects.count() == 1 and study.prompts.count() == 20
     assert "Reusing the demo adapter" in capsys.readouterr().out
-    assert not client.login(username="demo-rater-1", password=accounts["demo-rater-1"])
+    assert not log_in(client, "demo-rater-1", accounts["demo-rater-1"])
 
 
 def test_demo_preparation_runs_twice_in_a_row_as_make_demo_runs_it(tmp_path):  # its own database, not the test's
@@ -99,7 +101,7 @@ def test_demo_runs_with_every_other_preset(client, capsys, settings, tmp_path):
         assert ratings.count() == 40 * 3 and all(r.scores.count() == len(keys) for r in ratings[:5])
         assert set(study.calibration_items.values_list("references", flat=True)[0]) == set(keys)
         accounts = dict(re.findall(r"^  (demo-[\w-]+)\s+(\S+)", out, re.M))
-        assert client.login(username="demo-researcher", password=accounts["demo-researcher"])
+        assert log_in(client, "demo-researcher", accounts["demo-researcher"])
         page = client.get(reverse("results", args=[study.id])).content.decode()
         assert all(f'id="result-{key}"' in page for key in keys), preset
         client.logout()

@@ -14,7 +14,7 @@ from raters.models import Assignment, CalibrationItem, Consent, Invitation, Rati
 from raters.selectors import next_item, rater_status
 from raters.services import RatingError, Submission
 
-from ..factories import MembershipFactory, PromptFactory, ResponseFactory, UserFactory, score_of
+from ..factories import MembershipFactory, PromptFactory, ResponseFactory, UserFactory, log_in, score_of
 from .conftest import add_rater
 
 pytestmark = pytest.mark.django_db
@@ -73,7 +73,7 @@ def test_bulk_code_accounts_all_or_nothing(client, study, researcher):
     rows = response.content.decode().splitlines()
     assert rows[0] == "code,password,login_url" and len(rows) == 3
     code, password, _ = rows[1].split(",")
-    assert client.login(username=code, password=password)
+    assert log_in(client, code, password)
 
 
 def test_rater_must_consent_then_calibrate_before_rating(client, rating_study, researcher):
