@@ -4,6 +4,7 @@ The demo needs no environment at all: SQLite under var/, no Redis (Celery runs
 tasks eagerly in-process), the console e-mail backend.
 """
 
+import socket
 from pathlib import Path
 
 import dj_database_url
@@ -138,6 +139,9 @@ GENERATION_LEASE_SECONDS = env_int("GENERATION_LEASE_SECONDS", 1800)
 RESULTS_MIXED_MODEL_MAX_PROMPTS = env_int("RESULTS_MIXED_MODEL_MAX_PROMPTS", 300)
 # Where training runs write adapters and checkpoints.
 EMPATHEVAL_ADAPTER_DIR = env_str("EMPATHEVAL_ADAPTER_DIR", str(VAR_DIR / "adapters"))
+# Names this server in the study archives it writes (manage.py study_export). Informational: an
+# archived study is recognised by its id and creation time on the server it began on, not by this name.
+EMPATHEVAL_SITE_NAME = env_str("EMPATHEVAL_SITE_NAME", socket.gethostname())
 # A chunk is this many batches, written in one transaction.
 GENERATION_CHUNK_BATCHES = env_int("GENERATION_CHUNK_BATCHES", 2)
 
