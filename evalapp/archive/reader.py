@@ -33,13 +33,20 @@ class ImportResult:
     users_matched: list[str] = field(default_factory=list)
 
 
-def study_import(*, source: BinaryIO | str | Path, as_new: bool = False, actor=None, via: str = "") -> ImportResult:
+class _DryRun(Exception):
+    def __init__(self, result: ImportResult):
+        self.result = result
+
+
+def study_import(*, source: BinaryIO | str | Path, as_new: bool = False, actor=None, via: str = "",
+                 dry_run: bool = False) -> ImportResult:
     """Import an archive written by study_export, with new primary keys, in one transaction.
 
     Refused (ArchiveError, nothing written) for another format version, a member whose checksum or row
     count differs from the manifest, columns this server's models lack or add, accounts that clash, or
     a study already here (the original, or an earlier import of it) unless `as_new`: a copy beside it,
-    whose public ids and invitation hashes are drawn anew.
+    whose public ids and invitation hashes are drawn anew. With `dry_run` the whole import runs and is
+    rolled back: the result says which accounts it would match and create.
     """
     try:
         archive = zipfile.ZipFile(source)
@@ -55,7 +62,12 @@ def study_import(*, source: BinaryIO | str | Path, as_new: bool = False, actor=N
         _check_members(archive, manifest)
         try:
             with transaction.atomic():
-                return _import(archive, manifest, as_new=as_new, actor=actor, via=via)
+                result = _import(archive, manifest, as_new=as_new, actor=actor, via=via)
+                if dry_run:
+                    raise _DryRun(result)
+                return result
+        except _DryRun as rolled_back:
+            return rolled_back.result
         except (DatabaseError, ValidationError, ValueError, TypeError, KeyError) as exc:
             # The rows passed their checksums, so the archive was written so (or by hand): nothing is kept.
             raise mf.ArchiveError(f"The archive's rows do not fit this database; nothing was imported: {exc}") from None

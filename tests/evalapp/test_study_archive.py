@@ -349,6 +349,10 @@ def test_accounts_are_matched_by_email_and_a_clash_is_refused(full_study, tmp_pa
         import_(tmp_path / "study.zip")
     assert row_counts() == counts
     User.objects.filter(username="erin").update(email="")  # no address to disagree with: the same account
+    dry = io.StringIO()
+    call_command("study_import", str(tmp_path / "study.zip"), "--dry-run", stdout=dry)
+    assert "Dry run, nothing written" in dry.getvalue() and "bob-rater=robert" in dry.getvalue()
+    assert "created without a password: alice-researcher" in dry.getvalue() and row_counts() == counts
     copy, printed = import_(tmp_path / "study.zip")
     assert "bob-rater=robert" in printed and "erin=erin" in printed
     assert copy.memberships.filter(user=robert, role=Role.RATER).exists()
