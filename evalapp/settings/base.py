@@ -4,6 +4,7 @@ The demo needs no environment at all: SQLite under var/, no Redis (Celery runs
 tasks eagerly in-process), the console e-mail backend.
 """
 
+import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -180,6 +181,9 @@ EMPATHEVAL_ADAPTER_DIR = env_str("EMPATHEVAL_ADAPTER_DIR", str(VAR_DIR / "adapte
 # Every worker writes its heartbeat row this often (modelserver.heartbeats); two missed beats and it counts
 # as silent on /healthz and the study page.
 WORKER_HEARTBEAT_SECONDS = env_int("WORKER_HEARTBEAT_SECONDS", 30)
+# Names this server in the study archives it writes (manage.py study_export). Informational: an
+# archived study is recognised by its id and creation time on the server it began on, not by this name.
+EMPATHEVAL_SITE_NAME = env_str("EMPATHEVAL_SITE_NAME", socket.gethostname())
 # A chunk is this many batches, written in one transaction.
 GENERATION_CHUNK_BATCHES = env_int("GENERATION_CHUNK_BATCHES", 2)
 
