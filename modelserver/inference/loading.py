@@ -15,6 +15,7 @@ from typing import Any
 from .errors import ModelLoadError, TransientGenerationError
 from .fingerprints import sha256_of_text, sha256_of_weights
 from .gguf import ensure_gguf_cache
+from .kvcache import check_supported
 from .paths import BUNDLED_REF, bundled_gguf_path, check_adapter_dir, check_base_dir
 
 _ADAPTER_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -132,6 +133,8 @@ def load_model(
 
     try:
         model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype, local_files_only=True)
+        # Refused here, not midway through a run, when our decoding loop cannot keep its cache.
+        check_supported(model.config)
         model.to(dev)
         for i, name in enumerate(sorted(adapter_paths)):
             if i == 0:
