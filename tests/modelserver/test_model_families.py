@@ -137,11 +137,6 @@ def _hf(loaded, prompt, arm, params, stop_ids):
     return out[0, len(prompt):].tolist()
 
 
-def test_the_cache_has_the_layers_transformers_builds_for_the_config(family):
-    name, _, loaded = family
-    assert check_supported(loaded.model.config) == FAMILIES[name][3]
-
-
 @pytest.fixture(scope="module")
 def alone(family):
     """Each prompt decoded on its own with no stop token, so that every row runs its 12 tokens across
@@ -153,6 +148,11 @@ def alone(family):
         (do_sample, arm): [_ours(loaded, [p], arm, _params(do_sample), [], [s])[0][0] for p, s in zip(prompts, SEEDS)]
         for do_sample in (False, True) for arm in ARMS
     }
+
+
+def test_the_cache_has_the_layers_transformers_builds_for_the_config(family):
+    name, _, loaded = family
+    assert check_supported(loaded.model.config) == FAMILIES[name][3]
 
 
 def test_greedy_equals_hf_generate_across_the_window_with_and_without_the_adapter(family, alone):
