@@ -3,10 +3,11 @@
 No Django here.  torch / transformers / peft are imported lazily by the submodules' functions, so
 ``import modelserver.inference`` is cheap.  Where things are: ``params`` (what is asked and
 returned), ``prompts`` (conversation -> input ids, end-of-turn tokens), ``adapters`` (which arm the
-model computes), ``decoding`` (KV cache, sampler, decode loop), ``batching`` (which prompts share a
+model computes), ``kvcache`` (the batch's KV cache: full-attention and sliding-window layers, and
+the refusal of any other kind), ``decoding`` (sampler, decode loop), ``batching`` (which prompts share a
 batch), ``generation`` (``generate``, ``regenerate``), ``provenance`` (what a response records),
-``paths`` / ``gguf`` / ``fingerprints`` / ``loading`` / ``cache`` (finding, converting, hashing,
-loading and keeping models), ``seeds`` (the one seed derivation).
+``paths`` / ``gguf`` / ``fingerprints`` / ``loading`` / ``quantization`` / ``cache`` (finding,
+converting, hashing, loading (4-bit optional) and keeping models), ``seeds`` (the one seed derivation).
 
 Batched, reproducible chat generation with our own KV-cache decoding loop
 -------------------------------------------------------------------------
@@ -31,11 +32,13 @@ much longer prompt starts its own batch when it would add more padded KV-cache c
 model's weights (``plan_batches`` / ``padding_budget``).  Each prompt is prefilled on its own (no
 padding: exactly what a batch of one computes) and the per-row caches are packed, left-padded,
 into one preallocated KV buffer, so decoding appends in place instead of re-concatenating the
-cache every step.  Padding is masked by ``attention_mask`` (never by token id: the pad token is
-``<|im_end|>``, the end-of-turn token) and position ids come from the mask.  A row stops at end
-of turn (eos / ``<|im_end|>``) or after ``max_new_tokens``; finished rows are dropped from the
-batch at once (their cache rows removed) and padding columns no remaining row needs are trimmed,
-so finished rows cost nothing.  Outputs are returned in input order.
+cache every step.  Each layer keeps what transformers' ``DynamicCache(config=...)`` would keep: all
+columns for full attention, the last ``window - 1`` for a sliding-window layer (Mistral, Gemma 2/3);
+other layer kinds are refused when the model is loaded (``kvcache``).  Padding is masked by
+``attention_mask`` (never by token id: the pad token is ``<|im_end|>``, the end-of-turn token) and
+position ids come from the mask.  A row stops at end of turn (eos / ``<|im_end|>``) or after
+``max_new_tokens``; finished rows are dropped from the batch at once (their cache rows removed) and
+padding columns no remaining row needs are trimmed, so finished rows cost nothing.  Outputs are returned in input order.
 
 What is and is not bit-identical
 --------------------------------

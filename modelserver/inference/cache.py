@@ -8,6 +8,7 @@ from collections import OrderedDict
 
 from .fingerprints import sha256_of_adapter, sha256_of_weights
 from .loading import LoadedModel, load_model, resolve_base, resolve_device, resolve_dtype
+from .quantization import load_in_4bit_requested
 
 MAX_LOADED_ENV = "EMPATHEVAL_MAX_LOADED_MODELS"
 
@@ -24,12 +25,12 @@ def _max_loaded() -> int:
 
 
 def model_cache_key(base: str, adapters: dict[str, str] | None = None, device: str = "auto",
-                    dtype: str | None = None) -> tuple:
-    """(base sha, sorted (adapter name, sha) pairs, device, dtype) - cheap thanks to cached digests."""
+                    dtype: str | None = None, load_in_4bit: bool | None = None) -> tuple:
+    """(base sha, sorted (adapter name, sha) pairs, device, dtype, 4-bit) - cheap thanks to cached digests."""
     base_sha = sha256_of_weights(resolve_base(base))
     adapter_key = tuple(sorted((name, sha256_of_adapter(p)) for name, p in (adapters or {}).items()))
     dev = resolve_device(device)
-    return (base_sha, adapter_key, dev, resolve_dtype(dev, dtype)[0])
+    return (base_sha, adapter_key, dev, resolve_dtype(dev, dtype)[0], load_in_4bit_requested(load_in_4bit))
 
 
 def get_cached_model(
@@ -38,16 +39,17 @@ def get_cached_model(
     device: str = "auto",
     *,
     dtype: str | None = None,
+    load_in_4bit: bool | None = None,
 ) -> LoadedModel:
     """Like :func:`load_model`, but keeps loaded models in this process between calls (LRU,
     ``$EMPATHEVAL_MAX_LOADED_MODELS``, default 2).  Keyed by content hashes, so a retrained adapter
     written to the same directory is reloaded."""
-    key = model_cache_key(base, adapters, device, dtype)
+    key = model_cache_key(base, adapters, device, dtype, load_in_4bit)
     with _MODEL_CACHE_LOCK:
         if key in _MODEL_CACHE:
             _MODEL_CACHE.move_to_end(key)
             return _MODEL_CACHE[key]
-        loaded = load_model(base, adapters, device, dtype=dtype)
+        loaded = load_model(base, adapters, device, dtype=dtype, load_in_4bit=load_in_4bit)
         _MODEL_CACHE[key] = loaded
         while len(_MODEL_CACHE) > _max_loaded():
             _MODEL_CACHE.popitem(last=False)

@@ -1,4 +1,4 @@
-"""The decoding loop: per-row prefill packed into a preallocated KV cache, HF's logits processing,
+"""The decoding loop: per-row prefill packed into a preallocated KV cache (``kvcache``), HF's logits processing,
 a per-row seeded nucleus sampler, and rows leaving the batch as soon as they finish.
 
 See the package docstring for what this guarantees about reproducibility.
@@ -10,123 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
+from .kvcache import prefill_rows, trim_left_padding
 from .params import GenerationParams
-
-
-class _KVBuffer:
-    """Factory for the cache layer class (kept lazy so importing this module does not import transformers)."""
-
-    cls = None
-
-    @classmethod
-    def layer_class(cls):
-        if cls.cls is None:
-            from transformers.cache_utils import DynamicLayer
-
-            class BufferLayer(DynamicLayer):
-                """A DynamicLayer over a preallocated (rows, heads, capacity, dim) buffer.
-
-                Appending a token writes in place instead of ``torch.cat``-ing the whole cache every
-                step; ``keys`` / ``values`` are views of the filled part.  Rows can be dropped and
-                leading (all-padding) columns trimmed.
-                """
-
-                def __init__(self, keys_buf, values_buf, length: int):
-                    super().__init__()
-                    self._k, self._v, self._len = keys_buf, values_buf, length
-                    self.dtype, self.device = keys_buf.dtype, keys_buf.device
-                    self.is_initialized = True
-                    self._sync()
-
-                def _sync(self):
-                    self.keys = self._k[:, :, : self._len]
-                    self.values = self._v[:, :, : self._len]
-
-                def update(self, key_states, value_states, *args, **kwargs):
-                    import torch
-
-                    n = key_states.shape[-2]
-                    if self._len + n > self._k.shape[2]:  # grow (not expected: capacity covers max_new_tokens)
-                        extra = max(n, self._k.shape[2])
-                        pad = (0, 0, 0, extra)
-                        self._k = torch.nn.functional.pad(self._k, pad)
-                        self._v = torch.nn.functional.pad(self._v, pad)
-                    self._k[:, :, self._len : self._len + n] = key_states
-                    self._v[:, :, self._len : self._len + n] = value_states
-                    self._len += n
-                    self._sync()
-                    return self.keys, self.values
-
-                def batch_select_indices(self, indices):
-                    self._k, self._v = self._k[indices], self._v[indices]
-                    self._sync()
-
-                def trim_left(self, first: int):
-                    self._k, self._v = self._k[:, :, first:], self._v[:, :, first:]
-                    self._len -= first
-                    self._sync()
-
-                def crop(self, tokens_to_remove: int):
-                    # Only assisted/speculative decoding crops a cache; our loop never does.
-                    raise RuntimeError("BufferLayer.crop is not supported by the EmpathEval decoding loop")
-
-            cls.cls = BufferLayer
-        return cls.cls
-
-
-def _prefill_rows(model, prompts, device, capacity_extra):
-    """Prefill each prompt on its own (no padding, exactly what a batch of one computes) and pack the
-    per-row caches right-aligned into one left-padded batch cache.
-
-    Returns (cache, attention_mask, last-position logits (rows, vocab) float32)."""
-    import torch
-    from transformers import DynamicCache
-
-    config = getattr(model, "config", None)
-    width = max(len(p) for p in prompts)
-    n = len(prompts)
-    attention_mask = torch.zeros((n, width), dtype=torch.long, device=device)
-    bufs = None
-    logits = []
-    for i, p in enumerate(prompts):
-        ids = torch.tensor([p], dtype=torch.long, device=device)
-        row_cache = DynamicCache(config=config)
-        out = model(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            position_ids=torch.arange(len(p), device=device)[None],
-            past_key_values=row_cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        logits.append(out.logits[0, -1].float())
-        if bufs is None:
-            bufs = []
-            for layer in row_cache.layers:
-                _, heads, _, dim = layer.keys.shape
-                shape = (n, heads, width + capacity_extra, dim)
-                bufs.append((layer.keys.new_zeros(shape), layer.values.new_zeros(shape)))
-        for (kb, vb), layer in zip(bufs, row_cache.layers):
-            kb[i, :, width - len(p) : width] = layer.keys[0]
-            vb[i, :, width - len(p) : width] = layer.values[0]
-        attention_mask[i, width - len(p) :] = 1
-        del row_cache, out
-    layer_cls = _KVBuffer.layer_class()
-    cache = DynamicCache(config=config)
-    cache.layers = [layer_cls(kb, vb, width) for kb, vb in bufs]
-    return cache, attention_mask, torch.stack(logits)
-
-
-def _trim_left_padding(cache, attention_mask):
-    """Drop leading columns that are padding for every remaining row."""
-    real = attention_mask.any(dim=0)
-    if not bool(real[0]) and bool(real.any()):
-        first = int(real.int().argmax())
-        for layer in cache.layers:
-            layer.trim_left(first)
-        return attention_mask[:, first:]
-    return attention_mask
-
 
 TOP_P_CANDIDATES = 256
 
@@ -216,7 +101,7 @@ def decode_batch(
             g.manual_seed(int(s))
             generators.append(g)
     stop = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
-    cache, attention_mask, first_logits = _prefill_rows(model, prompts, device, params.max_new_tokens)
+    cache, attention_mask, first_logits = prefill_rows(model, prompts, device, params.max_new_tokens)
 
     results: list[tuple[list[int], str, float] | None] = [None] * n
     generated: list[list[int]] = [[] for _ in range(n)]
@@ -265,7 +150,7 @@ def decode_batch(
             if generators:
                 generators = [generators[j] for j in keep]
             rows = [rows[j] for j in keep]
-            attention_mask = _trim_left_padding(cache, attention_mask)
+            attention_mask = trim_left_padding(cache, attention_mask)
         attention_mask = torch.cat(
             [attention_mask, torch.ones((len(rows), 1), dtype=attention_mask.dtype, device=device)], dim=1
         )

@@ -15,7 +15,9 @@ from typing import Any
 from .errors import ModelLoadError, TransientGenerationError
 from .fingerprints import sha256_of_text, sha256_of_weights
 from .gguf import ensure_gguf_cache
+from .kvcache import check_supported
 from .paths import BUNDLED_REF, bundled_gguf_path, check_adapter_dir, check_base_dir
+from .quantization import bnb_config, load_in_4bit_requested, resolve_quantization
 
 _ADAPTER_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
@@ -59,6 +61,8 @@ class LoadedModel:
     chat_template_sha256: str
     device: str
     dtype: str
+    # How the base weights were quantised when loaded (quantization.resolve_quantization); None: not at all.
+    quantization: dict | None = None
     # Serialises generate() calls: the active adapter is model-global state.
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -97,17 +101,21 @@ def load_model(
     device: str = "auto",
     *,
     dtype: str | None = None,
+    load_in_4bit: bool | None = None,
 ) -> LoadedModel:
     """Load one copy of the base weights and each adapter under its name.
 
     CUDA -> bfloat16, CPU -> float32 (bf16 is not batch-invariant) with all
     CPUs in this process's affinity mask.  ``dtype`` overrides the choice.
+    ``load_in_4bit`` (``None``: ``$EMPATHEVAL_LOAD_IN_4BIT``) loads the base in 4 bits with
+    bitsandbytes, on CUDA only (see :mod:`.quantization`).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dev = resolve_device(device)
     dtype_name, torch_dtype = resolve_dtype(dev, dtype)
+    quantization = resolve_quantization(dev, load_in_4bit_requested(load_in_4bit), dtype_name)
     base_path = resolve_base(base)
     base_sha = sha256_of_weights(base_path)
     adapters = dict(adapters or {})
@@ -131,8 +139,16 @@ def load_model(
     tokenizer.padding_side = "left"
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype, local_files_only=True)
-        model.to(dev)
+        placement = {}
+        if quantization is not None:
+            # bitsandbytes quantises while placing the weights, so they go to the device as they load.
+            where = torch.cuda.current_device() if dev == "cuda" else dev
+            placement = {"quantization_config": bnb_config(quantization, torch_dtype), "device_map": {"": where}}
+        model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype, local_files_only=True, **placement)
+        # Refused here, not midway through a run, when our decoding loop cannot keep its cache.
+        check_supported(model.config)
+        if quantization is None:
+            model.to(dev)
         for i, name in enumerate(sorted(adapter_paths)):
             if i == 0:
                 from peft import PeftModel
@@ -140,7 +156,8 @@ def load_model(
                 model = PeftModel.from_pretrained(model, str(adapter_paths[name]), adapter_name=name, is_trainable=False)
             else:
                 model.load_adapter(str(adapter_paths[name]), adapter_name=name, is_trainable=False)
-        model.to(dev)
+        if quantization is None:  # peft puts the adapter by the 4-bit layers it wraps, already on the device
+            model.to(dev)
         model.eval()
     except torch.cuda.OutOfMemoryError as exc:
         raise TransientGenerationError(f"CUDA out of memory while loading {base!r}: {exc}") from exc
@@ -161,4 +178,5 @@ def load_model(
         chat_template_sha256=sha256_of_text(tokenizer.chat_template),
         device=dev,
         dtype=dtype_name,
+        quantization=quantization,
     )

@@ -2,8 +2,9 @@
 
 Every response carries its provenance: decoder and seeding scheme, parameters, seed, arm,
 fingerprints of the base weights, adapter and chat template, the rendered prompt's and output's
-digests, library versions, device and dtype.  :func:`~modelserver.inference.generation.regenerate`
-re-runs a response from it after :func:`mismatches` finds nothing.
+digests, library versions, device, dtype and quantization (a 4-bit load's settings, or ``None``).
+:func:`~modelserver.inference.generation.regenerate` re-runs a response from it after
+:func:`mismatches` finds nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterable
 
 from .loading import LoadedModel
 from .params import GenerationParams
+from .quantization import same_weights
 
 DECODER_VERSION = "empatheval-kv-loop/1"
 SEEDING = (
@@ -54,6 +56,7 @@ def run_provenance(loaded: LoadedModel, params: GenerationParams, adapter: str |
         "versions": library_versions(),
         "device": loaded.device,
         "dtype": loaded.dtype,
+        "quantization": loaded.quantization,
         "batch_size": batch_size,
     }
 
@@ -61,7 +64,9 @@ def run_provenance(loaded: LoadedModel, params: GenerationParams, adapter: str |
 def mismatches(loaded: LoadedModel, provenance: dict, prompt_text: str, *, strict: bool = True) -> list[str]:
     """Why ``loaded`` cannot remake the response of ``provenance`` from ``prompt_text`` (empty: it can).
 
-    Base / adapter / chat-template / rendered-prompt fingerprints always; device and dtype if ``strict``.
+    Base / adapter / chat-template / rendered-prompt fingerprints and the quantization always (4-bit
+    weights are other weights, not a rounding difference; a record from before the field means full
+    precision); device and dtype if ``strict``.
     """
     adapter = provenance.get("adapter")
     problems = []
@@ -69,6 +74,8 @@ def mismatches(loaded: LoadedModel, provenance: dict, prompt_text: str, *, stric
         problems.append("base model weights differ")
     if adapter is not None and provenance.get("adapter_sha256") != loaded.adapter_sha256.get(adapter):
         problems.append(f"adapter {adapter!r} weights differ or it is not loaded")
+    if not same_weights(provenance.get("quantization"), loaded.quantization):
+        problems.append(f"quantization {provenance.get('quantization')} != {loaded.quantization}")
     if provenance.get("chat_template_sha256") != loaded.chat_template_sha256:
         problems.append("chat template differs")
     if provenance.get("prompt_sha256") and provenance["prompt_sha256"] != sha256_hex(prompt_text):

@@ -34,6 +34,7 @@ PROVENANCE_KEYS = {
     "versions",
     "device",
     "dtype",
+    "quantization",
     "prompt_tokens",
     "output_tokens",
     "seconds",

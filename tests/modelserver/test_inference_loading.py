@@ -22,6 +22,7 @@ from modelserver.inference import (
     sha256_of_weights,
 )
 from modelserver.inference import gguf as gguf_cache
+from modelserver.inference import quantization
 from modelserver.inference.fingerprints import DIGEST_FILE
 
 
@@ -208,6 +209,73 @@ def test_get_cached_model_reuses_per_key(tiny_model_dir, tiny_adapter_dir):
         assert get_cached_model(str(tiny_model_dir), device="cpu") is c
     finally:
         clear_model_cache()
+
+
+# --------------------------------------------------------------------------- 4-bit (bitsandbytes) base
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_4bit_is_refused_on_the_cpu_before_loading(monkeypatch, tiny_model_dir, how):
+    kwargs = {"load_in_4bit": True} if how == "argument" else {}
+    if how == "environment":
+        monkeypatch.setenv(quantization.LOAD_IN_4BIT_ENV, "true")
+    with pytest.raises(ModelLoadError, match="4-bit loading .* needs a CUDA device; this load is on 'cpu'"):
+        load_model(str(tiny_model_dir), device="cpu", **kwargs)
+    # a full-precision model cached earlier is not handed out for a 4-bit request
+    clear_model_cache()
+    try:
+        get_cached_model(str(tiny_model_dir), device="cpu", load_in_4bit=False)
+        with pytest.raises(ModelLoadError, match="needs a CUDA device"):
+            get_cached_model(str(tiny_model_dir), device="cpu", **kwargs)
+    finally:
+        clear_model_cache()
+
+
+def test_4bit_setting_is_strict(monkeypatch):
+    for raw, expected in [("", False), ("0", False), ("false", False), ("TRUE", True), ("1", True)]:
+        monkeypatch.setenv(quantization.LOAD_IN_4BIT_ENV, raw)
+        assert quantization.load_in_4bit_requested() is expected
+    assert quantization.load_in_4bit_requested(False) is False  # the argument wins over the environment
+    monkeypatch.setenv(quantization.LOAD_IN_4BIT_ENV, "ture")
+    with pytest.raises(ModelLoadError, match="EMPATHEVAL_LOAD_IN_4BIT must be true or false, got 'ture'"):
+        quantization.load_in_4bit_requested()
+
+
+def test_4bit_on_cuda_needs_bitsandbytes_and_says_what_it_records(monkeypatch):
+    # No CUDA needed: the checks and the record come before anything touches the device.
+    monkeypatch.setattr(quantization, "_bitsandbytes_version", lambda: None)
+    with pytest.raises(ModelLoadError, match="needs the bitsandbytes package, which is not installed"):
+        quantization.resolve_quantization("cuda", True, "bfloat16")
+    monkeypatch.setattr(quantization, "_bitsandbytes_version", lambda: "0.45.5")
+    record = quantization.resolve_quantization("cuda:0", True, "bfloat16")
+    assert record == {"method": "bitsandbytes", "bits": 4, "quant_type": "nf4", "double_quant": True,
+                      "compute_dtype": "bfloat16", "bitsandbytes": "0.45.5"}
+    assert quantization.resolve_quantization("cuda", False, "bfloat16") is None
+    config = quantization.bnb_config(record, __import__("torch").bfloat16)
+    assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant
+
+
+def test_provenance_records_the_quantization_and_regenerate_checks_it(tiny_plain):
+    import dataclasses
+
+    from modelserver.inference import GenerationParams, GenerationRequest, ProvenanceMismatch, generate, regenerate
+
+    req = GenerationRequest("a", [{"role": "user", "content": "I feel sad"}], seed=3)
+    params = GenerationParams(max_new_tokens=4, do_sample=False)
+    full = generate(tiny_plain, [req], params)[0]
+    assert full.provenance["quantization"] is None and tiny_plain.quantization is None
+    record = {"method": "bitsandbytes", "bits": 4, "quant_type": "nf4", "double_quant": True,
+              "compute_dtype": "float32", "bitsandbytes": "0.45.5"}
+    # The same weights as if loaded in 4 bits: the record travels with every response.
+    four_bit = dataclasses.replace(tiny_plain, quantization=record)
+    assert generate(four_bit, [req], params)[0].provenance["quantization"] == record
+    with pytest.raises(ProvenanceMismatch, match="quantization None != "):
+        regenerate(four_bit, full.provenance, req.messages, strict=False)
+    old = {k: v for k, v in full.provenance.items() if k != "quantization"}  # recorded before the field
+    assert regenerate(tiny_plain, old, req.messages).text == full.text
+    # another bitsandbytes version is the same weights
+    newer = dataclasses.replace(tiny_plain, quantization={**record, "bitsandbytes": "0.46.0"})
+    assert regenerate(newer, generate(four_bit, [req], params)[0].provenance, req.messages).text == full.text
 
 
 # --------------------------------------------------------------------------- GGUF cache build (fake converter)
