@@ -82,14 +82,17 @@ def build_tiny_model(tokenizer, seed: int = 0, eos_boost: float = 0.0):
     return model
 
 
-def save_lora_adapter(base_dir, out_dir, seed: int = 1, scale: float = 0.5):
-    """A random LoRA adapter with nonzero B weights (so it really changes the outputs)."""
+def save_lora_adapter(base_dir, out_dir, seed: int = 1, scale: float = 0.5,
+                      target_modules=("q_proj", "v_proj", "down_proj")):
+    """A random LoRA adapter with nonzero B weights (so it really changes the outputs); families whose
+    projections are named otherwise (Phi-3's qkv_proj) pass target_modules="all-linear"."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True)
-    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], lora_dropout=0.0)
+    targets = target_modules if isinstance(target_modules, str) else list(target_modules)
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=targets, lora_dropout=0.0)
     peft_model = get_peft_model(base, cfg)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():

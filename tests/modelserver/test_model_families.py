@@ -20,7 +20,7 @@ from modelserver.inference.adapters import use_adapter
 from modelserver.inference.decoding import decode_batch
 from modelserver.inference.kvcache import check_supported
 
-from .conftest import build_tiny_tokenizer
+from .conftest import build_tiny_tokenizer, save_lora_adapter
 
 WINDOW = 8
 PROMPT_LENGTHS = (3, 7, 8, 9, 17)
@@ -66,20 +66,6 @@ def build_family_model(family: str, tokenizer, seed: int = 0):
     return model
 
 
-def save_random_adapter(base_dir, out_dir, seed: int = 1, scale: float = 0.5):
-    from peft import LoraConfig, get_peft_model
-
-    base = transformers.AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True)
-    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * scale)
-    peft_model.save_pretrained(out_dir)
-    return out_dir
-
-
 @pytest.fixture(scope="module", autouse=True)
 def threads_restored():
     before = torch.get_num_threads()
@@ -106,7 +92,7 @@ def family(request, tmp_path_factory, tokenizer):
     base_dir = tmp_path_factory.mktemp(f"base-{name}")
     build_family_model(name, tokenizer).save_pretrained(base_dir)
     tokenizer.save_pretrained(base_dir)
-    adapter_dir = save_random_adapter(base_dir, tmp_path_factory.mktemp(f"lora-{name}"))
+    adapter_dir = save_lora_adapter(base_dir, tmp_path_factory.mktemp(f"lora-{name}"), target_modules="all-linear")
     loaded = load_model(str(base_dir), {"lora": str(adapter_dir)}, device="cpu")
     torch.set_num_threads(1)
     return name, base_dir, loaded
