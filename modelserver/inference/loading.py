@@ -126,7 +126,9 @@ def load_model(
         adapter_paths[name] = check_adapter_dir(adir)
     adapter_shas = {name: sha256_of_weights(p) for name, p in adapter_paths.items()}
 
-    if dev == "cpu":
+    if dev == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
+        # Where OMP_NUM_THREADS is set (torch reads it), it is the operator's choice: several CPU workers
+        # sharing one machine must not each take every core.
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
     try:
         tokenizer = AutoTokenizer.from_pretrained(base_path, local_files_only=True)
