@@ -1,20 +1,23 @@
-"""Queue a job's task by name, once the transaction that created the job commits.
+"""Queue a job's task by name, once the transaction that created the job commits; and which queue.
 
 Services call this and never import the tasks (tasks import services: one direction, no cycle). The
 task is looked up in Celery's registry by name (modelserver.apps imports the tasks at start-up), not
 sent with send_task, because send_task ignores CELERY_TASK_ALWAYS_EAGER and the demo has no broker.
 
 Where a message goes:
-- a broker (REDIS_URL set): published to the gpu queue;
+- a broker (REDIS_URL set): published to the job's queue (``gpu`` unless GENERATION_QUEUES names another
+  for its base model, see ``queue_for_model``);
 - no broker, inside ``inline()`` (the demo's preparation): run here, in this thread, before
   returning, with retries run as a worker runs them; nothing else executes that job;
-- no broker, EMPATHEVAL_EAGER_IN_THREAD (the demo's web pages): run on a background thread, so a
-  page can poll its progress instead of hanging;
+- no broker, EMPATHEVAL_EAGER_IN_THREAD (the demo's web pages): run on a background thread, one thread
+  for all the jobs queued together (a run's chunks), one after another, so a page can poll their
+  progress instead of hanging and the web process never generates two chunks at once;
 - otherwise (the test suite): run at once, exceptions propagating.
 """
 
 import contextlib
 import contextvars
+import fnmatch
 import logging
 import threading
 
@@ -24,9 +27,11 @@ from django.db import transaction
 
 logger = logging.getLogger(__name__)
 
-GENERATE_RESPONSES = "modelserver.generate_responses"
+GENERATE_CHUNK = "modelserver.generate_chunk"
 GENERATE_PLAYGROUND = "modelserver.generate_playground"
 TRAIN_ADAPTER = "modelserver.train_adapter"
+# The queue of CELERY_TASK_ROUTES ("modelserver.*"): a model no GENERATION_QUEUES pattern names goes here.
+DEFAULT_QUEUE = "gpu"
 
 _inline = contextvars.ContextVar("modelserver_dispatch_inline", default=False)
 
@@ -41,29 +46,59 @@ def inline():
         _inline.reset(token)
 
 
-def queue_after_commit(task_name: str, job_id: int) -> None:
+def queue_for_model(base_ref: str) -> str:
+    """The queue whose workers generate with this base model: the first GENERATION_QUEUES pattern that
+    matches the reference (e.g. ``*70B*``), else ``gpu``."""
+    for pattern, queue in settings.GENERATION_QUEUES.items():
+        if fnmatch.fnmatchcase(base_ref, pattern):
+            return queue
+    return DEFAULT_QUEUE
+
+
+def queue_for_models(base_refs) -> str:
+    """One queue for a job that uses several models (the playground answers with every arm): the first
+    that is not ``gpu``, since the card that holds the biggest model holds the others too."""
+    queues = [queue_for_model(ref) for ref in base_refs]
+    return next((queue for queue in queues if queue != DEFAULT_QUEUE), DEFAULT_QUEUE)
+
+
+def queue_after_commit(task_name: str, job_id: int, queue: str | None = None) -> None:
+    queue_all_after_commit(task_name, [(job_id, queue)])
+
+
+def queue_all_after_commit(task_name: str, jobs: list[tuple[int, str | None]]) -> None:
+    """Queue the task for each (job id, queue) in order (a run's chunks); queue None keeps the route (gpu)."""
+    jobs = list(jobs)
     in_line = _inline.get()  # read now: the commit may come after the block has ended
-    transaction.on_commit(lambda: _send(task_name, job_id, in_line))
+    if jobs:
+        transaction.on_commit(lambda: _send(task_name, jobs, in_line))
 
 
-def resume(model, job_id: int, task_name: str) -> bool:
+def resume(model, job_id: int, task_name: str, queue: str | None = None) -> bool:
     """Queue a failed (or abandoned) job of ``model`` again; False if it is in no state to resume."""
     with transaction.atomic():
         if not model.requeue(job_id):
             return False
-        queue_after_commit(task_name, job_id)
+        queue_after_commit(task_name, job_id, queue)
     return True
 
 
-def _send(task_name: str, job_id: int, in_line: bool) -> None:
+def _send(task_name: str, jobs: list[tuple[int, str | None]], in_line: bool) -> None:
     task = current_app.tasks[task_name]
     if not settings.CELERY_TASK_ALWAYS_EAGER:
-        task.delay(job_id)
+        for job_id, queue in jobs:
+            # An explicit queue wins over CELERY_TASK_ROUTES.
+            task.apply_async(args=(job_id,), queue=queue)
     elif in_line:
-        # throw=False: a retry then runs again here, as a worker would run it, instead of escaping.
-        task.apply(args=(job_id,), throw=False)
+        for job_id, _ in jobs:
+            # throw=False: a retry then runs again here, as a worker would run it, instead of escaping.
+            task.apply(args=(job_id,), throw=False)
     elif settings.EMPATHEVAL_EAGER_IN_THREAD:
-        threading.Thread(target=task.apply, kwargs={"args": (job_id,), "throw": False}, daemon=True,
-                         name=f"{task_name}-{job_id}").start()
+        def run_all():
+            for job_id, _ in jobs:
+                task.apply(args=(job_id,), throw=False)
+
+        threading.Thread(target=run_all, daemon=True, name=f"{task_name}-{jobs[0][0]}").start()
     else:
-        task.delay(job_id)
+        for job_id, _ in jobs:
+            task.delay(job_id)

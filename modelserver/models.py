@@ -1,15 +1,18 @@
-"""The model server's rows: generation runs, playground requests, training runs (all leased jobs) and adapters.
+"""The model server's rows: generation runs and their chunks, playground requests, training runs (all leased
+jobs) and adapters.
 
 Every job kind shares one lifecycle (LeasedJob): QUEUED -> RUNNING -> SUCCEEDED or FAILED, one worker at a
 time through a heartbeat lease, FAILED (or a lapsed RUNNING) resumable. modelserver/tasks.py applies it to
-each message; ARCHITECTURE.md draws it.
+each message; ARCHITECTURE.md draws it. A generation run is split into chunks that are each such a job, so
+that several workers share one run; the run's own status follows from its chunks (GenerationChunk).
 """
 
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 
@@ -56,6 +59,11 @@ class LeasedJob(models.Model):
     def _lapsed():
         # One lease for every job kind; the setting kept the name it had when only generation was leased.
         return timezone.now() - timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
+
+    @classmethod
+    def held_live(cls) -> Q:
+        """Held by a worker whose lease has not lapsed."""
+        return Q(status=RunStatus.RUNNING, heartbeat_at__gte=cls._lapsed())
 
     @classmethod
     def _held_by(cls, job_id: int, worker: str):
@@ -137,11 +145,12 @@ class LeasedJob(models.Model):
 
 
 class GenerationRun(LeasedJob):
-    """Generate every missing (prompt, arm, sample index) response of a study.
+    """Generate every missing (prompt, arm, sample index) response of a study, in chunks.
 
-    A run is claimed by a conditional update (status and a heartbeat lease), so
-    two workers never run it at once; a redelivered message after a killed
-    worker re-claims it once the lease has lapsed.
+    The run is split into GenerationChunks when it is created; any worker claims a chunk. The run's own
+    lease fields follow its chunks: RUNNING (with the last claimer as ``worker``) once a chunk is claimed,
+    its heartbeat renewed with every chunk's, SUCCEEDED when every chunk has, FAILED when a chunk failed
+    for good and none is still running. Runs made before chunks existed have none (resume splits them).
     """
 
     study = models.ForeignKey("evalapp.Study", on_delete=models.CASCADE, related_name="generation_runs")
@@ -171,6 +180,138 @@ class GenerationRun(LeasedJob):
     @property
     def percent(self) -> int:
         return int(100 * self.done / self.total) if self.total else 0
+
+    @classmethod
+    def lock(cls, run_id: int) -> None:
+        """Take the run's row lock. Every change of a chunk's status takes it first (then the chunk's), so
+        two workers finishing the last two chunks at once cannot both miss that the run is done."""
+        list(cls.objects.select_for_update().filter(id=run_id).values_list("id", flat=True))
+
+    @classmethod
+    def settle(cls, run_id: int) -> None:
+        """Finish the run once no chunk of it is queued or running (under ``lock``)."""
+        statuses = set(GenerationChunk.objects.filter(run_id=run_id).values_list("status", flat=True).distinct())
+        if not statuses or statuses & set(ACTIVE):
+            return
+        # A failed chunk has already written the run's error; success clears a retry's note.
+        done = {"status": RunStatus.SUCCEEDED, "error": ""} if statuses == {RunStatus.SUCCEEDED} else {}
+        cls.objects.filter(id=run_id, status__in=ACTIVE).update(
+            **({"status": RunStatus.FAILED} | done), finished_at=timezone.now())
+
+    @classmethod
+    def requeue_chunks(cls, run_id: int) -> list[tuple[int, str]] | None:
+        """Queue again, as (chunk id, queue), every chunk of a resumable run that has not succeeded and that
+        no live worker holds (a second message for a chunk is harmless: it finds the chunk taken or done).
+        None if the run is in no state to resume."""
+        with transaction.atomic():
+            cls.lock(run_id)
+            if not cls.objects.filter(cls._resumable(), id=run_id).exists():
+                return None
+            now = timezone.now()
+            chunks = GenerationChunk.objects.filter(run_id=run_id).exclude(
+                GenerationChunk.held_live() | Q(status=RunStatus.SUCCEEDED))
+            picked = list(chunks.order_by("index").values_list("id", "queue"))
+            GenerationChunk.objects.filter(id__in=[chunk_id for chunk_id, _ in picked]).update(
+                status=RunStatus.QUEUED, error="", finished_at=None, heartbeat_at=now)
+            cls.objects.filter(id=run_id).update(status=RunStatus.QUEUED, error="", finished_at=None, heartbeat_at=now)
+            cls.settle(run_id)
+        return picked
+
+    @classmethod
+    def abandon(cls, job_ids, error: str) -> int:
+        with transaction.atomic():
+            ids = list(cls.objects.select_for_update().filter(id__in=job_ids, status__in=ACTIVE)
+                       .values_list("id", flat=True))
+            GenerationChunk.objects.filter(run_id__in=ids, status__in=ACTIVE).update(
+                status=RunStatus.FAILED, error=error, finished_at=timezone.now())
+            return super().abandon(ids, error)
+
+
+class GenerationChunk(LeasedJob):
+    """A part of a run that one worker generates and writes in one transaction: one arm, up to
+    GENERATION_CHUNK_BATCHES x batch_size (prompt, sample index) keys, fixed when the run is created.
+
+    Each chunk has its own lease and message, so every worker on the chunk's queue can take one; the
+    overrides below carry each change of the chunk's status over to its run, under the run's row lock.
+    """
+
+    run = models.ForeignKey(GenerationRun, on_delete=models.CASCADE, related_name="chunks")
+    arm = models.ForeignKey("evalapp.Arm", on_delete=models.CASCADE, related_name="+")
+    index = models.PositiveIntegerField()
+    # The Celery queue its messages go to, from the arm's base model (settings.GENERATION_QUEUES).
+    queue = models.CharField(max_length=200, default="gpu")
+    # [[prompt id, sample index], ...] in generation order.
+    keys = models.JSONField()
+    size = models.PositiveIntegerField()
+
+    class Meta(LeasedJob.Meta):
+        ordering = ["run", "index"]
+        constraints = [
+            *LeasedJob.Meta.constraints,
+            models.UniqueConstraint(fields=["run", "index"], name="generationchunk_unique_index"),
+            models.CheckConstraint(condition=Q(size__gte=1), name="generationchunk_size_gte_1"),
+        ]
+
+    def __str__(self) -> str:
+        return f"chunk {self.index} of run {self.run_id} ({self.status})"
+
+    @classmethod
+    def _carry(cls, job_id: int, transition, follow) -> bool:
+        """Run LeasedJob's ``transition()`` under the run's row lock, then ``follow(run_id, active_run, label)``
+        if it took (``active_run``: the run's row while it is queued or running; ``label()``: "Chunk i of n")."""
+        with transaction.atomic():
+            row = cls.objects.filter(id=job_id).values_list("run_id", "index").first()
+            if row is None:
+                return False
+            GenerationRun.lock(row[0])
+            if not transition():
+                return False
+            label = lambda: f"Chunk {row[1] + 1} of {cls.objects.filter(run_id=row[0]).count()}"  # noqa: E731
+            follow(row[0], GenerationRun.objects.filter(id=row[0], status__in=ACTIVE), label)
+        return True
+
+    @classmethod
+    def claim(cls, job_id: int, worker: str) -> bool:
+        def follow(run_id, run, label):
+            attempts = cls.objects.filter(id=job_id).values_list("attempts", flat=True).get()
+            now = timezone.now()
+            run.update(status=RunStatus.RUNNING, worker=worker[:200], heartbeat_at=now,
+                       started_at=Coalesce(models.F("started_at"), now), attempts=Greatest(models.F("attempts"), attempts))
+
+        return cls._carry(job_id, lambda: super(GenerationChunk, cls).claim(job_id, worker), follow)
+
+    @classmethod
+    def beat(cls, job_id: int, worker: str, **fields) -> bool:
+        return cls._carry(job_id, lambda: super(GenerationChunk, cls).beat(job_id, worker, **fields),
+                          lambda run_id, run, label: run.update(heartbeat_at=timezone.now()))
+
+    @classmethod
+    def succeed(cls, job_id: int, worker: str, **fields) -> bool:
+        def follow(run_id, run, label):
+            # A retry's note on the run is stale once its chunk has succeeded; a failure's is not.
+            failed = cls.objects.filter(run_id=run_id, status=RunStatus.FAILED).exists()
+            run.update(heartbeat_at=timezone.now(), **({} if failed else {"error": ""}))
+            GenerationRun.settle(run_id)
+
+        return cls._carry(job_id, lambda: super(GenerationChunk, cls).succeed(job_id, worker, **fields), follow)
+
+    @classmethod
+    def fail(cls, job_id: int, worker: str, error: str) -> bool:
+        def follow(run_id, run, label):
+            # The run stops at its first failure, as a single worker's run did: the chunks not started yet
+            # would mostly repeat the error. Resume queues them again with the failed one.
+            cls.objects.filter(run_id=run_id, status=RunStatus.QUEUED).update(
+                status=RunStatus.FAILED, error=f"Not started: {label().lower()} failed.", finished_at=timezone.now())
+            run.update(error=f"{label()}: {error}")
+            GenerationRun.settle(run_id)
+
+        return cls._carry(job_id, lambda: super(GenerationChunk, cls).fail(job_id, worker, error), follow)
+
+    @classmethod
+    def release(cls, job_id: int, worker: str, error: str) -> bool:
+        return cls._carry(job_id, lambda: super(GenerationChunk, cls).release(job_id, worker, error),
+                          lambda run_id, run, label: run.update(error=f"{label()}: {error}",
+                                                                heartbeat_at=timezone.now()))
 
 
 class PlaygroundRequest(LeasedJob):

@@ -1,4 +1,4 @@
-"""Generation runs (create, resume, generate chunk by chunk) and the playground.
+"""Generation runs (create and split into chunks, resume, generate one chunk) and the playground.
 
 torch and transformers are imported only inside the functions that run on a
 worker, never at module import: the web process imports this module too.
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q, Sum
 from django.dispatch import Signal
 
 from evalapp.errors import ServiceError
@@ -16,12 +17,13 @@ from evalapp.models import Arm, Prompt, Response, Study
 
 from . import dispatch
 from .inference.seeds import SEED_DERIVATION, request_seed
-from .models import ACTIVE, GenerationRun, PlaygroundRequest
+from .models import ACTIVE, GenerationChunk, GenerationRun, PlaygroundRequest, RunStatus
 
 logger = logging.getLogger(__name__)
 
-# Sent as each response of a run is generated (run_id, done, total): the demo draws its progress bar
-# from it. The run's own `done` moves only per chunk, when the responses are written.
+# Sent as each response of a run is generated (run_id, done, total: the run's responses to generate, those of
+# its finished chunks and of this one so far): the demo draws its progress bar from it. The run's own `done`
+# moves only per chunk, when the responses are written.
 generation_progress = Signal()
 
 
@@ -107,15 +109,23 @@ def generation_run_create(
             generation_params=dict(generation_params or {}),
         )
         run.arms.set(arms)
-        dispatch.queue_after_commit(dispatch.GENERATE_RESPONSES, run.id)
+        _split(run)
+    run.refresh_from_db()
     return run
 
 
 def generation_run_resume(*, run: GenerationRun) -> GenerationRun:
-    """Queue a failed (or abandoned) run again; it generates only what is missing."""
-    if not dispatch.resume(GenerationRun, run.id, dispatch.GENERATE_RESPONSES):
-        raise GenerationError("Only a failed run, or a running one whose worker stopped reporting, can be resumed.",
-                              status=409)
+    """Queue again the chunks of a failed (or abandoned) run that did not succeed; each generates only
+    what is missing. A run made before runs had chunks is split now."""
+    with transaction.atomic():
+        chunks = GenerationRun.requeue_chunks(run.id)
+        if chunks is None:
+            raise GenerationError("Only a failed run, or a running one whose worker stopped reporting, can be "
+                                  "resumed.", status=409)
+        if chunks:
+            dispatch.queue_all_after_commit(dispatch.GENERATE_CHUNK, chunks)
+        elif not run.chunks.exists():
+            _split(run)
     run.refresh_from_db()
     return run
 
@@ -125,29 +135,97 @@ def generation_runs_abandon(*, study: Study, reason: str) -> int:
     return GenerationRun.abandon(study.generation_runs.filter(status__in=ACTIVE).values("id"), reason)
 
 
-def missing_keys(run: GenerationRun) -> list[tuple[Prompt, Arm, int]]:
+def missing_keys(run: GenerationRun) -> list[tuple[int, Arm, int]]:
+    """(prompt id, arm, sample index) of every response of the run not written yet, in generation order."""
     arms = list(run.arms.order_by("id"))
-    prompts = list(run.study.prompts.order_by("id"))
+    prompt_ids = list(run.study.prompts.order_by("id").values_list("id", flat=True))
     existing = set(
         Response.objects.filter(arm__in=arms, prompt__study=run.study).values_list("prompt_id", "arm_id", "sample_index")
     )
     return [
-        (prompt, arm, sample)
+        (prompt_id, arm, sample)
         for arm in arms
-        for prompt in prompts
+        for prompt_id in prompt_ids
         for sample in range(run.samples_per_prompt)
-        if (prompt.id, arm.id, sample) not in existing
+        if (prompt_id, arm.id, sample) not in existing
     ]
 
 
-def generation_run_execute(*, job_id: int, worker: str) -> dict:
-    """Generate every missing response of a claimed run, one transaction per chunk (tasks.run_leased_job)."""
-    run = GenerationRun.objects.select_related("study").get(id=job_id)
-    _generate_missing(run, worker)
-    done = _count_done(run)
-    if done < run.total:
-        raise GenerationError(f"Only {done} of {run.total} responses exist after the run.")
-    return {"done": run.total}
+def _split(run: GenerationRun) -> None:
+    """Cut the run's missing responses into chunks (per arm, GENERATION_CHUNK_BATCHES batches each) and
+    queue one message per chunk, on its arm's queue, after commit. Called inside the creating transaction.
+
+    The chunks are fixed here rather than by each worker as it goes, so that any number of workers split
+    the same work the same way: each chunk generates the same batches, with the same seeds, whoever runs it.
+    """
+    size = max(run.batch_size * settings.GENERATION_CHUNK_BATCHES, 1)
+    by_arm: dict[Arm, list[list[int]]] = {}
+    for prompt_id, arm, sample in missing_keys(run):
+        by_arm.setdefault(arm, []).append([prompt_id, sample])
+    chunks = [
+        GenerationChunk(run=run, arm=arm, queue=dispatch.queue_for_model(arm.base_model), keys=keys[start:start + size],
+                        size=len(keys[start:start + size]))
+        for arm, keys in by_arm.items() for start in range(0, len(keys), size)
+    ]
+    for index, chunk in enumerate(chunks):
+        chunk.index = index
+    GenerationChunk.objects.bulk_create(chunks)
+    done = min(_count_done(run), run.total)
+    if chunks:
+        GenerationRun.objects.filter(id=run.id).update(done=done)
+        dispatch.queue_all_after_commit(dispatch.GENERATE_CHUNK, [(chunk.id, chunk.queue) for chunk in chunks])
+    else:
+        # Nothing is missing: the run is done as it starts, and no worker needs to hear of it.
+        GenerationRun.objects.filter(id=run.id).update(status=RunStatus.SUCCEEDED, done=done,
+                                                       finished_at=run.created_at)
+
+
+def generation_chunk_execute(*, job_id: int, worker: str) -> dict:
+    """Generate the missing responses of a claimed chunk and write them in one transaction
+    (tasks.run_leased_job). A chunk delivered again after its worker died generates only what is missing."""
+    from modelserver.inference.generation import GenerationRequest, generate
+
+    chunk = GenerationChunk.objects.select_related("run", "arm").get(id=job_id)
+    run, arm = chunk.run, chunk.arm
+    prompts = Prompt.objects.in_bulk([prompt_id for prompt_id, _ in chunk.keys])
+    existing = set(Response.objects.filter(arm=arm, prompt_id__in=prompts).values_list("prompt_id", "sample_index"))
+    part = [(prompts[prompt_id], sample) for prompt_id, sample in chunk.keys if (prompt_id, sample) not in existing]
+    if part:
+        loaded = load_for_arms([a for a in run.arms.all() if a.base_model == arm.base_model])
+        requests = [
+            GenerationRequest(key=f"{prompt.id}:{sample}", messages=prompt.messages,
+                              seed=request_seed(run.seed, prompt.external_id, sample))
+            for prompt, sample in part
+        ]
+        outputs = generate(loaded, requests, arm_generation_params(arm, run.generation_params),
+                           adapter=arm_adapter_name(arm), batch_size=run.batch_size,
+                           progress=_progress(chunk, worker, len(chunk.keys) - len(part)))
+        _write_chunk(chunk, worker, part, outputs)
+    present = Response.objects.filter(arm=arm, prompt_id__in=prompts).values_list("prompt_id", "sample_index")
+    if not {tuple(key) for key in chunk.keys} <= set(present):
+        raise GenerationError(f"Some responses of chunk {chunk.index + 1} are missing after it was written.")
+    return {}
+
+
+def _progress(chunk: GenerationChunk, worker: str, skipped: int):
+    """The progress callback of one chunk: the demo's signal, and the lease renewed as rows finish (a
+    chunk that runs longer than expected must not look abandoned while its worker is alive)."""
+    from time import monotonic
+
+    sizes = GenerationChunk.objects.filter(run_id=chunk.run_id).aggregate(
+        total=Sum("size"), done=Sum("size", filter=Q(status=RunStatus.SUCCEEDED)))
+    before = (sizes["done"] or 0) + skipped
+    every = max(settings.GENERATION_LEASE_SECONDS / 4, 1)
+    last_beat = [monotonic()]
+
+    def progress(done: int, total: int) -> None:
+        generation_progress.send(sender=GenerationRun, run_id=chunk.run_id, done=before + done,
+                                 total=sizes["total"] or 0)
+        if monotonic() - last_beat[0] >= every:
+            last_beat[0] = monotonic()
+            GenerationChunk.beat(chunk.id, worker)
+
+    return progress
 
 
 def arm_adapter_name(arm: Arm) -> str | None:
@@ -169,47 +247,14 @@ def load_for_arms(arms: list[Arm]):
     return get_cached_model(bases.pop(), adapters or None)
 
 
-def _generate_missing(run: GenerationRun, worker: str) -> None:
-    from modelserver.inference.generation import GenerationRequest, generate
-
-    todo = missing_keys(run)
-    by_arm: dict[int, list[tuple[Prompt, Arm, int]]] = {}
-    for key in todo:
-        by_arm.setdefault(key[1].id, []).append(key)
-    run_arms = list(run.arms.order_by("id"))
-    chunk = max(run.batch_size * settings.GENERATION_CHUNK_BATCHES, 1)
-    generated = [0]
-
-    def progress(done: int, total: int) -> None:
-        generation_progress.send(sender=GenerationRun, run_id=run.id, done=generated[0] + done, total=len(todo))
-        if done == total:
-            generated[0] += total
-
-    for items in by_arm.values():
-        arm = items[0][1]
-        loaded = load_for_arms([a for a in run_arms if a.base_model == arm.base_model])
-        params = arm_generation_params(arm, run.generation_params)
-        for start in range(0, len(items), chunk):
-            part = items[start : start + chunk]
-            requests = [
-                GenerationRequest(
-                    key=f"{prompt.id}:{sample}",
-                    messages=prompt.messages,
-                    seed=request_seed(run.seed, prompt.external_id, sample),
-                )
-                for prompt, _, sample in part
-            ]
-            outputs = generate(loaded, requests, params, adapter=arm_adapter_name(arm), batch_size=run.batch_size,
-                               progress=progress)
-            _write_chunk(run, worker, arm, part, outputs)
-
-
-def _write_chunk(run: GenerationRun, worker: str, arm: Arm, part, outputs) -> None:
+def _write_chunk(chunk: GenerationChunk, worker: str, part, outputs) -> None:
+    run = chunk.run
     rows = []
-    for (prompt, _, sample), output in zip(part, outputs, strict=True):
+    for (prompt, sample), output in zip(part, outputs, strict=True):
         provenance = dict(output.provenance)
         provenance.update(
             generation_run=run.id,
+            generation_chunk=chunk.index,
             seed=request_seed(run.seed, prompt.external_id, sample),
             seed_derivation=SEED_DERIVATION,
             run_seed=run.seed,
@@ -227,12 +272,16 @@ def _write_chunk(run: GenerationRun, worker: str, arm: Arm, part, outputs) -> No
             # PostgreSQL text cannot hold NUL; keep the position visible rather than drop it silently.
             text = text.replace("\x00", "\ufffd")
             provenance["text_sanitised"] = "NUL bytes replaced by U+FFFD"
-        rows.append(Response(prompt=prompt, arm=arm, sample_index=sample, text=text, provenance=provenance))
+        rows.append(Response(prompt=prompt, arm=chunk.arm, sample_index=sample, text=text, provenance=provenance))
     with transaction.atomic():
-        # A redelivered message may find some of these written already: the unique
-        # (prompt, arm, sample index) constraint makes the insert a no-op for them.
+        # The run's row lock first (as every chunk's change of status takes it): the count below then sees
+        # the rows of every chunk committed before this one, whichever worker wrote them.
+        GenerationRun.lock(run.id)
+        # A worker whose lease was taken over may still be writing: the unique (prompt, arm, sample index)
+        # constraint makes the insert a no-op for rows the other one wrote first.
         Response.objects.bulk_create(rows, ignore_conflicts=True)
-        GenerationRun.beat(run.id, worker, done=min(_count_done(run), run.total))
+        GenerationRun.objects.filter(id=run.id).update(done=min(_count_done(run), run.total))
+        GenerationChunk.beat(chunk.id, worker)
 
 
 def _count_done(run: GenerationRun) -> int:
@@ -251,7 +300,8 @@ def playground_request_create(*, study: Study, user, messages: list[dict], seed:
     if not study.arms.exists():
         raise GenerationError("The study has no arms yet.")
     request = PlaygroundRequest.objects.create(study=study, created_by=user, messages=messages, seed=seed)
-    dispatch.queue_after_commit(dispatch.GENERATE_PLAYGROUND, request.id)
+    queue = dispatch.queue_for_models(study.arms.values_list("base_model", flat=True))
+    dispatch.queue_after_commit(dispatch.GENERATE_PLAYGROUND, request.id, queue)
     return request
 
 

@@ -1,7 +1,7 @@
 """Celery tasks: routing and retry policy only; the work is in services.
 
-Every job kind (generation run, playground request, training run) goes through run_leased_job, the one
-rule for a message:
+Every job kind (a chunk of a generation run, playground request, training run) goes through run_leased_job,
+the one rule for a message:
 
 - the job is gone or finished: nothing to do (a redelivered message after success is a no-op);
 - a live worker holds it: look again once its lease could have lapsed (a new message with a countdown:
@@ -19,12 +19,12 @@ from celery import shared_task
 from modelserver.inference.errors import TransientGenerationError
 
 from . import dispatch, services, training_services
-from .models import GenerationRun, LeasedJob, PlaygroundRequest, TrainingRun
+from .models import GenerationChunk, LeasedJob, PlaygroundRequest, TrainingRun
 
 logger = logging.getLogger(__name__)
 
-# Routed to the gpu queue by CELERY_TASK_ROUTES ("modelserver.*"), so a web
-# process or a CPU worker never picks these up.
+# Routed to the gpu queue by CELERY_TASK_ROUTES ("modelserver.*"), so a web process or a CPU worker never
+# picks these up; a job for a model that GENERATION_QUEUES sends elsewhere is queued there explicitly.
 _GPU_TASK = {
     "bind": True,
     # acks_late + reject_on_worker_lost: a killed worker must not lose its job;
@@ -59,7 +59,10 @@ def run_leased_job(task, model: type[LeasedJob], job_id: int, work) -> None:
             logger.warning("%s is held by another worker; leaving it to that worker.", name.capitalize())
         else:
             logger.info("%s is held by a live worker; looking again in %.0f s.", name.capitalize(), wait + 1)
-            task.apply_async(args=(job_id,), countdown=wait + 1)
+            # On the queue this message came from (as Celery's own retry does): the route would send a
+            # big model's job back to the small card's queue.
+            queue = (task.request.delivery_info or {}).get("routing_key")
+            task.apply_async(args=(job_id,), countdown=wait + 1, queue=queue)
         return
     try:
         fields = work(job_id=job_id, worker=worker)
@@ -84,9 +87,9 @@ def run_leased_job(task, model: type[LeasedJob], job_id: int, work) -> None:
     model.succeed(job_id, worker, **(fields or {}))
 
 
-@shared_task(name=dispatch.GENERATE_RESPONSES, **_GPU_TASK)
-def generate_responses(self, run_id: int) -> None:
-    run_leased_job(self, GenerationRun, run_id, services.generation_run_execute)
+@shared_task(name=dispatch.GENERATE_CHUNK, **_GPU_TASK)
+def generate_chunk(self, chunk_id: int) -> None:
+    run_leased_job(self, GenerationChunk, chunk_id, services.generation_chunk_execute)
 
 
 @shared_task(name=dispatch.GENERATE_PLAYGROUND, **_GPU_TASK)

@@ -82,14 +82,18 @@ def training_run_create(*, user, name: str, config: dict, study: Study | None = 
         run = TrainingRun.objects.create(created_by=user, study=study, name=name, config=config, out_dir="")
         run.out_dir = str(Path(settings.EMPATHEVAL_ADAPTER_DIR) / f"training-run-{run.id}")
         run.save(update_fields=["out_dir"])
-        dispatch.queue_after_commit(dispatch.TRAIN_ADAPTER, run.id)
+        dispatch.queue_after_commit(dispatch.TRAIN_ADAPTER, run.id, _queue(run))
     return run
 
 
 def training_run_resume(*, run: TrainingRun) -> None:
-    if not dispatch.resume(TrainingRun, run.id, dispatch.TRAIN_ADAPTER):
+    if not dispatch.resume(TrainingRun, run.id, dispatch.TRAIN_ADAPTER, _queue(run)):
         raise TrainingError("Only a failed training, or one whose worker stopped reporting, can be resumed.",
                             status=409)
+
+
+def _queue(run: TrainingRun) -> str:
+    return dispatch.queue_for_model(str(run.config.get("base") or "bundled"))
 
 
 def training_run_execute(*, job_id: int, worker: str) -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 import dj_database_url
 from csp.constants import NONE, SELF
 
-from .env import env_bool, env_choice, env_int, env_list, env_optional, env_str
+from .env import env_bool, env_choice, env_int, env_list, env_optional, env_str, env_str_map
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(env_str("EMPATHEVAL_VAR_DIR", str(BASE_DIR / "var")))
@@ -184,8 +184,13 @@ WORKER_HEARTBEAT_SECONDS = env_int("WORKER_HEARTBEAT_SECONDS", 30)
 # Names this server in the study archives it writes (manage.py study_export). Informational: an
 # archived study is recognised by its id and creation time on the server it began on, not by this name.
 EMPATHEVAL_SITE_NAME = env_str("EMPATHEVAL_SITE_NAME", socket.gethostname())
-# A chunk is this many batches, written in one transaction.
+# A run is split into chunks of this many batches when it is created; any gpu worker claims a chunk, and
+# writes it in one transaction (modelserver.models.GenerationChunk).
 GENERATION_CHUNK_BATCHES = env_int("GENERATION_CHUNK_BATCHES", 2)
+# Which queue generates an arm's responses, by its base model reference (shell-style patterns, first match
+# wins), e.g. {"*70B*": "gpu-large"} for a worker started with `-Q gpu-large` on a bigger card. Anything
+# unmatched goes to the `gpu` queue (CELERY_TASK_ROUTES).
+GENERATION_QUEUES = env_str_map("GENERATION_QUEUES", {})
 
 # Results are cached (keyed by the study's latest rating and decision); shared through Redis when there is one.
 CACHES = {

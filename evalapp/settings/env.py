@@ -61,3 +61,22 @@ def env_choice(name: str, choices: list[str], default: str) -> str:
     if value not in choices:
         raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
     return value
+
+
+def env_str_map(name: str, default: dict[str, str]) -> dict[str, str]:
+    """A JSON object of names to non-empty names, e.g. GENERATION_QUEUES='{"*70B*": "gpu-large"}'."""
+    import json
+
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return dict(default)
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a JSON object, got {value!r}.") from None
+    if not isinstance(parsed, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, str) and v.strip() for k, v in parsed.items()
+    ):
+        raise ImproperlyConfigured(f"{name} must be a JSON object of non-empty strings to non-empty strings, "
+                                   f"got {value!r}.")
+    return {k: v.strip() for k, v in parsed.items()}

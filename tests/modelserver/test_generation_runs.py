@@ -1,7 +1,9 @@
 """Generation runs through the Celery task (eager here), with a tiny random model.
 
-Long because one fixture (a study with tiny-model arms) serves generation, its retries, leases, resume and
-the playground: they are one job's lifecycle, and splitting would mean importing the fixture across files.
+Long because one fixture (a study with tiny-model arms) serves generation, its chunks, retries, leases, resume
+and the playground: they are one job's lifecycle, and splitting would mean importing the fixture across files.
+Several workers sharing one run are simulated here by claiming its chunks under different names; the real
+thing (two `celery worker` processes) is in tests/integration/test_celery_generation.py.
 """
 
 import subprocess
@@ -14,8 +16,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from evalapp.models import Response
-from modelserver import services, tasks
-from modelserver.models import GenerationRun, PlaygroundRequest, RunStatus
+from modelserver import dispatch, services, tasks
+from modelserver.models import GenerationChunk, GenerationRun, PlaygroundRequest, RunStatus
 from modelserver.inference.seeds import request_seed
 from modelserver.services import GenerationError, generation_run_create
 
@@ -39,7 +41,9 @@ PROVENANCE_KEYS = {
     "output_tokens",
     "seconds",
     "generation_run",
+    "generation_chunk",
     "finish_reason",
+    "worker",
 }
 
 
@@ -75,6 +79,12 @@ def test_run_generates_every_response_with_full_provenance(tiny_study, researche
     assert run.done == run.total == 6 * 2 * 2
     responses = Response.objects.filter(prompt__study=tiny_study)
     assert responses.count() == 24
+    # 12 keys per arm in chunks of GENERATION_CHUNK_BATCHES (2) x batch_size (4): 8 + 4, per arm.
+    chunks = list(run.chunks.order_by("index"))
+    assert [(c.arm.label, c.size, c.status) for c in chunks] == [
+        ("fine-tuned", 8, "succeeded"), ("fine-tuned", 4, "succeeded"),
+        ("baseline", 8, "succeeded"), ("baseline", 4, "succeeded")]
+    assert sorted(responses.values_list("provenance__generation_chunk", flat=True)) == [0] * 8 + [1] * 4 + [2] * 8 + [3] * 4
     for response in responses:
         assert PROVENANCE_KEYS <= set(response.provenance), PROVENANCE_KEYS - set(response.provenance)
         assert response.provenance["seed"] == request_seed(run.seed, response.prompt.external_id, response.sample_index)
@@ -124,6 +134,44 @@ def test_rerun_generates_only_what_is_missing(tiny_study, researcher, django_cap
     assert run.status == RunStatus.SUCCEEDED and run.done == 12
     assert Response.objects.count() == 12
     assert dict(Response.objects.filter(id__in=kept).values_list("id", "text")) == kept
+    assert sum(run.chunks.values_list("size", flat=True)) == 4  # chunks hold only what was missing
+    again = start(tiny_study, researcher, django_capture_on_commit_callbacks)
+    assert again.status == RunStatus.SUCCEEDED and again.done == 12 and not again.chunks.exists()
+
+
+def test_a_run_is_split_into_chunks_each_queued_on_its_models_queue(tiny_study, researcher, settings, monkeypatch,
+                                                                    django_capture_on_commit_callbacks):
+    """One message per chunk, after commit, on the queue GENERATION_QUEUES gives the arm's base model."""
+    settings.GENERATION_QUEUES = {"*/no-such-70B*": "gpu-xl", "bundled": "gpu-large"}
+    ArmFactory(study=tiny_study, label="big", base_model="bundled")
+    sent = []
+    settings.CELERY_TASK_ALWAYS_EAGER = False  # as with a broker
+    monkeypatch.setattr(tasks.generate_chunk, "apply_async", lambda args, queue: sent.append((args[0], queue)))
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        run = generation_run_create(study=tiny_study, user=researcher, batch_size=2)
+    assert run.status == RunStatus.QUEUED and run.done == 0 and run.total == 18 and not sent
+    chunks = list(run.chunks.order_by("index"))
+    assert [c.size for c in chunks] == [4, 2] * 3 and {c.status for c in chunks} == {RunStatus.QUEUED}
+    assert [c.queue for c in chunks] == ["gpu"] * 4 + ["gpu-large"] * 2
+    keys = [(c.arm_id, *key) for c in chunks for key in c.keys]
+    assert sorted(keys) == sorted((arm.id, prompt.id, 0) for arm in tiny_study.arms.all()
+                                  for prompt in tiny_study.prompts.all())  # every response once
+    callbacks[0]()
+    assert sent == [(c.id, c.queue) for c in chunks]
+    assert dispatch.queue_for_model("/models/no-such-70B-Instruct") == "gpu-xl"
+    assert dispatch.queue_for_models(["/small", "bundled"]) == "gpu-large"
+
+
+def test_the_split_does_not_change_the_texts(tiny_study, researcher, django_capture_on_commit_callbacks, settings):
+    """Each request's seed makes its text, not the chunk it lands in (CPU fp32)."""
+    start(tiny_study, researcher, django_capture_on_commit_callbacks, batch_size=2)
+    texts = lambda: {(p, a): t for p, a, t in Response.objects.values_list("prompt_id", "arm_id", "text")}  # noqa: E731
+    whole = texts()
+    Response.objects.all().delete()
+    settings.GENERATION_CHUNK_BATCHES = 1
+    run = start(tiny_study, researcher, django_capture_on_commit_callbacks, batch_size=2)
+    assert run.chunks.count() == 6 and len(whole) == 12
+    assert texts() == whole
 
 
 def test_failure_midway_leaves_whole_chunks_and_resume_completes(
@@ -143,13 +191,19 @@ def test_failure_midway_leaves_whole_chunks_and_resume_completes(
 
     monkeypatch.setattr(generation, "generate", flaky)
     run = start(tiny_study, researcher, django_capture_on_commit_callbacks, batch_size=4)
-    assert run.status == RunStatus.FAILED and "device fell over" in run.error
+    assert run.status == RunStatus.FAILED and "device fell over" in run.error and run.error.startswith("Chunk 2 of 4")
     assert Response.objects.count() == 4 == run.done  # the first chunk, whole; nothing of the second
+    chunks = list(run.chunks.order_by("index").values_list("status", "attempts", "error"))
+    assert chunks[0] == ("succeeded", 1, "") and chunks[1][:2] == ("failed", 1)
+    # The run stopped there: the chunks not started are not run (they would repeat the error).
+    assert chunks[2:] == [("failed", 0, "Not started: chunk 2 of 4 failed.")] * 2 and calls["n"] == 2
 
     with django_capture_on_commit_callbacks(execute=True):
         services.generation_run_resume(run=run)
     run.refresh_from_db()
-    assert run.status == RunStatus.SUCCEEDED and run.done == run.total == 12
+    assert run.status == RunStatus.SUCCEEDED and run.done == run.total == 12 and run.error == ""
+    # Resume queued the three chunks that had not succeeded, and only those.
+    assert list(run.chunks.order_by("index").values_list("attempts", flat=True)) == [1, 2, 1, 1]
     per_key = Response.objects.values("prompt", "arm", "sample_index").annotate(n=Count("id"))
     assert {row["n"] for row in per_key} == {1}
 
@@ -172,36 +226,49 @@ def oom_then_real(monkeypatch, failures: int | None):
     return calls
 
 
-def queued_run(study, user):
-    run = GenerationRun.objects.create(study=study, created_by=user, total=12)
-    run.arms.set(study.arms.all())
+def queued_run(study, user, **kwargs):
+    """A run as a worker finds it: split into chunks, its messages not delivered yet (``deliver``)."""
+    run = generation_run_create(study=study, user=user, **kwargs)  # on_commit never fires in these tests
+    assert run.status == RunStatus.QUEUED and run.chunks.count() == (2 if not kwargs else 6)  # per arm: 6 keys
     return run
+
+
+def deliver(run, **options):
+    """Each chunk's message, in order, as a worker receives it; the results."""
+    ids = list(run.chunks.order_by("index").values_list("id", flat=True))
+    return [tasks.generate_chunk.apply(args=(chunk_id,), throw=False, **options) for chunk_id in ids]
+
+
+def chunk_rows(run):
+    return list(run.chunks.order_by("index").values_list("status", "attempts"))
 
 
 def test_transient_error_is_retried_and_the_run_completes(tiny_study, researcher, monkeypatch):
     oom_then_real(monkeypatch, failures=1)
     run = queued_run(tiny_study, researcher)
-    tasks.generate_responses.apply(args=(run.id,), throw=False)
+    deliver(run)
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED, run.error
     assert run.attempts == 2 and run.done == 12 and run.error == ""
+    assert chunk_rows(run) == [("succeeded", 2), ("succeeded", 1)]  # the first chunk was tried again
 
 
 def test_when_retries_run_out_the_run_fails_with_the_last_error_and_can_resume(tiny_study, researcher, monkeypatch):
     # Bug 1: it stayed QUEUED "Retrying: ..." for good, and no new run could start.
     calls = oom_then_real(monkeypatch, failures=None)
     run = queued_run(tiny_study, researcher)
-    result = tasks.generate_responses.apply(args=(run.id,), throw=False)
+    results = deliver(run)
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and run.finished_at
-    assert calls["n"] == run.attempts == tasks.generate_responses.max_retries + 1
+    assert calls["n"] == run.attempts == tasks.generate_chunk.max_retries + 1
     assert f"CUDA out of memory (call {calls['n']})" in run.error and "gave up after 4 tries" in run.error
-    assert result.successful()  # the failure is the run's, recorded; the message is done
+    assert all(result.successful() for result in results)  # the failure is the run's, recorded; the message is done
+    assert chunk_rows(run) == [("failed", 4), ("failed", 0)]  # the second chunk's message found it cancelled
 
     calls["healthy"] = True  # the device is back
     resumed = services.generation_run_resume(run=run)
-    assert resumed.status == RunStatus.QUEUED
-    tasks.generate_responses.apply(args=(run.id,), throw=False)
+    assert resumed.status == RunStatus.QUEUED and chunk_rows(run) == [("queued", 4), ("queued", 0)]
+    deliver(run)
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED and run.done == run.total
 
@@ -209,38 +276,93 @@ def test_when_retries_run_out_the_run_fails_with_the_last_error_and_can_resume(t
 def test_a_message_on_its_last_retry_fails_the_run(tiny_study, researcher, monkeypatch):
     oom_then_real(monkeypatch, failures=None)
     run = queued_run(tiny_study, researcher)
-    tasks.generate_responses.apply(args=(run.id,), retries=tasks.generate_responses.max_retries, throw=False)
+    deliver(run, retries=tasks.generate_chunk.max_retries)
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and run.attempts == 1 and "CUDA out of memory" in run.error
     generation_run_create(study=tiny_study, user=researcher)  # not blocked
 
 
 def test_claim_is_exclusive_until_the_lease_lapses(tiny_study, researcher, settings):
-    run = GenerationRun.objects.create(study=tiny_study, created_by=researcher, total=12)
-    assert GenerationRun.claim(run.id, "w1")
-    assert not GenerationRun.claim(run.id, "w2")
-    GenerationRun.objects.filter(id=run.id).update(
+    run = queued_run(tiny_study, researcher)
+    chunk = run.chunks.first()
+    assert GenerationChunk.claim(chunk.id, "w1")
+    assert not GenerationChunk.claim(chunk.id, "w2")
+    run.refresh_from_db()
+    assert run.status == RunStatus.RUNNING and run.worker == "w1" and run.started_at
+    GenerationChunk.objects.filter(id=chunk.id).update(
         heartbeat_at=timezone.now() - timedelta(seconds=settings.GENERATION_LEASE_SECONDS + 1)
     )
-    assert GenerationRun.claim(run.id, "w2")
-    assert not GenerationRun.succeed(run.id, "w1")  # the worker it was taken from cannot overwrite it
+    assert GenerationChunk.claim(chunk.id, "w2")
+    assert not GenerationChunk.succeed(chunk.id, "w1")  # the worker it was taken from cannot overwrite it
+    chunk.refresh_from_db()
     run.refresh_from_db()
+    assert chunk.worker == "w2" and chunk.attempts == 2 and chunk.status == RunStatus.RUNNING
     assert run.worker == "w2" and run.attempts == 2 and run.status == RunStatus.RUNNING
-    GenerationRun.objects.filter(id=run.id).update(status=RunStatus.SUCCEEDED)
-    assert not GenerationRun.claim(run.id, "w3")
+    assert GenerationChunk.succeed(chunk.id, "w2")
+    assert not GenerationChunk.claim(chunk.id, "w3")
 
 
-def test_redelivered_message_for_a_finished_run_is_a_no_op(tiny_study, researcher, monkeypatch):
-    calls = oom_then_real(monkeypatch, failures=0)
-    run = queued_run(tiny_study, researcher)
-    GenerationRun.objects.filter(id=run.id).update(status=RunStatus.SUCCEEDED, done=12)
-    tasks.generate_responses.apply(args=(run.id,), throw=False)
+def test_two_workers_share_a_run_and_it_ends_with_its_last_chunk(client, tiny_study, researcher):
+    run = queued_run(tiny_study, researcher, batch_size=1)  # 3 chunks per arm
+    first, second, third, *rest = run.chunks.order_by("index").values_list("id", flat=True)
+    assert GenerationChunk.claim(first, "gpu@a") and GenerationChunk.claim(second, "gpu@b")
+    client.force_login(researcher)
+    fragment = client.get(reverse("generation_runs_fragment", args=[tiny_study.id])).content.decode()
+    assert '<td class="run-worker">gpu@a, gpu@b</td>' in fragment and "Running" in fragment
+    assert GenerationChunk.succeed(first, "gpu@a")
+    assert GenerationRun.objects.get(id=run.id).status == RunStatus.RUNNING  # five chunks to go
+    for chunk_id in [third, *rest]:
+        assert GenerationChunk.claim(chunk_id, "gpu@a") and GenerationChunk.succeed(chunk_id, "gpu@a")
+    assert GenerationRun.objects.get(id=run.id).status == RunStatus.RUNNING  # gpu@b still holds one
+    assert GenerationChunk.succeed(second, "gpu@b")
     run.refresh_from_db()
-    assert calls["n"] == 0 and run.status == RunStatus.SUCCEEDED and run.attempts == 0
+    assert run.status == RunStatus.SUCCEEDED and run.finished_at
+    fragment = client.get(reverse("generation_runs_fragment", args=[tiny_study.id])).content.decode()
+    assert '<td class="run-worker"><span class="muted">gpu@a, gpu@b</span></td>' in fragment
 
 
-def test_missing_run_row_is_logged_and_skipped(caplog):
-    tasks.generate_responses.apply(args=(987654,), throw=False)
+def test_a_chunk_failing_while_another_runs_fails_the_run_when_that_one_ends(tiny_study, researcher):
+    run = queued_run(tiny_study, researcher, batch_size=1)
+    first, second, *queued = run.chunks.order_by("index").values_list("id", flat=True)
+    assert GenerationChunk.claim(first, "gpu@a") and GenerationChunk.claim(second, "gpu@b")
+    assert GenerationChunk.fail(first, "gpu@a", "RuntimeError: boom")
+    run.refresh_from_db()
+    # Still running (gpu@b's chunk is in progress: a new run now would race it), the error already shown.
+    assert run.status == RunStatus.RUNNING and run.error == "Chunk 1 of 6: RuntimeError: boom"
+    assert set(GenerationChunk.objects.filter(id__in=queued).values_list("status", flat=True)) == {"failed"}
+    assert not GenerationChunk.claim(queued[0], "gpu@a")  # cancelled: its message finds nothing to do
+    assert GenerationChunk.succeed(second, "gpu@b")
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and "boom" in run.error and run.is_resumable
+    assert [c for c, _ in GenerationRun.requeue_chunks(run.id)] == [first, *queued]  # not the one that succeeded
+
+
+def test_redelivered_message_for_a_finished_chunk_is_a_no_op(tiny_study, researcher, monkeypatch):
+    run = queued_run(tiny_study, researcher)
+    deliver(run)
+    calls = oom_then_real(monkeypatch, failures=0)
+    deliver(run)
+    run.refresh_from_db()
+    assert calls["n"] == 0 and run.status == RunStatus.SUCCEEDED and chunk_rows(run) == [("succeeded", 1)] * 2
+
+
+def test_a_chunk_whose_rows_were_written_before_its_worker_died_is_not_generated_again(
+        tiny_study, researcher, monkeypatch, settings):
+    run = queued_run(tiny_study, researcher)
+    deliver(run)
+    chunk = run.chunks.first()
+    lapsed = timezone.now() - timedelta(seconds=settings.GENERATION_LEASE_SECONDS + 1)
+    # Its rows are committed, then the worker died before marking it done.
+    GenerationChunk.objects.filter(id=chunk.id).update(status=RunStatus.RUNNING, heartbeat_at=lapsed)
+    GenerationRun.objects.filter(id=run.id).update(status=RunStatus.RUNNING, heartbeat_at=lapsed)
+    calls = oom_then_real(monkeypatch, failures=0)
+    tasks.generate_chunk.apply(args=(chunk.id,), throw=False)
+    run.refresh_from_db()
+    assert calls["n"] == 0 and run.status == RunStatus.SUCCEEDED and chunk_rows(run)[0] == ("succeeded", 2)
+
+
+def test_missing_chunk_row_is_logged_and_skipped(caplog):
+    tasks.generate_chunk.apply(args=(987654,), throw=False)
     assert "is gone" in caplog.text
 
 
@@ -376,6 +498,7 @@ def test_resume_buttons_requeue_failed_jobs_only(client, tiny_study, researcher,
     from modelserver.models import TrainingRun
 
     run = GenerationRun.objects.create(study=tiny_study, created_by=researcher, total=12, status=RunStatus.FAILED)
+    run.arms.set(tiny_study.arms.all())
     training = TrainingRun.objects.create(study=tiny_study, created_by=researcher, name="t", config={},
                                           out_dir="x", status=RunStatus.SUCCEEDED)
     client.force_login(researcher)
@@ -384,6 +507,8 @@ def test_resume_buttons_requeue_failed_jobs_only(client, tiny_study, researcher,
         response = client.post(reverse("training_resume", args=[tiny_study.id, training.id]), follow=True)
     run.refresh_from_db()
     assert run.status == RunStatus.QUEUED and len(callbacks) == 1  # queued after commit, once
+    # A run from before chunks (none of its own) is split when it is resumed.
+    assert run.chunks.count() == 2 and run.done == 0
     assert "Only a failed training" in response.content.decode()
     assert TrainingRun.objects.get(id=training.id).status == RunStatus.SUCCEEDED
 
@@ -393,13 +518,13 @@ def test_a_queued_run_whose_message_was_lost_can_be_resumed(tiny_study, research
     """A queued run that no worker has touched for a whole lease (the broker lost its message, or a retry's
     message never came back) would block the study's generation for good: it is resumable, and shows it."""
     run = queued_run(tiny_study, researcher)
-    assert not run.is_resumable and not GenerationRun.requeue(run.id)  # just queued: its message is on its way
+    assert not run.is_resumable and GenerationRun.requeue_chunks(run.id) is None  # its messages are on their way
     long_ago = timezone.now() - timedelta(seconds=settings.GENERATION_LEASE_SECONDS + 1)
     GenerationRun.objects.filter(id=run.id).update(created_at=long_ago)
     run.refresh_from_db()
     assert run.is_resumable
     with django_capture_on_commit_callbacks(execute=True):
-        services.generation_run_resume(run=run)  # queues a new message, which runs it (eager here)
+        services.generation_run_resume(run=run)  # queues a new message per chunk, which runs it (eager here)
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED and run.done == 12
     # A run given back for a retry is stale once a lease passes without its retry message.
