@@ -57,19 +57,28 @@ def queue_status(queue: str, now: datetime | None = None) -> dict:
     }
 
 
-def silent_gpu_queue(now: datetime | None = None) -> dict | None:
-    """None while a gpu worker is alive, or where there is no broker (the demo runs jobs itself);
-    else the gpu queue's status, for the sentence "no GPU worker has reported for N minutes"."""
+def silent_gpu_queue(now: datetime | None = None, study=None) -> dict | None:
+    """None while a worker of each GPU queue that matters is alive, or where there is no broker (the demo
+    runs jobs itself); else the first silent queue's status, for the sentence "no GPU worker has reported
+    for N minutes". The queues that matter: ``gpu``, and those the study's unfinished chunks wait on (a
+    big model's queue, GENERATION_QUEUES)."""
     from django.conf import settings
+
+    from .models import ACTIVE, GenerationChunk
 
     if settings.CELERY_TASK_ALWAYS_EAGER:
         return None
-    status = queue_status("gpu", now)
-    if status["alive"]:
-        return None
-    seconds = status["seconds_since_seen"]
-    status["minutes_since_seen"] = None if seconds is None else max(1, int(seconds // 60))
-    return status
+    queues = ["gpu"]
+    if study is not None:
+        waiting = GenerationChunk.objects.filter(run__study=study, status__in=ACTIVE).exclude(queue="gpu")
+        queues += sorted(set(waiting.values_list("queue", flat=True)))
+    for queue in queues:
+        status = queue_status(queue, now)
+        if not status["alive"]:
+            seconds = status["seconds_since_seen"]
+            status["minutes_since_seen"] = None if seconds is None else max(1, int(seconds // 60))
+            return status
+    return None
 
 
 class HeartbeatStep(bootsteps.StartStopStep):

@@ -19,6 +19,11 @@ from modelserver.models import WorkerHeartbeat
 REQUIRED_QUEUE = "gpu"
 
 
+def _required_queues() -> set[str]:
+    # A big model's queue (GENERATION_QUEUES) with no live worker strands its runs as surely as gpu does.
+    return {REQUIRED_QUEUE, *settings.GENERATION_QUEUES.values()}
+
+
 def _database() -> dict:
     try:
         with connection.cursor() as cursor:
@@ -44,7 +49,7 @@ def _redis() -> dict:
 def _queues() -> dict:
     out = {}
     seen = {queue for queues in WorkerHeartbeat.objects.values_list("queues", flat=True) for queue in queues}
-    for queue in sorted(seen | {REQUIRED_QUEUE}):
+    for queue in sorted(seen | _required_queues()):
         status = queue_status(queue)
         out[queue] = {
             "alive_workers": status["alive"],
@@ -67,7 +72,7 @@ def healthz(request):
         degraded = False
     elif database["ok"]:
         body["queues"] = _queues()
-        degraded = body["queues"][REQUIRED_QUEUE]["alive_workers"] == 0
+        degraded = any(body["queues"][queue]["alive_workers"] == 0 for queue in _required_queues())
     else:
         degraded = True
     ok = database["ok"] and broker["ok"]

@@ -67,7 +67,7 @@ def runs_fragment_view(latest_runs, template: str, context_name: str):
     def view(request, study_id: int):
         study = get_study_for(request.user, study_id, roles=RESEARCHERS)
         return render(request, template, {"study": study, context_name: latest_runs(study=study),
-                                          "gpu_silence": silent_gpu_queue()})
+                                          "gpu_silence": silent_gpu_queue(study=study)})
 
     return view
 

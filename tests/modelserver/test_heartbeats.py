@@ -7,7 +7,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from modelserver import heartbeats
-from modelserver.models import GenerationRun, WorkerHeartbeat
+from modelserver.models import GenerationChunk, GenerationRun, WorkerHeartbeat
+
+from ..factories import ArmFactory, StudyFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -82,9 +84,56 @@ def test_study_page_says_no_gpu_worker_has_reported(client, researcher, study, w
     assert "No GPU worker" not in client.get(reverse("generation_runs_fragment", args=[study.id])).content.decode()
 
 
-def test_run_list_shows_the_worker_holding_a_run(client, researcher, study):
+def running_run(study, researcher, holders, queue="gpu"):
+    """A run with one chunk held (live lease) by each of ``holders`` and one chunk still queued."""
+    arm = ArmFactory(study=study, label=f"arm-{queue}")
+    run = GenerationRun.objects.create(study=study, created_by=researcher, total=4, status="running",
+                                       worker=holders[-1] if holders else "", heartbeat_at=timezone.now())
+    for index, worker in enumerate([*holders, ""]):
+        GenerationChunk.objects.create(run=run, arm=arm, index=index, keys=[[1, 0]], size=1, queue=queue,
+                                       status="running" if worker else "queued", worker=worker,
+                                       heartbeat_at=timezone.now() if worker else None)
+    return run
+
+
+def test_run_list_shows_the_workers_holding_a_runs_chunks(client, researcher, study, settings):
+    client.force_login(researcher)
+    run = running_run(study, researcher, ["gpu@node-7", "gpu@node-8"])
+    fragment = client.get(reverse("generation_runs_fragment", args=[study.id])).content.decode()
+    assert '<td class="run-worker">gpu@node-7, gpu@node-8</td>' in fragment
+    # A worker whose lease lapsed holds nothing any more.
+    lapsed = timezone.now() - timedelta(seconds=settings.GENERATION_LEASE_SECONDS + 1)
+    GenerationChunk.objects.filter(run=run, worker="gpu@node-8").update(heartbeat_at=lapsed)
+    fragment = client.get(reverse("generation_runs_fragment", args=[study.id])).content.decode()
+    assert '<td class="run-worker">gpu@node-7</td>' in fragment
+
+
+def test_a_run_from_before_chunks_shows_its_own_worker(client, researcher, study):
     client.force_login(researcher)
     GenerationRun.objects.create(study=study, created_by=researcher, total=4, status="running", worker="gpu@node-7",
                                  heartbeat_at=timezone.now())
     fragment = client.get(reverse("generation_runs_fragment", args=[study.id])).content.decode()
     assert '<td class="run-worker">gpu@node-7</td>' in fragment
+
+
+def test_the_notice_names_a_silent_queue_that_the_studys_chunks_wait_on(client, researcher, study, with_broker):
+    client.force_login(researcher)
+    heartbeats.record("gpu@small", ["gpu"])
+    running_run(study, researcher, [], queue="gpu-large")
+    fragment = client.get(reverse("generation_runs_fragment", args=[study.id])).content.decode()
+    assert "No GPU worker of the <code>gpu-large</code> queue has ever reported" in fragment
+    heartbeats.record("gpu@big", ["gpu-large"])
+    assert heartbeats.silent_gpu_queue(study=study) is None
+    WorkerHeartbeat.objects.filter(hostname="gpu@big").update(seen_at=timezone.now() - timedelta(minutes=3))
+    page = client.get(reverse("study_detail", args=[study.id])).content.decode()
+    assert "<code>gpu-large</code> queue has reported for 3 minutes" in page
+    # Another study, whose chunks do not wait on it, hears nothing of it.
+    assert heartbeats.silent_gpu_queue(study=StudyFactory()) is None
+
+
+def test_healthz_counts_the_workers_of_every_configured_queue(client, with_broker):
+    with_broker.GENERATION_QUEUES = {"*70B*": "gpu-large"}
+    heartbeats.record("gpu@small", ["gpu"])
+    body = client.get(reverse("healthz")).json()
+    assert list(body["queues"]) == ["gpu", "gpu-large", "celery"]
+    assert body["queues"]["gpu-large"]["alive_workers"] == 0 and body["status"] == "degraded"
