@@ -192,6 +192,10 @@ def generation_chunk_execute(*, job_id: int, worker: str) -> dict:
     part = [(prompts[prompt_id], sample) for prompt_id, sample in chunk.keys if (prompt_id, sample) not in existing]
     if part:
         loaded = load_for_arms([a for a in run.arms.all() if a.base_model == arm.base_model])
+        # A first load can take longer than a chunk: renew the lease now, or see that it was taken over.
+        if not GenerationChunk.beat(chunk.id, worker):
+            logger.warning("Chunk %s of run %s was taken over while its model loaded; leaving it.", chunk.index, run.id)
+            return {}
         requests = [
             GenerationRequest(key=f"{prompt.id}:{sample}", messages=prompt.messages,
                               seed=request_seed(run.seed, prompt.external_id, sample))
