@@ -49,8 +49,9 @@ def broker(settings):
 
 
 class Worker:
-    def __init__(self, broker_url: str, tmp_path, visibility_timeout: int = 4, lease: int = 3):
+    def __init__(self, broker_url: str, tmp_path, visibility_timeout: int = 4, lease: int = 3, queues: str = "gpu"):
         self.name = f"itest-{uuid.uuid4().hex[:8]}@%h"
+        self.queues = queues
         db = connection.settings_dict
         self.env = {
             **os.environ,
@@ -61,9 +62,10 @@ class Worker:
             "CELERY_UNACKED_RESTORE_INTERVAL": "1",
             "CELERY_UNACKED_RESTORE_THROTTLE": "1",
             "GENERATION_LEASE_SECONDS": str(lease),
-            "GENERATION_CHUNK_BATCHES": "1",
             "DEBUG": "false",
             "HF_HUB_OFFLINE": "1",
+            # One thread each: two workers on a small machine would otherwise fight over every core.
+            "OMP_NUM_THREADS": "1",
         }
         self.log_path = tmp_path / f"worker-{uuid.uuid4().hex[:6]}.log"
         self.process = None
@@ -71,7 +73,7 @@ class Worker:
     def start(self):
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "evalapp", "worker", "-Q", "gpu", "--pool", "solo",
+            [sys.executable, "-m", "celery", "-A", "evalapp", "worker", "-Q", self.queues, "--pool", "solo",
              "--concurrency", "1", "-n", self.name, "--without-gossip", "--without-mingle", "--without-heartbeat",
              "-l", "info"],
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
@@ -90,6 +92,10 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.kill()
         self.log.close()
+
+    def owns(self, hostname: str) -> bool:
+        """Whether a worker field (``name@host``, %h expanded) is this worker's."""
+        return hostname.startswith(self.name.split("@")[0] + "@")
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]

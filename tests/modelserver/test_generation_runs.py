@@ -361,6 +361,29 @@ def test_a_chunk_whose_rows_were_written_before_its_worker_died_is_not_generated
     assert calls["n"] == 0 and run.status == RunStatus.SUCCEEDED and chunk_rows(run)[0] == ("succeeded", 2)
 
 
+def test_a_message_for_a_chunk_a_live_worker_holds_comes_back_on_its_own_queue(tiny_study, researcher, settings):
+    """Not on the route's gpu queue: a big model's chunk must stay with the bigger card's workers."""
+    run = queued_run(tiny_study, researcher)
+    chunk = run.chunks.first()
+    assert GenerationChunk.claim(chunk.id, "gpu-large@other")
+    sent = []
+
+    class Request:
+        hostname, is_eager, retries = "gpu-large@me", False, 0
+        delivery_info = {"exchange": "", "routing_key": "gpu-large"}  # as Redis delivers it
+
+    class Task:
+        request, max_retries = Request(), 3
+
+        def apply_async(self, **options):
+            sent.append(options)
+
+    tasks.run_leased_job(Task(), GenerationChunk, chunk.id, services.generation_chunk_execute)
+    [again] = sent
+    assert again["args"] == (chunk.id,) and again["queue"] == "gpu-large"
+    assert settings.GENERATION_LEASE_SECONDS - 5 < again["countdown"] <= settings.GENERATION_LEASE_SECONDS + 1
+
+
 def test_missing_chunk_row_is_logged_and_skipped(caplog):
     tasks.generate_chunk.apply(args=(987654,), throw=False)
     assert "is gone" in caplog.text
