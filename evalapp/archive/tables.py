@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from django.contrib.auth import get_user_model
 from django.db.models import Model, Q, QuerySet
 
-from modelserver.models import Adapter, GenerationRun, PlaygroundRequest, TrainingRun
+from modelserver.models import Adapter, GenerationChunk, GenerationRun, PlaygroundRequest, TrainingRun
 from modelserver.services import resolve_adapter_path
 from raters.models import (
     Assignment,
@@ -93,6 +93,7 @@ TABLES: tuple[Table, ...] = (
     Table("adapters", Adapter, _adapters, reuse=("created_by_id", "adapter_sha256")),
     Table("generation_runs", GenerationRun, lambda s: GenerationRun.objects.filter(study=s)),
     Table("generation_run_arms", GenerationRunArm, lambda s: GenerationRunArm.objects.filter(generationrun__study=s)),
+    Table("generation_chunks", GenerationChunk, lambda s: GenerationChunk.objects.filter(run__study=s)),
     Table("playground_requests", PlaygroundRequest, lambda s: PlaygroundRequest.objects.filter(study=s)),
     Table("memberships", StudyMembership, lambda s: StudyMembership.objects.filter(study=s)),
     Table("invitations", Invitation, lambda s: Invitation.objects.filter(study=s),
@@ -113,7 +114,7 @@ TABLES: tuple[Table, ...] = (
     Table("safety_decisions", SafetyDecision, lambda s: SafetyDecision.objects.filter(response__prompt__study=s)),
     Table("audit_events", AuditEvent, lambda s: AuditEvent.objects.filter(study=s)),
 )
-JOB_TABLES = ("training_runs", "generation_runs", "playground_requests")
+JOB_TABLES = ("training_runs", "generation_runs", "generation_chunks", "playground_requests")
 
 
 def table_of(model: type[Model]) -> str:
@@ -179,6 +180,10 @@ def remap_payload(table: str, row: dict, maps: dict[str, dict]) -> None:
     if table == "responses" and isinstance(row["provenance"], dict) and "generation_run" in row["provenance"]:
         row["provenance"] = {**row["provenance"],
                              "generation_run": moved("generation_runs", row["provenance"]["generation_run"])}
+    elif table == "generation_chunks" and isinstance(row["keys"], list):
+        # [[prompt id, sample index], ...]: the prompts are new rows here.
+        row["keys"] = [[moved("prompts", key[0]), *key[1:]] if isinstance(key, list) and key else key
+                       for key in row["keys"]]
     elif table == "playground_requests" and isinstance(row["outputs"], list):
         row["outputs"] = [{**o, "arm_id": moved("arms", o["arm_id"])} if isinstance(o, dict) and "arm_id" in o else o
                           for o in row["outputs"]]

@@ -14,9 +14,9 @@ from django.core.management.base import CommandError
 from evalapp import adjudication as adj
 from evalapp.archive import tables as archive_tables
 from evalapp.archive.tables import TABLES, USERS, foreign_keys, table_of
-from evalapp.models import Arm, AuditEvent, Response, Study
+from evalapp.models import Arm, AuditEvent, Prompt, Response, Study
 from evalapp.services import arm_create
-from modelserver.models import Adapter, GenerationRun, PlaygroundRequest, RunStatus, TrainingRun
+from modelserver.models import Adapter, GenerationChunk, GenerationRun, PlaygroundRequest, RunStatus, TrainingRun
 from raters import services as rs
 from raters.models import CalibrationAnswer, CalibrationItem, Consent, GoldAnswer, Role
 from raters.selectors import next_item
@@ -88,6 +88,9 @@ def full_study(study, researcher, adjudicator, outsider):
         for n, arm in enumerate(arms):
             ResponseFactory(prompt=prompt, arm=arm, text=f"{arm.label} answers {prompt.external_id}",
                             provenance={"generation_run": run.id, "seed": n, "adapter_sha256": None if n else "b" * 64})
+    for index, arm in enumerate(arms):
+        GenerationChunk.objects.create(run=run, arm=arm, index=index, status=RunStatus.SUCCEEDED, worker="gpu-1",
+                                       keys=[[p.id, 0] for p in study.prompts.order_by("id")], size=3)
     PlaygroundRequest.objects.create(study=study, created_by=researcher, messages=[{"role": "user", "content": "Hi"}],
                                      status=RunStatus.SUCCEEDED,
                                      outputs=[{"arm_id": arm.id, "label": arm.label, "text": "Hello"} for arm in arms])
@@ -171,6 +174,8 @@ class Canon:
     def payload(self, obj, name, value):
         if isinstance(obj, Response) and name == "provenance" and "generation_run" in value:
             return {**value, "generation_run": self.ref(GenerationRun, value["generation_run"])}
+        if isinstance(obj, GenerationChunk) and name == "keys":
+            return [[self.ref(Prompt, key[0]), *key[1:]] for key in value]
         if isinstance(obj, PlaygroundRequest) and name == "outputs":
             return [{**o, "arm_id": self.ref(Arm, o["arm_id"])} for o in value]
         if isinstance(obj, AuditEvent) and name == "object_id" and obj.object_type in self.by_class:
