@@ -160,7 +160,7 @@ def settings_variables() -> set[str]:
     names = set()
     for path in [*(ROOT / "evalapp/settings").glob("*.py"), *(ROOT / "modelserver").rglob("*.py")]:
         text = path.read_text()
-        names |= set(re.findall(r'env_(?:str|int|bool|list|optional|choice)\(\s*"([A-Z0-9_]+)"', text))
+        names |= set(re.findall(r'env_(?:str|int|bool|list|optional|choice|str_map)\(\s*"([A-Z0-9_]+)"', text))
         names |= set(re.findall(r'os\.environ(?:\.get)?[\[(]\s*"([A-Z0-9_]+)"', text))
         names |= set(re.findall(r'^[A-Z_]+_ENV = "([A-Z0-9_]+)"', text, re.M))
     return names
