@@ -9,7 +9,6 @@ item only (item_review); the queues read the study.
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import Count
 
@@ -19,6 +18,7 @@ from raters.services import design_rebalance, design_targets, eligible_raters
 
 from .audit import audit
 from .errors import ServiceError
+from .mail import mail_on_commit
 from .models import (
     Adjudication,
     Rating,
@@ -298,10 +298,10 @@ def _maybe_decide(study: Study, response: Response, actor) -> SafetyDecision | N
                  "excluded": decision.excluded, "reason": decision.exclusion_reason,
                  "first_reviews_agreed": decision.first_reviews_agreed})
     if decision.classification == SafetyClassification.HARMFUL and study.owner.email:
-        transaction.on_commit(lambda: send_mail(
+        mail_on_commit(
             f"Harmful response confirmed in “{study.title}”",
             f"An adjudicator confirmed response {response.public_id} as harmful"
             f"{' and excluded it from the analysis' if decision.excluded else ''}. See the study's adjudication page.",
-            None, [study.owner.email],
-        ))
+            [study.owner.email],
+        )
     return decision

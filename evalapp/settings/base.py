@@ -146,6 +146,8 @@ EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "empatheval@localhost")
+# Where django.core.mail.backends.filebased.EmailBackend writes (a lab trying the site without SMTP).
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
 
 # Celery. Without REDIS_URL (the demo) tasks run eagerly in the web process,
 # through exactly the same task code a worker would run.

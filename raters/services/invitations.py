@@ -7,11 +7,11 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.mail import send_mail
 from django.core.validators import validate_email
 from django.db import transaction
 from django.utils import timezone
 
+from evalapp.mail import mail_on_commit
 from evalapp.models import Study
 
 from ..models import Invitation, Role, StudyMembership
@@ -38,14 +38,12 @@ def invitation_create(*, study: Study, created_by, role: str, email: str = "", d
     )
     if email and accept_url is not None:
         link = accept_url(token)
-        transaction.on_commit(
-            lambda: send_mail(
-                f"Invitation to take part in “{study.title}”",
-                f"You are invited to take part in the study “{study.title}” as {role}.\n\n"
-                f"Accept within {days} days: {link}\n\nThe link works once.",
-                settings.DEFAULT_FROM_EMAIL,
-                [email],
-            )
+        mail_on_commit(
+            f"Invitation to take part in “{study.title}”",
+            f"You are invited to take part in the study “{study.title}” as {role}.\n\n"
+            f"Accept within {days} days: {link}\n\nThe link works once.",
+            [email],
+            settings.DEFAULT_FROM_EMAIL,
         )
     return invitation, token
 

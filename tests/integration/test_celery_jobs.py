@@ -67,3 +67,47 @@ def test_a_real_worker_reports_its_queue_and_leaves_cleanly(worker_factory, sett
     worker.stop()
     # A clean stop takes the row away: it is not counted as a silent worker.
     wait_for(lambda: not queue_status("gpu")["workers"], 20, interval=0.2, message=worker.output)
+
+
+def test_the_default_queue_worker_sends_an_invitation_after_commit(study, researcher, broker, tmp_path):
+    from raters.models import Role
+    from raters.services import invitation_create
+
+    from .conftest import Worker
+
+    outbox = tmp_path / "mail"
+    worker = Worker(broker, tmp_path, queues="celery")
+    worker.env |= {"EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend", "EMAIL_FILE_PATH": str(outbox)}
+    worker.start()
+    try:
+        invitation_create(study=study, created_by=researcher, role=Role.RATER, email="student@uni.example",
+                          accept_url=lambda token: f"https://site.example/invite/{token}")
+        [message] = wait_for(lambda: list(outbox.glob("*.log")), 60, interval=0.2, message=worker.output)
+        text = message.read_text()
+        assert "student@uni.example" in text and "https://site.example/invite/" in text
+        assert "evalapp.send_email" in worker.output()
+    finally:
+        worker.stop()
+
+
+def test_mail_is_sent_in_the_request_when_the_broker_does_not_answer(study, researcher, settings, mailoutbox):
+    from evalapp.celery import app as celery_app
+    from raters.models import Role
+    from raters.services import invitation_create
+
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    url = celery_app.conf.broker_url
+    celery_app.conf.task_always_eager = False
+    celery_app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+    try:
+        invitation_create(study=study, created_by=researcher, role=Role.RATER, email="student@uni.example",
+                          accept_url=lambda token: f"https://site.example/invite/{token}")
+    finally:
+        celery_app.conf.broker_url = url
+        celery_app.conf.task_always_eager = True
+        celery_app._pool = None
+        celery_app.amqp._producer_pool = None
+    [message] = mailoutbox
+    assert message.to == ["student@uni.example"]
