@@ -96,10 +96,15 @@ def _version(package: str) -> str | None:
 
 
 def _model_fingerprints(study: Study) -> dict:
-    """Per arm, the distinct weight, adapter and chat-template hashes its responses were generated with."""
-    seen: dict[str, set] = {}
+    """Per arm, the distinct weights its responses were generated with: base, adapter and chat-template
+    hashes, and the 4-bit loading (``quantization``, None for full precision) without the bitsandbytes
+    version, which is recorded in each response but does not change the weights."""
+    keys = ("base_sha256", "adapter_sha256", "chat_template_sha256")
+    seen: dict[str, dict] = {}
     for label, provenance in Response.objects.filter(prompt__study=study).values_list("arm__label", "provenance"):
-        seen.setdefault(label, set()).add((provenance.get("base_sha256"), provenance.get("adapter_sha256"),
-                                           provenance.get("chat_template_sha256")))
-    return {label: [dict(zip(("base_sha256", "adapter_sha256", "chat_template_sha256"), v, strict=True))
-                    for v in sorted(values, key=str)] for label, values in seen.items()}
+        quantization = provenance.get("quantization")
+        if isinstance(quantization, dict):
+            quantization = {k: v for k, v in quantization.items() if k != "bitsandbytes"}
+        row = {**{k: provenance.get(k) for k in keys}, "quantization": quantization}
+        seen.setdefault(label, {})[json.dumps(row, sort_keys=True)] = row
+    return {label: [rows[k] for k in sorted(rows)] for label, rows in seen.items()}

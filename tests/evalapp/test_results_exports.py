@@ -184,3 +184,20 @@ def test_plot_summary_matches_the_records(rated_study):
     n, total, squares = summary["raters"]["empathy"][one["rater"]]
     theirs = [r["score"] for r in records if r["scale"] == "empathy" and r["rater"] == one["rater"]]
     assert (n, total, squares) == (len(theirs), sum(theirs), sum(s * s for s in theirs))
+
+
+def test_manifest_fingerprints_tell_a_4bit_base_from_full_precision(rated_study):
+    from evalapp.exports.bundle import _model_fingerprints
+    from evalapp.models import Response
+
+    nf4 = {"method": "bitsandbytes", "bits": 4, "quant_type": "nf4", "double_quant": True,
+           "compute_dtype": "bfloat16"}
+    responses = list(Response.objects.filter(prompt__study=rated_study, arm__label="fine-tuned").order_by("id"))
+    for n, response in enumerate(responses[:3]):
+        # Two bitsandbytes versions: the same weights, so one fingerprint.
+        response.provenance = {**response.provenance, "quantization": {**nf4, "bitsandbytes": f"0.4{n % 2}.0"}}
+        response.save()
+    models = _model_fingerprints(rated_study)
+    fine_tuned = [row["quantization"] for row in models["fine-tuned"]]
+    assert len(fine_tuned) == 2 and nf4 in fine_tuned and None in fine_tuned
+    assert [row["quantization"] for row in models["baseline"]] == [None]
