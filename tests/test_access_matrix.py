@@ -29,7 +29,8 @@ from modelserver.models import Adapter, GenerationRun, PlaygroundRequest, Traini
 from raters import services as rater_services
 from raters.models import CalibrationItem, Role
 
-from .factories import ArmFactory, MembershipFactory, PromptFactory, RatingFactory, ResponseFactory, StudyFactory, UserFactory
+from .factories import (ArmFactory, MembershipFactory, PromptFactory, RatingFactory, ResponseFactory, StudyFactory,
+                        UserFactory)
 
 PERSONAS = ("anonymous", "outsider", "rater", "other_rater", "adjudicator", "owner", "coresearcher",
             "other_researcher", "staff")
@@ -108,7 +109,8 @@ ROUTES: dict[str, Row] = {
     "api_studies": Row(read=LOGGED_IN_ONLY, write=audience(*RESEARCHER_ROLE, others=FORBIDDEN), kwargs=lambda w: {},
                        json=True),
     "study_list": Row(read=LOGGED_IN_ONLY, write=LOGGED_IN_ONLY, kwargs=lambda w: {}),
-    "study_new": Row(read=audience(*RESEARCHER_ROLE, others=FORBIDDEN), write=audience(*RESEARCHER_ROLE, others=FORBIDDEN),
+    "study_new": Row(read=audience(*RESEARCHER_ROLE, others=FORBIDDEN),
+                     write=audience(*RESEARCHER_ROLE, others=FORBIDDEN),
                      kwargs=lambda w: {}),
     "staff_researchers": Row(read=audience("staff", others=FORBIDDEN), write=audience("staff", others=FORBIDDEN),
                              kwargs=lambda w: {}),
@@ -137,7 +139,8 @@ ROUTES: dict[str, Row] = {
     "api_adjudications": Row(read=audience(*RESEARCHERS, "adjudicator"),
                              write=api_refuses_method(*RESEARCHERS, "adjudicator")),
     "api_results": Row(read=audience(*RESEARCHERS), write=api_refuses_method(*RESEARCHERS)),
-    "api_export": Row(read=audience(*RESEARCHERS), write=api_refuses_method(*RESEARCHERS), kwargs=study(name=lambda w: "ratings")),
+    "api_export": Row(read=audience(*RESEARCHERS), write=api_refuses_method(*RESEARCHERS),
+                      kwargs=study(name=lambda w: "ratings")),
     # -- pages under a study
     "study_detail": Row(read=audience(*MEMBERS), write=audience(*MEMBERS)),
     "study_clone": Row(read=NOT_THIS_METHOD, write=audience(*RESEARCHERS)),
@@ -146,7 +149,7 @@ ROUTES: dict[str, Row] = {
     "study_rubric": Row(read=NOT_THIS_METHOD, write=audience(*RESEARCHERS)),
     "study_researchers": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
     # Only the owner adds co-researchers: a co-researcher knows the study, so the refusal is a 403.
-    "study_researcher_change": Row(read=NOT_THIS_METHOD, write=audience("owner", others=NOT_FOUND) | {"coresearcher": FORBIDDEN},
+    "study_researcher_change": Row(read=NOT_THIS_METHOD, write=audience("owner") | {"coresearcher": FORBIDDEN},
                                    data=lambda w: {"email": "nobody@example.org"}),
     "arm_add": Row(read=NOT_THIS_METHOD, write=audience(*RESEARCHERS)),
     "generation_start": Row(read=NOT_THIS_METHOD, write=audience(*RESEARCHERS)),
@@ -176,7 +179,8 @@ ROUTES: dict[str, Row] = {
     "results_json": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
     "results_plot": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS),
                         kwargs=study(name=lambda w: "distributions", fmt=lambda w: "svg")),
-    "export_csv": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS), kwargs=study(name=lambda w: "ratings")),
+    "export_csv": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS),
+                      kwargs=study(name=lambda w: "ratings")),
     "export_zip": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
     # -- raters' pages: the rater of this study only
     "consent": Row(read=audience("rater"), write=audience("rater")),
@@ -316,7 +320,8 @@ def build_world() -> dict:
                                                    out_dir="/nonexistent", status="failed")
     w["adapter"] = Adapter.objects.create(name="a", created_by=w["owner"], training_run=w["training_run"],
                                           path="/nonexistent", base_ref="bundled", base_sha256="0" * 64,
-                                          adapter_sha256="0" * 64)
+                                          adapter_sha256="0" * 64, train_losses=[[1, 2.0]],
+                                          loss_curve=[{"step": 1, "val_loss": 2.1}])
     w["playground"] = PlaygroundRequest.objects.create(study=a, created_by=w["owner"],
                                                        messages=[{"role": "user", "content": "Hi"}])
     _, w["token"] = rater_services.invitation_create(study=a, created_by=w["owner"], role=Role.RATER)
@@ -418,14 +423,13 @@ def test_objects_of_another_study_are_hidden(world, db, name, kind):
     """Study A's runs, arms, items and raters under study B's URL, asked for by who holds the same role
     in B (B's owner, or B's rater on a rater's page): 404, as for an id that does not exist."""
     row = ROUTES[name]
-    if row.read["rater"] == OK or row.write["rater"] == OK:
-        persona = "other_rater"
-    else:
-        persona = "other_researcher"
+    # B's rater stands in for A's rater on a rater's route, B's owner for A's owner on any other.
+    raters_route = OK in (row.read["rater"], row.write["rater"])
+    in_a, persona = ("rater", "other_rater") if raters_route else ("owner", "other_researcher")
     url = url_of(name, row, world, study_id=world["other_study"].id)
     response = send(world, persona, name, row, kind, url=url)
-    allowed_in_own_study = getattr(row, kind)["rater" if persona == "other_rater" else "owner"] == OK
-    expected = NOT_FOUND if allowed_in_own_study else getattr(row, kind)["rater" if persona == "other_rater" else "owner"]
+    # Where A's own member is let in, B's gets 404; where A's is refused the method, so is B's.
+    expected = NOT_FOUND if getattr(row, kind)[in_a] == OK else getattr(row, kind)[in_a]
     assert outcome(response) == expected, (f"{name} ({kind}) as {persona} with study A's "
                                            f"{', '.join(row.objects)} under study B: got {response.status_code}")
 
