@@ -45,6 +45,10 @@ RESEARCHER_ROLE = ("owner", "coresearcher", "other_researcher")  # may create st
 
 CSRF_SECRET = "a" * 32  # the csrftoken cookie's secret; the same value in the header passes Django's check
 GHOST_STUDY_ID = 10**9
+# Raters of study A who withdrew ("they see nothing more", raters.services.consent_withdraw: they stand
+# where an outsider stands), or whom its researcher excluded (turned away from rating, free to withdraw).
+FORMER_RATERS = ("withdrawn_rater", "excluded_rater")
+RATING_ROUTES = ("rate", "rate_submit", "api_rating_next", "api_rating_submit")
 
 
 def audience(*allowed, others=NOT_FOUND, anonymous=LOGIN) -> dict:
@@ -271,7 +275,7 @@ def world(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock(), transaction.atomic():
         w = build_world()
         w["sessions"] = {}
-        for persona in LOGGED_IN:
+        for persona in (*LOGGED_IN, *FORMER_RATERS):
             client = Client()
             client.force_login(w[persona])
             w["sessions"][persona] = client.cookies[settings.SESSION_COOKIE_NAME].value
@@ -293,6 +297,9 @@ def build_world() -> dict:
     MembershipFactory(study=a, user=w["rater"], role=Role.RATER)
     MembershipFactory(study=a, user=w["adjudicator"], role=Role.ADJUDICATOR)
     MembershipFactory(study=b, user=w["other_rater"], role=Role.RATER)
+    for name in FORMER_RATERS:
+        w[name] = user(name)
+        MembershipFactory(study=a, user=w[name], role=Role.RATER)
     for s in (a, b):
         arms = [ArmFactory(study=s, label="fine-tuned"), ArmFactory(study=s, label="baseline")]
         for prompt in PromptFactory.create_batch(2, study=s):
@@ -305,12 +312,14 @@ def build_world() -> dict:
                                        response_text="Yes.", references={"empathy": 5, "fluency": 5},
                                        rationale="r", created_by=s.owner, use_as_gold=True)
         version = rater_services.consent_publish(study=s, text="Consent.", withdrawal_policy="exclude")
-        rater = w["rater"] if s is a else w["other_rater"]
-        rater_services.consent_accept(study=s, user=rater, version=version)
+        for rater in [w["rater"], *(w[name] for name in FORMER_RATERS)] if s is a else [w["other_rater"]]:
+            rater_services.consent_accept(study=s, user=rater, version=version)
     w["arm"] = a.arms.order_by("id").first()
     w["calibration_item"] = a.calibration_items.get()
     rater_services.study_open_for_rating(study=a)
     rater_services.study_open_for_rating(study=b)
+    rater_services.consent_withdraw(study=a, user=w["withdrawn_rater"])
+    rater_services.rater_exclude(study=a, rater=w["excluded_rater"], reason="careless", actor=w["owner"])
     # The rater's first item, and one response of A already rated (what adjudication pages show).
     w["assigned"] = a.assignments.filter(rater=w["rater"], response__isnull=False).order_by("position").first().response
     w["rated"] = Response.objects.filter(prompt__study=a).exclude(id=w["assigned"].id).order_by("id").first()
@@ -413,6 +422,24 @@ def test_a_hidden_study_answers_as_a_missing_one(world, db, name, persona, kind)
     ghost = send(world, persona, name, row, kind, url=url_of(name, row, world, study_id=GHOST_STUDY_ID))
     assert (real.status_code, outcome(real)) == (ghost.status_code, outcome(ghost)), (
         f"{name} ({kind}) as {persona}: study A answers {real.status_code}, a missing study {ghost.status_code}")
+
+
+WITHDRAWN_CASES = [(n, k) for n in STUDY_ROUTES for k in ("read", "write")]
+
+
+@pytest.mark.parametrize(("name", "kind"), WITHDRAWN_CASES, ids=[f"{n}-{k}" for n, k in WITHDRAWN_CASES])
+def test_a_withdrawn_rater_is_an_outsider(world, db, name, kind):
+    row = ROUTES[name]
+    got = outcome(send(world, "withdrawn_rater", name, row, kind))
+    expected = getattr(row, kind)["outsider"]
+    assert got == expected, f"{name} ({kind}) as a withdrawn rater: expected {expected} as an outsider gets, got {got}"
+
+
+def test_an_excluded_rater_rates_no_more_but_may_withdraw(world, db):
+    got = {(name, kind): outcome(send(world, "excluded_rater", name, ROUTES[name], kind))
+           for name in RATING_ROUTES for kind in ("read", "write") if getattr(ROUTES[name], kind)["rater"] == OK}
+    assert set(got.values()) == {NOT_FOUND}, got
+    assert outcome(send(world, "excluded_rater", "withdraw", ROUTES["withdraw"], "write")) == OK
 
 
 OBJECT_CASES = [(n, k) for n, row in ROUTES.items() if row.objects for k in ("read", "write")]
