@@ -359,8 +359,8 @@ def url_of(name, row, w, **override) -> str:
 def send(w, persona, name, row, kind, url=None):
     client = client_for(w, persona)
     url = url or url_of(name, row, w)
-    if kind == "read":
-        return client.get(url)
+    if kind in ("read", "head", "options"):
+        return getattr(client, "get" if kind == "read" else kind)(url)
     data = row.data(w) if row.data else {}
     if row.json:
         return getattr(client, row.method)(url, data, content_type="application/json")
@@ -412,6 +412,7 @@ def test_access(world, db, name, persona, kind):
 STUDY_ROUTES = [name for name, (path, _) in url_conf_routes().items() if "<int:study_id>" in path and name in ROUTES]
 HIDDEN_FROM = ("outsider", "other_rater", "other_researcher", "staff")
 GHOST_CASES = [(n, p, k) for n in STUDY_ROUTES for p in HIDDEN_FROM for k in ("read", "write")]
+GHOST_CASES += [(n, "outsider", k) for n in STUDY_ROUTES for k in ("head", "options")]  # the other methods
 
 
 @pytest.mark.parametrize(("name", "persona", "kind"), GHOST_CASES, ids=[f"{n}-{p}-{k}" for n, p, k in GHOST_CASES])
@@ -422,6 +423,7 @@ def test_a_hidden_study_answers_as_a_missing_one(world, db, name, persona, kind)
     ghost = send(world, persona, name, row, kind, url=url_of(name, row, world, study_id=GHOST_STUDY_ID))
     assert (real.status_code, outcome(real)) == (ghost.status_code, outcome(ghost)), (
         f"{name} ({kind}) as {persona}: study A answers {real.status_code}, a missing study {ghost.status_code}")
+    assert outcome(real) in (NOT_FOUND, NO_METHOD), f"{name} ({kind}) as {persona}: {real.status_code}"
 
 
 WITHDRAWN_CASES = [(n, k) for n in STUDY_ROUTES for k in ("read", "write")]
