@@ -22,7 +22,7 @@ from modelserver.models import GenerationRun
 from modelserver.services import generation_run_create
 from raters import selectors as rater_selectors
 from raters import services as rater_services
-from raters.access import get_study_for, studies_for
+from raters.access import ALL_ROLES, get_study_for, studies_for
 from raters.models import Role
 
 from . import serializers as s
@@ -110,6 +110,12 @@ class _StudyScoped:
     pagination_class = Pagination
     filter_backends = [StrictFilterBackend]
 
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        # The study before the method and the body: whoever may not see it gets 404 for every request under
+        # it, as the pages do, never a 405 or a 400 answered before the access check was reached.
+        self.study()
+
     def study(self) -> Study:
         if not hasattr(self, "_study"):
             self._study = get_study_for(self.request.user, self.kwargs["study_id"], roles=self.study_roles)
@@ -161,11 +167,12 @@ class StudyRubric(_StudyScoped, APIView):
         return ApiResponse({"criteria": criteria})
 
 
-class StudyDetail(generics.RetrieveAPIView):
+class StudyDetail(_StudyScoped, generics.RetrieveAPIView):
     serializer_class = s.StudySerializer
+    study_roles = ALL_ROLES
 
     def get_object(self):
-        return get_study_for(self.request.user, self.kwargs["study_id"])
+        return self.study()
 
 
 class StudyClone(_StudyScoped, APIView):

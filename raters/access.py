@@ -1,7 +1,10 @@
 """The only way a view fetches a study or its rows for a user.
 
 A study the user has no role in is answered with 404, never 403, so that
-study ids don't leak to outsiders.
+study ids don't leak to outsiders. A rater who withdrew has no role left: they
+see nothing more of the study (raters.services.consent_withdraw). An excluded
+rater keeps theirs, so that they can still withdraw; the rating pages turn them
+away (raters.views._gate).
 """
 
 from collections.abc import Iterable
@@ -16,11 +19,15 @@ from .models import Role, StudyMembership
 ALL_ROLES = (Role.RESEARCHER, Role.RATER, Role.ADJUDICATOR)
 
 
+def _memberships(user) -> QuerySet[StudyMembership]:
+    return StudyMembership.objects.filter(user=user, withdrawn_at__isnull=True)
+
+
 def studies_for(user, roles: Iterable[str] = ALL_ROLES) -> QuerySet[Study]:
     if not user.is_authenticated:
         return Study.objects.none()
     roles = list(roles)
-    member_of = StudyMembership.objects.filter(user=user, role__in=roles).values("study_id")
+    member_of = _memberships(user).filter(role__in=roles).values("study_id")
     condition = Q(id__in=member_of)
     if Role.RESEARCHER in roles:
         condition |= Q(owner=user)
@@ -30,7 +37,7 @@ def studies_for(user, roles: Iterable[str] = ALL_ROLES) -> QuerySet[Study]:
 def roles_in(user, study: Study) -> set[str]:
     if not user.is_authenticated:
         return set()
-    roles = set(StudyMembership.objects.filter(user=user, study=study).values_list("role", flat=True))
+    roles = set(_memberships(user).filter(study=study).values_list("role", flat=True))
     if study.owner_id == user.id:
         roles.add(Role.RESEARCHER)
     return roles

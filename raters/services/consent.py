@@ -53,5 +53,11 @@ def consent_withdraw(*, study: Study, user) -> str:
         Assignment.objects.filter(study=study, rater=user).delete()
     else:
         Assignment.objects.filter(study=study, rater=user, completed_at__isnull=True).delete()
-    design_rebalance(study=study)
+    try:
+        with transaction.atomic():
+            design_rebalance(study=study)
+    except RatingError as exc:
+        # Withdrawing is the rater's right and never waits on the design: when the raters left cannot cover
+        # it, they keep their queues and the shortfall is on record for the researcher, who adds raters.
+        audit(study=study, actor=user, action="design.rebalance_refused", obj=study, after={"reason": exc.message})
     return policy

@@ -56,6 +56,21 @@ def test_access_matrix(api, personas, study, persona):
             assert api.post(reverse(name, kwargs={"study_id": study.id}), data).status_code == 404
 
 
+def test_a_hidden_study_is_404_whatever_the_method_or_body(api, personas, study):
+    """The study is looked up before the body is validated and before the method is checked: a
+    non-member's malformed PUT or a POST to a read-only endpoint was a 400 or a 405, not a 404."""
+    api.force_authenticate(personas["outsider"])
+    rubric = reverse("api_study_rubric", kwargs={"study_id": study.id})
+    assert api.put(rubric, {}, format="json").status_code == 404
+    runs = reverse("api_generation_runs", kwargs={"study_id": study.id})
+    assert api.post(runs, {"seed": "x"}, format="json").status_code == 404
+    for name in ("api_study", "api_prompts", "api_results"):
+        assert api.post(reverse(name, kwargs={"study_id": study.id}), {}).status_code == 404, name
+    api.force_authenticate(personas["researcher"])
+    assert api.put(rubric, {}, format="json").status_code == 400
+    assert api.post(reverse("api_prompts", kwargs={"study_id": study.id}), {}).status_code == 405
+
+
 def test_anonymous_is_refused(api, study):
     assert api.get(reverse("api_studies")).status_code in (401, 403)
     assert api.get(reverse("api_study", kwargs={"study_id": study.id})).status_code in (401, 403)

@@ -8,13 +8,13 @@ from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
 
-from evalapp.models import Rating, Study
+from evalapp.models import AuditEvent, Rating, Study
 from raters import services
 from raters.models import Assignment, CalibrationItem, Consent, Invitation, RatingRevision, Role, StudyMembership
 from raters.selectors import next_item, rater_status
 from raters.services import RatingError, Submission
 
-from ..factories import MembershipFactory, PromptFactory, ResponseFactory, UserFactory, log_in, score_of
+from ..factories import ArmFactory, MembershipFactory, PromptFactory, ResponseFactory, UserFactory, log_in, score_of
 from .conftest import add_rater
 
 pytestmark = pytest.mark.django_db
@@ -218,6 +218,27 @@ def test_withdrawal_follows_the_stated_policy(client, rating_study, policy):
     # The others now cover every response k times between them.
     active = Assignment.objects.filter(rater__in=raters[1:]).values_list("response_id", flat=True)
     assert set(Counter(active).values()) == {2}
+
+
+def test_withdrawal_stands_when_the_raters_left_cannot_cover_the_design(client, study):
+    """One prompt, two arms, one rating each, two raters: once one withdraws, the other would get both
+    replies to one prompt back to back, which no design allows. The withdrawal is the rater's right and
+    stands anyway (it was a 500, and rolled back)."""
+    prompt = PromptFactory(study=study)
+    for label in ("fine-tuned", "baseline"):
+        ResponseFactory(prompt=prompt, arm=ArmFactory(study=study, label=label))
+    study.ratings_per_response, study.gold_rate = 1, 0
+    study.save()
+    services.consent_publish(study=study, text="Consent.", withdrawal_policy="exclude")
+    raters = [add_rater(study, f"r{i}") for i in range(2)]
+    services.study_open_for_rating(study=study)
+    client.force_login(raters[0])
+    assert client.post(reverse("withdraw", args=[study.id])).status_code == 302
+    membership = StudyMembership.objects.get(study=study, user=raters[0], role=Role.RATER)
+    assert membership.withdrawn_at is not None
+    assert not Assignment.objects.filter(rater=raters[0], completed_at__isnull=True).exists()
+    assert AuditEvent.objects.filter(study=study, action="design.rebalance_refused").exists()
+    assert Assignment.objects.filter(rater=raters[1], completed_at__isnull=True).exists()  # their queue stays
 
 
 def test_late_joiner_rebalances_keeping_what_was_rated(rating_study):
