@@ -15,3 +15,6 @@ def trivial(request):
 
 
 urlpatterns = [path("trivial/", trivial), path("", include("evalapp.urls"))]
+
+# The site's own answer to an exception (503 while the database is unreachable).
+handler500 = "evalapp.views.errors.server_error"
