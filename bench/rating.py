@@ -27,12 +27,10 @@ import django  # noqa: E402
 django.setup()
 
 from django.contrib.auth import get_user_model  # noqa: E402
-from django.contrib.auth.decorators import login_required  # noqa: E402
 from django.db import connection  # noqa: E402
-from django.http import HttpResponse  # noqa: E402
 from django.test import Client, override_settings  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
-from django.urls import include, path, reverse  # noqa: E402
+from django.urls import reverse  # noqa: E402
 
 from bench.testdb import throwaway_database  # noqa: E402
 from evalapp import services as study_services  # noqa: E402
@@ -40,14 +38,6 @@ from evalapp.models import Arm, Prompt, Response, Score, Study  # noqa: E402
 from raters import services  # noqa: E402
 from raters.models import Assignment, Consent, Role, StudyMembership  # noqa: E402
 from raters.selectors import next_item  # noqa: E402
-
-
-@login_required
-def trivial(request):
-    return HttpResponse("ok")
-
-
-urlpatterns = [path("trivial/", trivial), path("", include("evalapp.urls"))]
 
 
 def build_study(n_responses: int, n_raters: int, tag: str) -> tuple[Study, list]:
@@ -117,7 +107,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200)
     args = parser.parse_args()
 
-    with throwaway_database(), override_settings(ROOT_URLCONF=__name__, DEBUG=False):
+    with throwaway_database(), override_settings(ROOT_URLCONF="bench.floor", DEBUG=False):
         t0 = time.perf_counter()
         big, big_raters = build_study(args.responses, args.raters, "big")
         build_s = time.perf_counter() - t0

@@ -3,16 +3,19 @@
 The rows are evalapp.exports.tables' (the ratings export) and the statistics are evalapp.analysis
 (pure), so what the results page shows is recomputable from the exported CSV. The plots' summary
 is computed and cached with the results, so a page showing four plots reads the ratings once.
+The cache only saves time: with Redis stopped the results are computed every time, not refused.
 """
 
 import hashlib
 import json
+import logging
 from collections import defaultdict
 from itertools import combinations
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Max
+from redis.exceptions import RedisError
 
 from raters.models import StudyMembership
 
@@ -21,6 +24,8 @@ from .analysis import analyze_long
 from .text_report import length_score_points, text_report
 from .exports.tables import analysis_records, rating_rows
 from .models import Adjudication, Rating, SafetyDecision, Study
+
+logger = logging.getLogger(__name__)
 
 N_BOOT = 2000
 
@@ -47,7 +52,11 @@ def plot_inputs(study: Study) -> tuple[dict, dict]:
 
 def _computed(study: Study, n_boot: int) -> dict:
     key = f"computed:{study.id}:{_fingerprint(study)}:{n_boot}"
-    cached = cache.get(key)
+    try:
+        cached = cache.get(key)
+    except RedisError as exc:
+        logger.warning("Results cache unavailable, computing without it: %s", exc)
+        cached = None
     if cached is not None:
         return cached
     records = analysis_records(rating_rows(study))
@@ -57,7 +66,10 @@ def _computed(study: Study, n_boot: int) -> dict:
     scored = [r for r in records if r["level"] != "nominal"]  # option indices don't correlate with length
     entry["results"]["text"] = text_report(study, scored)
     entry["plots"]["length_score"] = length_score_points(study, scored)
-    cache.set(key, entry, 3600)
+    try:
+        cache.set(key, entry, 3600)
+    except RedisError as exc:
+        logger.warning("Results cache unavailable, not saving: %s", exc)
     return entry
 
 

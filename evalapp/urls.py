@@ -6,6 +6,9 @@ from django.views.generic import RedirectView
 
 from .views import adjudication, generation, health, playground, results, studies, training
 
+# Any exception that escapes a page; a database that cannot be reached answers 503 (views/errors.py).
+handler500 = "evalapp.views.errors.server_error"
+
 # Every page below lives under /studies/<study_id>/ and takes study_id first.
 study_pages = [
     path("", studies.study_detail, name="study_detail"),

@@ -13,6 +13,12 @@ Where a message goes:
   for all the jobs queued together (a run's chunks), one after another, so a page can poll their
   progress instead of hanging and the web process never generates two chunks at once;
 - otherwise (the test suite): run at once, exceptions propagating.
+
+A broker that does not answer (Redis stopped) is found before the job is written: the check runs inside
+the creating transaction, so the service fails with QueueUnavailable (503) and rolls back, rather than
+leaving a job that no message will ever run. If Redis stops between that check and the publish after
+commit, the job stays QUEUED and becomes resumable after a lease (LeasedJob._resumable), and the caller
+hears so.
 """
 
 import contextlib
@@ -24,6 +30,9 @@ import threading
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
+from kombu.exceptions import OperationalError
+
+from evalapp.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +43,12 @@ TRAIN_ADAPTER = "modelserver.train_adapter"
 DEFAULT_QUEUE = "gpu"
 
 _inline = contextvars.ContextVar("modelserver_dispatch_inline", default=False)
+
+
+class QueueUnavailable(ServiceError):
+    """The broker does not answer: nothing can be queued now."""
+
+    status = 503
 
 
 @contextlib.contextmanager
@@ -71,7 +86,21 @@ def queue_all_after_commit(task_name: str, jobs: list[tuple[int, str | None]]) -
     jobs = list(jobs)
     in_line = _inline.get()  # read now: the commit may come after the block has ended
     if jobs:
+        if not settings.CELERY_TASK_ALWAYS_EAGER:
+            check_broker()
         transaction.on_commit(lambda: _send(task_name, jobs, in_line))
+
+
+def check_broker() -> None:
+    """Raise QueueUnavailable unless the broker answers now (a fresh connection, no retries: a pooled one
+    may still look connected to a Redis that has stopped)."""
+    try:
+        with current_app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=0)
+    except OperationalError as exc:
+        logger.error("The broker does not answer: %s", exc)
+        raise QueueUnavailable("The job queue is unavailable (the broker does not answer), so nothing was "
+                               "queued or saved. Try again once it is back.") from exc
 
 
 def resume(model, job_id: int, task_name: str, queue: str | None = None) -> bool:
@@ -86,9 +115,15 @@ def resume(model, job_id: int, task_name: str, queue: str | None = None) -> bool
 def _send(task_name: str, jobs: list[tuple[int, str | None]], in_line: bool) -> None:
     task = current_app.tasks[task_name]
     if not settings.CELERY_TASK_ALWAYS_EAGER:
-        for job_id, queue in jobs:
-            # An explicit queue wins over CELERY_TASK_ROUTES.
-            task.apply_async(args=(job_id,), queue=queue)
+        for sent, (job_id, queue) in enumerate(jobs):
+            try:
+                # An explicit queue wins over CELERY_TASK_ROUTES.
+                task.apply_async(args=(job_id,), queue=queue)
+            except OperationalError as exc:
+                logger.error("The broker stopped answering after %d of %d messages of %s: %s", sent, len(jobs),
+                             task_name, exc)
+                raise QueueUnavailable("The job queue stopped answering as the job was queued: it is saved, and "
+                                       "can be resumed once the queue is back.") from exc
     elif in_line:
         for job_id, _ in jobs:
             # throw=False: a retry then runs again here, as a worker would run it, instead of escaping.

@@ -15,6 +15,7 @@ the one rule for a message:
 import logging
 
 from celery import shared_task
+from django.conf import settings
 
 from modelserver.inference.errors import TransientGenerationError
 
@@ -33,7 +34,8 @@ _GPU_TASK = {
     "reject_on_worker_lost": True,
     # Only errors that may go away (CUDA out of memory, a lost device); never every exception.
     "autoretry_for": (TransientGenerationError,),
-    "retry_backoff": 30,
+    # Seconds before the first retry, doubling each time (with jitter); JOB_RETRY_BACKOFF_SECONDS.
+    "retry_backoff": settings.JOB_RETRY_BACKOFF_SECONDS,
     "retry_jitter": True,
     "max_retries": 3,
 }

@@ -180,6 +180,9 @@ GENERATION_LEASE_SECONDS = env_int("GENERATION_LEASE_SECONDS", 1800)
 RESULTS_MIXED_MODEL_MAX_PROMPTS = env_int("RESULTS_MIXED_MODEL_MAX_PROMPTS", 300)
 # Where training runs write adapters and checkpoints.
 EMPATHEVAL_ADAPTER_DIR = env_str("EMPATHEVAL_ADAPTER_DIR", str(VAR_DIR / "adapters"))
+# A job's transient error (CUDA out of memory) is retried after this many seconds, doubling each try
+# (with jitter), up to 3 retries; then the job fails and can be resumed.
+JOB_RETRY_BACKOFF_SECONDS = env_int("JOB_RETRY_BACKOFF_SECONDS", 30)
 # Every worker writes its heartbeat row this often (modelserver.heartbeats); two missed beats and it counts
 # as silent on /healthz and the study page.
 WORKER_HEARTBEAT_SECONDS = env_int("WORKER_HEARTBEAT_SECONDS", 30)
@@ -196,7 +199,10 @@ GENERATION_QUEUES = env_str_map("GENERATION_QUEUES", {})
 
 # Results are cached (keyed by the study's latest rating and decision); shared through Redis when there is one.
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    # Short socket timeouts: a Redis host that stopped answering must not hold the results page for
+    # long (evalapp.results computes without the cache then).
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2}}
     if REDIS_URL
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 }

@@ -35,21 +35,27 @@ def broker(settings):
     url = settings.TEST_REDIS_URL
     client = redis.Redis.from_url(url)
     client.flushdb()
-    if celery_app.conf.broker_url != url:
-        # The producer pool is bound to the broker URL it was first built with;
-        # this process has published nothing yet (tasks were eager), so drop it.
-        celery_app.conf.broker_url = url
-        celery_app._pool = None
-        celery_app.amqp._producer_pool = None
-    celery_app.conf.task_always_eager = False
-    settings.CELERY_TASK_ALWAYS_EAGER = False
+    use_broker(url, settings)
     yield url
     celery_app.conf.task_always_eager = True
     client.flushdb()
 
 
+def use_broker(url: str, settings) -> None:
+    """Publish this process's tasks to the broker at `url`, as the web process of a site with Redis does."""
+    if celery_app.conf.broker_url != url:
+        # The producer pool is bound to the broker URL it was first built with: drop it.
+        celery_app.conf.broker_url = url
+        celery_app._pool = None
+        celery_app.amqp._producer_pool = None
+    celery_app.conf.task_always_eager = False
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+
+
 class Worker:
-    def __init__(self, broker_url: str, tmp_path, visibility_timeout: int = 4, lease: int = 3, queues: str = "gpu"):
+    def __init__(self, broker_url: str, tmp_path, visibility_timeout: int = 4, lease: int = 3, queues: str = "gpu",
+                 app: str = "evalapp", env: dict | None = None):
+        self.app = app
         self.name = f"itest-{uuid.uuid4().hex[:8]}@%h"
         self.queues = queues
         db = connection.settings_dict
@@ -66,6 +72,7 @@ class Worker:
             "HF_HUB_OFFLINE": "1",
             # One thread each: two workers on a small machine would otherwise fight over every core.
             "OMP_NUM_THREADS": "1",
+            **(env or {}),
         }
         self.log_path = tmp_path / f"worker-{uuid.uuid4().hex[:6]}.log"
         self.process = None
@@ -73,7 +80,7 @@ class Worker:
     def start(self):
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "evalapp", "worker", "-Q", self.queues, "--pool", "solo",
+            [sys.executable, "-m", "celery", "-A", self.app, "worker", "-Q", self.queues, "--pool", "solo",
              "--concurrency", "1", "-n", self.name, "--without-gossip", "--without-mingle", "--without-heartbeat",
              "-l", "info"],
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
