@@ -17,9 +17,10 @@ from urllib.parse import urljoin, urlparse
 import pytest
 from django.contrib.staticfiles import finders
 
+from evalapp.models import Study
 from modelserver.models import Adapter
 from raters import services
-from raters.models import Assignment, Role
+from raters.models import Assignment, CalibrationItem, GoldAnswer, Role
 
 from ..factories import ArmFactory, MembershipFactory, PromptFactory, ResponseFactory, StudyFactory, UserFactory
 
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.django_db
 URL_ATTRS = re.compile(r"^(href|src|action|formaction|hx-[a-z]+|data-[a-z-]+)$")
 # Never followed: they end the session or the rater's part in the study (then nothing more is reachable).
 NOT_FOLLOWED = ("/accounts/logout", "/withdraw/")
+RATE_ACTION = re.compile(r"/studies/\d+/rate/[\w-]+/$")  # a rating form: the test's own loop fills these
 
 
 def secret(kind: str) -> str:
@@ -55,13 +57,16 @@ class Page(HTMLParser):
             kind = attrs.get("type", "text")
             if kind == "radio":
                 form["choices"].setdefault(name, []).append(attrs.get("value", "on"))
+            elif kind == "checkbox":
+                form.setdefault("checks", {})[name] = attrs.get("value", "on")
             elif kind in ("hidden", "text", "number") or tag == "textarea":
                 form["fields"].setdefault(name, attrs.get("value", ""))
 
 
-def filled(form: dict, choice: int) -> dict:
-    """The form as a rater fills it: the `choice`-th answer of every question (not "not sure")."""
-    data = dict(form["fields"])
+def filled(form: dict, choice: int, tick: bool = False) -> dict:
+    """The form as a rater fills it: the `choice`-th answer of every question (not "not sure"), and
+    every box ticked with `tick` (consent's "I agree"; a rating's "unsafe" box stays clear)."""
+    data = dict(form["fields"], **(form.get("checks", {}) if tick else {}))
     data.pop("skip_reason", None)
     for name, values in form["choices"].items():
         answers = [v for v in values if v != "not_sure"] or values
@@ -92,8 +97,13 @@ def open_study(db):
                             provenance={"base_sha256": adapter.base_sha256, "adapter_sha256": adapter.adapter_sha256,
                                         "adapter": adapter.name, "base_model": adapter.base_ref, "seed": 7})
     services.consent_publish(study=study, text="Please rate honestly.", withdrawal_policy="exclude")
+    # Calibration first (the crawl answers it through its form), then gold items hidden among the real ones.
+    for use_as_gold in (False, True):
+        CalibrationItem.objects.create(
+            study=study, messages=[{"role": "user", "content": "I failed my exam."}], response_text="That is hard.",
+            references={"empathy": 1, "fluency": 1}, rationale="r", created_by=owner, use_as_gold=use_as_gold)
+    Study.objects.filter(id=study.id).update(gold_rate=0.2)
     rater = MembershipFactory(study=study, user=UserFactory(username="crawling-rater"), role=Role.RATER).user
-    services.consent_accept(study=study, user=rater, version=study.consent_versions.first())
     services.study_open_for_rating(study=study)
     study.refresh_from_db()
     terms = set()
@@ -111,10 +121,12 @@ class Crawl:
         self.urls: set[str] = set()
         self.forms: dict[str, dict] = {}  # action -> form, the last seen
         self.queue: list[str] = []
+        self.pending: list[tuple[str, dict]] = []  # POST forms found, to submit once each
+        self.posted: set[str] = set()
 
-    def visit(self, method: str, url: str, data=None, **extra):
+    def visit(self, method: str, url: str, data=None, fresh: bool = False, hops: int = 0, **extra):
         key = (method, url, json.dumps(data, sort_keys=True))
-        if key in self.seen:
+        if key in self.seen and not fresh:
             return None
         self.seen.add(key)
         response = getattr(self.client, method)(url, data, **extra) if data is not None else \
@@ -125,7 +137,15 @@ class Crawl:
         body = b"".join(response.streaming_content) if response.streaming else response.content
         self.bodies.append((where, f"{headers}\n{cookies}\n\n{body.decode('utf-8', 'replace')}"))
         if response.status_code in (301, 302, 303, 307, 308):
-            self.follow(url, response["Location"])
+            if method == "post" or fresh:
+                # After a post the pages it leads to are in a new state: the browser fetches them again.
+                target = urlparse(urljoin(url, response["Location"]))
+                assert hops < 5, f"a redirect loop at {url}"
+                if target.netloc in ("", "testserver"):
+                    self.visit("get", target.path + (f"?{target.query}" if target.query else ""), fresh=True,
+                               hops=hops + 1)
+            else:
+                self.follow(url, response["Location"])
         content_type = response.get("Content-Type", "")
         text = body.decode("utf-8", "replace")
         if "html" in content_type:
@@ -138,6 +158,8 @@ class Crawl:
                 self.forms[action] = form
                 if form["method"] == "get":
                     self.follow(url, action)
+                elif not RATE_ACTION.search(action) and not any(s in action for s in NOT_FOLLOWED):
+                    self.pending.append((action, form))
         elif "javascript" in content_type or url.endswith(".js"):
             for found in re.findall(r"""["'`](/[\w/.-]*)["'`]""", text):
                 self.follow(url, found)
@@ -157,7 +179,15 @@ class Crawl:
             self.queue.append(path)
 
     def run(self, limit: int = 200):
-        while self.queue and len(self.seen) < limit:
+        while (self.queue or self.pending) and len(self.seen) < limit:
+            if not self.queue:
+                action, form = self.pending.pop(0)
+                data = filled(form, 0, tick=True)
+                key = json.dumps([action, sorted(form["fields"].items())])
+                if key not in self.posted:
+                    self.posted.add(key)
+                    self.visit("post", urlparse(action).path, data)
+                continue
             url = self.queue.pop(0)
             response = self.visit("get", url)
             if response is not None and response.status_code == 404 and url.startswith("/static/"):
@@ -181,32 +211,34 @@ def test_a_rater_crawling_everything_learns_nothing_of_the_arms(client, open_stu
                     "/api/studies/", f"/api/studies/{study.id}/", f"/api/studies/{study.id}/rating/next/",
                     "/api/schema/", "/api/docs/", "/api/presets/"]
     crawl.run()
+    # The crawl consented and passed calibration through the pages' forms, as a rater does.
+    assert rater.consents.filter(study=study).exists() and rater.calibration_attempts.filter(passed=True).exists()
 
     # Rate the whole queue through the pages' own forms, crawling each state; note the order items came in.
     served, arm_of = [], {r.public_id: r.arm_id for a in arms for r in a.responses.all()}
     first_form = None
+    rate = f"/studies/{study.id}/rate/"
     for step in range(Assignment.objects.filter(rater=rater).count()):
-        body = crawl.last(f"GET /studies/{study.id}/rate/ ")
-        public_id = item_on(body)
+        crawl.visit("get", rate, fresh=True)
+        crawl.visit("get", f"/api/studies/{study.id}/rating/next/", fresh=True)
+        crawl.run()
+        public_id = item_on(crawl.last(f"GET {rate} "))
         assert public_id, f"no rating form at step {step}"
         served.append(public_id)
-        action = f"/studies/{study.id}/rate/{public_id}/"
-        form = crawl.forms[f"http://testserver{action}" if f"http://testserver{action}" in crawl.forms else action] \
-            if any(k.endswith(action) for k in crawl.forms) else None
-        form = form or next(f for k, f in crawl.forms.items() if k.endswith(action))
+        action = f"{rate}{public_id}/"
+        form = next(f for k, f in crawl.forms.items() if urlparse(k).path == action)
         first_form = first_form or (action, form)
         # Every other item through the no-reload path, as rate.js posts it; the fragment is crawled too.
         headers = {"X-Requested-With": "fetch"} if step % 2 else {}
         crawl.visit("post", action, filled(form, step), headers=headers)
-        crawl.seen.discard(("get", f"/studies/{study.id}/rate/", "null"))
-        crawl.queue.append(f"/studies/{study.id}/rate/")
         crawl.run()
-    done = crawl.last(f"GET /studies/{study.id}/rate/ ")
+    crawl.visit("get", rate, fresh=True)
+    done = crawl.last(f"GET {rate} ")
     assert "All done" in done
     # A revision of the first rating (another answer), then the API's view of a finished queue.
     crawl.visit("post", first_form[0], filled(first_form[1], 1))
     crawl.visit("get", f"/api/studies/{study.id}/rating/next/?after=done")
-    assert study.ratings_per_response and rater.ratings.count() == 12
+    assert rater.ratings.count() == 12 and GoldAnswer.objects.filter(assignment__rater=rater).exists()
     assert rater.ratings.filter(revisions__isnull=False).exists()
 
     # Error pages a rater can trigger: a 404, a 403 (a researcher's page), a 400 (a bad rating), a bad API call.
