@@ -11,8 +11,12 @@ from django.db.models import ForeignKey, OneToOneField
 from django.urls import reverse
 from django.utils import timezone
 
+from django.core.cache import cache
+
+from evalapp import results
 from evalapp.errors import ServiceError
 from evalapp.models import AuditEvent, Study
+from evalapp.results import N_BOOT, study_results
 from evalapp.services import arm_create, study_delete
 from modelserver.models import Adapter, GenerationRun, RunStatus, TrainingRun
 from raters.models import Role
@@ -90,12 +94,15 @@ def test_deleting_a_study_leaves_nothing_of_it_and_touches_nothing_else(two_stud
         "evalapp.Score", "raters.GoldAnswer", "raters.Invitation", "modelserver.GenerationChunk", "evalapp.AuditEvent"))
     other_before, users = snapshot(other), set(User.objects.values_list("id", flat=True))
     shared = Adapter.objects.get(name="shared")
+    study_results(study, n_boot=N_BOOT)  # its numbers, cached
+    key = results._cache_key(study, N_BOOT)
+    assert cache.get(key) is not None
 
     with django_capture_on_commit_callbacks(execute=True):
         report = study_delete(study=study, actor=researcher)
 
     after = rows_of(study_id)
-    assert {label: pks for label, pks in after.items() if pks} == {}
+    assert {label: pks for label, pks in after.items() if pks} == {} and cache.get(key) is None
     # Every row that was the study's is gone, but the shared adapter (and its run, no longer the study's).
     survivors = {label: {pk for pk in pks if apps.get_model(label).objects.filter(pk=pk).exists()}
                  for label, pks in before.items()}
