@@ -7,6 +7,7 @@ table (an annotation tool once leaked password hashes that way).
 
 import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import OuterRef, Subquery
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
@@ -23,12 +24,12 @@ from modelserver.services import generation_run_create
 from raters import selectors as rater_selectors
 from raters import services as rater_services
 from raters.access import ALL_ROLES, get_study_for, studies_for
-from raters.models import Role
+from raters.models import Role, StudyMembership
 
 from . import serializers as s
 from .errors import ServiceError
 from .exports.csv import csv_response
-from .exports.tables import EXPORTS
+from .exports.tables import EXPORTS, export_table
 from .results import study_results
 from .rubric_presets import PRESETS, preset
 from .services import study_clone, study_create, study_import_prompts, study_set_rubric
@@ -298,7 +299,10 @@ class AdjudicationList(_StudyScoped, generics.ListAPIView):
     study_roles = [Role.RESEARCHER, Role.ADJUDICATOR]
 
     def get_queryset(self):
-        return (Adjudication.objects.filter(response__prompt__study=self.study())
+        study = self.study()
+        pseudonym = StudyMembership.objects.filter(study=study, user=OuterRef("adjudicator_id")).exclude(pseudonym="")
+        return (Adjudication.objects.filter(response__prompt__study=study)
+                .annotate(adjudicator_pseudonym=Subquery(pseudonym.values("pseudonym")[:1]))
                 .select_related("response", "adjudicator").order_by("id"))
 
 
@@ -317,5 +321,5 @@ class StudyExport(_StudyScoped, APIView):
     def get(self, request, study_id: int, name: str):
         if name not in EXPORTS:
             raise NotFound("No such export: use ratings, responses or audit.")
-        header, rows = EXPORTS[name]
-        return csv_response(header, rows(self.study()), f"study-{study_id}-{name}.csv")
+        header, rows = export_table(study=self.study(), name=name, actor=request.user)
+        return csv_response(header, rows, f"study-{study_id}-{name}.csv")

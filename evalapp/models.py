@@ -419,9 +419,12 @@ class SafetyDecision(models.Model):
 
 
 class AuditEvent(models.Model):
-    """Append-only record of every adjudication, exclusion, revision and send-back."""
+    """Append-only record of every adjudication, exclusion, revision and send-back.
 
-    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="audit_events")
+    `study` is empty only for a site-level event that outlives its study: a study's deletion
+    (evalapp.services.study_delete) records who deleted which study, by id and title."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, null=True, blank=True, related_name="audit_events")
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     action = models.CharField(max_length=40)
     object_type = models.CharField(max_length=40)

@@ -50,8 +50,22 @@ def plot_inputs(study: Study) -> tuple[dict, dict]:
     return entry["plots"], entry["results"]
 
 
+def _cache_key(study: Study, n_boot: int) -> str:
+    return f"computed:{study.id}:{_fingerprint(study)}:{n_boot}"
+
+
+def results_forget(study: Study) -> None:
+    """Drop the study's cached results (a deleted study's numbers must not outlive it). Entries of
+    earlier states of the data are unreachable already and expire within the hour."""
+    try:
+        cache.delete(_cache_key(study, N_BOOT))
+    except RedisError as exc:
+        # The entry is keyed by the study's data, which is gone: nothing will ask for it, and it expires.
+        logger.warning("Results cache unavailable, not forgetting study %s's entry: %s", study.id, exc)
+
+
 def _computed(study: Study, n_boot: int) -> dict:
-    key = f"computed:{study.id}:{_fingerprint(study)}:{n_boot}"
+    key = _cache_key(study, n_boot)
     try:
         cached = cache.get(key)
     except RedisError as exc:

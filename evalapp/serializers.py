@@ -129,9 +129,13 @@ class RatingSubmitSerializer(serializers.Serializer):
 
 class AdjudicationSerializer(serializers.ModelSerializer):
     response = serializers.CharField(source="response.public_id", read_only=True)
-    adjudicator = serializers.CharField(source="adjudicator.get_username", read_only=True)
+    adjudicator = serializers.SerializerMethodField()
 
     class Meta:
         model = Adjudication
         fields = ["id", "response", "scale", "action", "final_score", "rationale", "adjudicator", "created_at"]
         read_only_fields = fields
+
+    def get_adjudicator(self, adjudication) -> str:
+        # The study's pseudonym (AdjudicationList annotates it): an account name may be an e-mail address.
+        return getattr(adjudication, "adjudicator_pseudonym", None) or adjudication.adjudicator.get_username()

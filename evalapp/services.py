@@ -1,18 +1,24 @@
 """Writes to the study domain. Views, commands and tasks call these; they hold no logic."""
 
 import random
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import RestrictedError
 
+from modelserver.models import Adapter, GenerationChunk, GenerationRun, PlaygroundRequest, RunStatus, TrainingRun
+from modelserver.services import resolve_adapter_path
 from raters.models import CalibrationAnswer, CalibrationItem, ConsentVersion
 
+from .archive.tables import TABLES
 from .audit import audit
 from .errors import ServiceError
 from .models import Arm, Criterion, Prompt, Study
 from .prompt_import import ParsedPrompt, RowProblem, parse_prompt_file
+from .results import results_forget
 from .rubric import RubricError, remap, validate
 from .rubric_presets import DEFAULT_PRESET, preset as get_preset
 
@@ -276,3 +282,74 @@ def arm_create(
     arm.full_clean(validate_constraints=False)
     arm.save()
     return arm
+
+
+@dataclass
+class DeletionReport:
+    rows: dict[str, int]  # archive table -> rows deleted
+    paths_removed: list[str]
+    adapters_kept: list[str]  # adapters trained for the study that another study's arm still uses
+
+
+def study_delete(*, study: Study, actor) -> DeletionReport:
+    """Delete a study, every row of it in every table and the files trained for it; owner only.
+
+    Refused while a job of the study is queued or running (a worker would write rows or files back); one
+    whose worker stopped reporting (resumable) does not hold it up. An adapter trained for the study that
+    another study's arm names survives with its training run and files (the run no longer names the
+    study). Files are removed after the commit, and only inside EMPATHEVAL_ADAPTER_DIR. What remains is
+    one site-level audit event (no study) naming who deleted which study.
+    """
+    if actor is None or actor.pk != study.owner_id:
+        raise ServiceError("Only the study's owner can delete it.", status=403)
+    jobs = [("generation", GenerationRun.objects.filter(study=study)),
+            ("generation", GenerationChunk.objects.filter(run__study=study)),
+            ("playground", PlaygroundRequest.objects.filter(study=study)),
+            ("training", TrainingRun.objects.filter(study=study))]
+    with transaction.atomic():
+        study = Study.objects.select_for_update().get(pk=study.pk)
+        for kind, queryset in jobs:
+            active = queryset.filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
+            if active.exclude(queryset.model._resumable()).exists():
+                raise ServiceError(f"A {kind} job of this study is queued or running: wait for it to finish "
+                                   "(or to fail) before deleting the study.", status=409)
+        trained = list(Adapter.objects.filter(training_run__study=study).select_related("training_run"))
+        elsewhere = set()
+        for reference in Arm.objects.exclude(study=study).exclude(adapter="").values_list("adapter", flat=True):
+            elsewhere |= {reference, resolve_adapter_path(reference)}
+        kept = [a for a in trained if a.path in elsewhere]
+        doomed = [a for a in trained if a not in kept]
+        paths = [a.path for a in doomed] + [a.training_run.out_dir for a in doomed]
+        paths += list(TrainingRun.objects.filter(study=study, adapter__isnull=True).values_list("out_dir", flat=True))
+        TrainingRun.objects.filter(adapter__in=kept).update(study=None)
+        results_forget(study)
+        # Before the study: deleting it would only unlink its training runs (SET_NULL), not remove them.
+        rows = {"adapters": Adapter.objects.filter(id__in=[a.id for a in doomed]).delete()[0],
+                "training_runs": TrainingRun.objects.filter(study=study).delete()[0]}
+        for table in reversed(TABLES):
+            if table.name in ("adapters", "training_runs"):
+                continue  # the registry's own rows: only those trained for this study go, below
+            # Dependents first (TABLES lists each table after the ones it points to), so nothing
+            # protected stands in the way and the study goes last.
+            rows[table.name] = table.rows(study).delete()[0]
+        audit(study=None, actor=actor, action="study.delete", obj=study,
+              after={"study": study.id, "title": study.title, "rows": rows, "adapters_kept": [a.path for a in kept]})
+        removed = [p for p in paths if p and _inside_adapter_dir(p)]
+        transaction.on_commit(lambda: _remove_paths(removed))
+    return DeletionReport(rows=rows, paths_removed=removed, adapters_kept=[a.path for a in kept])
+
+
+def _inside_adapter_dir(path: str) -> bool:
+    # Never remove anything outside the folder the site trains into: a registered adapter may live anywhere.
+    root = Path(settings.EMPATHEVAL_ADAPTER_DIR).resolve()
+    target = Path(path).resolve()
+    return target != root and root in target.parents
+
+
+def _remove_paths(paths: list[str]) -> None:
+    for path in paths:
+        target = Path(path)
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        elif target.exists():
+            target.unlink(missing_ok=True)

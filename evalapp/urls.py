@@ -14,6 +14,7 @@ study_pages = [
     path("", studies.study_detail, name="study_detail"),
     path("import/", studies.study_import, name="study_import"),
     path("settings/", studies.study_settings, name="study_settings"),
+    path("delete/", studies.study_delete_view, name="study_delete"),
     path("rubric/", studies.study_rubric, name="study_rubric"),
     path("arms/", generation.arm_add, name="arm_add"),
     path("generation/", generation.generation_start, name="generation_start"),

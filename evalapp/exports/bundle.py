@@ -9,16 +9,19 @@ from typing import BinaryIO
 
 from django.utils import timezone
 
+from ..audit import audit
 from ..models import Response, Study
-from .csv import csv_lines
 from ..text_report import TEXT_MEASURE_COLUMNS
-from .tables import EXPORTS, RATINGS_COLUMNS
+from .csv import csv_lines
+from .tables import EXPORT_ZIP_ACTION, EXPORTS, RATINGS_COLUMNS
 
 SOFTWARE = ("empatheval", "django", "numpy", "scipy", "statsmodels", "krippendorff", "torch", "transformers", "peft")
 
 
-def write_bundle(study: Study, target: BinaryIO) -> dict:
-    """Write the zip into `target` (a file: the bundle can be large) and return its manifest."""
+def write_bundle(study: Study, target: BinaryIO, *, actor) -> dict:
+    """Write the zip into `target` (a file: the bundle can be large) and return its manifest. The
+    download is audited first, so the bundle's own audit.csv names it."""
+    audit(study=study, actor=actor, action=EXPORT_ZIP_ACTION, obj=study, after={"file": "export.zip"})
     manifest = _manifest(study)
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, (header, rows) in EXPORTS.items():

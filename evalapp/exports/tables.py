@@ -14,6 +14,7 @@ from django.db.models import CharField, F, Func
 from raters.counting import left_out_raters
 from raters.models import RatingRevision, Role, StudyMembership
 
+from ..audit import audit
 from ..models import Adjudication, AuditEvent, Rating, Response, SafetyDecision, Score, ScorePolicy, Study
 from ..rubric import score_label
 from ..text_report import TEXT_MEASURE_HEADER, text_measure_rows
@@ -55,6 +56,7 @@ RATING_HEADER = [name for name, _ in RATINGS_COLUMNS]
 RESPONSE_HEADER = ["response_id", "prompt_id", "arm", "arm_blind_code", "sample_index", "text", "provenance_json",
                    "created_at"]
 AUDIT_HEADER = ["when", "actor", "action", "object_type", "object_id", "before_json", "after_json"]
+EXPORT_CSV_ACTION, EXPORT_ZIP_ACTION = "export.csv", "export.zip"
 
 
 def _excluded_responses(study: Study) -> dict[int, str]:
@@ -201,9 +203,13 @@ def response_rows(study: Study) -> Iterator[tuple]:
 
 
 def audit_rows(study: Study) -> Iterator[tuple]:
+    # A member is named by their pseudonym: a rater's account name may be their e-mail address, and
+    # that never leaves the server. Researchers (no pseudonym) are named by their account.
+    pseudonyms = dict(StudyMembership.objects.filter(study=study).exclude(pseudonym="")
+                      .values_list("user_id", "pseudonym"))
     for e in AuditEvent.objects.filter(study=study).select_related("actor").order_by("id").iterator(chunk_size=2000):
-        yield (e.created_at.isoformat(), e.actor.get_username(), e.action, e.object_type, e.object_id,
-               json.dumps(e.before, default=str), json.dumps(e.after, default=str))
+        yield (e.created_at.isoformat(), pseudonyms.get(e.actor_id) or e.actor.get_username(), e.action,
+               e.object_type, e.object_id, json.dumps(e.before, default=str), json.dumps(e.after, default=str))
 
 
 # name -> (header, rows of a study): each is one CSV download and one file of the zip bundle.
@@ -214,3 +220,10 @@ EXPORTS = {
     "audit": (AUDIT_HEADER, audit_rows),
 }
 
+
+
+def export_table(*, study: Study, name: str, actor) -> tuple[list[str], Iterator[tuple]]:
+    """The header and rows of one export, the download audited here so the pages and the API both are."""
+    header, rows = EXPORTS[name]
+    audit(study=study, actor=actor, action=EXPORT_CSV_ACTION, obj=study, after={"file": f"{name}.csv"})
+    return header, rows(study)

@@ -12,7 +12,7 @@ from raters.access import get_study_for
 from .. import plots, text_plots
 from ..exports.bundle import write_bundle
 from ..exports.csv import csv_response
-from ..exports.tables import EXPORTS
+from ..exports.tables import EXPORTS, export_table
 from ..results import plot_inputs, study_results
 from .jobs import RESEARCHERS
 
@@ -82,8 +82,8 @@ def export_csv(request, study_id: int, name: str):
     study = get_study_for(request.user, study_id, roles=RESEARCHERS)
     if name not in EXPORTS:
         raise Http404("No such export.")
-    header, rows = EXPORTS[name]
-    return csv_response(header, rows(study), f"study-{study.id}-{name}.csv")
+    header, rows = export_table(study=study, name=name, actor=request.user)
+    return csv_response(header, rows, f"study-{study.id}-{name}.csv")
 
 
 @login_required
@@ -91,6 +91,6 @@ def export_zip(request, study_id: int):
     """Every export, a codebook and a manifest with row counts and sha256s, in one zip (spooled to disk)."""
     study = get_study_for(request.user, study_id, roles=RESEARCHERS)
     spool = tempfile.TemporaryFile()
-    write_bundle(study, spool)
+    write_bundle(study, spool, actor=request.user)
     spool.seek(0)
     return FileResponse(spool, as_attachment=True, filename=f"study-{study.id}-export.zip")

@@ -20,7 +20,7 @@ from ..forms import PromptImportForm, RubricForm, StudyCreateForm, StudySettings
 from ..generation_forms import ArmForm, GenerationRunForm, TrainingForm
 from ..errors import ServiceError
 from ..rubric_presets import PRESETS
-from ..services import study_clone, study_create, study_import_prompts, study_set_rubric
+from ..services import study_clone, study_create, study_delete, study_import_prompts, study_set_rubric
 
 
 @login_required
@@ -38,6 +38,27 @@ def study_clone_view(request, study_id: int):
     copy = study_clone(study=study, owner=request.user)
     messages.success(request, "A new draft with this study's design: import prompts, check the arms, then open it.")
     return redirect("study_detail", copy.id)
+
+
+@login_required
+def study_delete_view(request, study_id: int):
+    """The confirm page (GET) and the deletion (POST, the title typed again): the owner only."""
+    study = get_study_for(request.user, study_id, roles=[Role.RESEARCHER])
+    if study.owner_id != request.user.id:
+        raise PermissionDenied("Only the study's owner can delete it.")
+    if request.method == "POST":
+        if request.POST.get("title", "").strip() != study.title.strip():
+            messages.error(request, "Type the study's title exactly as shown to delete it.")
+        else:
+            try:
+                study_delete(study=study, actor=request.user)
+            except ServiceError as exc:
+                messages.error(request, exc.message)
+            else:
+                messages.success(request, f"Deleted “{study.title}” and everything in it.")
+                return redirect("study_list")
+    counts = {**selectors.study_counts(study=study), "members": study.memberships.count()}
+    return render(request, "evalapp/study_delete.html", {"study": study, "counts": counts})
 
 
 @login_required

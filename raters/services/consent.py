@@ -5,7 +5,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from evalapp.audit import audit
-from evalapp.models import Rating, Study
+from evalapp.models import AuditEvent, Rating, Study
 
 from ..models import Assignment, Consent, ConsentVersion, Role, StudyMembership, WithdrawalPolicy
 from .common import RatingError
@@ -47,7 +47,14 @@ def consent_withdraw(*, study: Study, user) -> str:
     now = timezone.now()
     Consent.objects.filter(study=study, user=user, withdrawn_at__isnull=True).update(withdrawn_at=now)
     StudyMembership.objects.filter(study=study, user=user, role=Role.RATER).update(withdrawn_at=now)
-    audit(study=study, actor=user, action="rater.withdraw", obj=user, after={"rater": user.id, "policy": policy})
+    redacted = 0
+    if policy == WithdrawalPolicy.DELETE:
+        # The trail keeps that they revised and when, but not what they answered: their revisions'
+        # payloads are their ratings, which this policy deletes from every export.
+        redacted = AuditEvent.objects.filter(study=study, actor=user, action="rating.revise").update(
+            before=None, after={"redacted": "rater withdrew (policy: delete)"})
+    audit(study=study, actor=user, action="rater.withdraw", obj=user,
+          after={"rater": user.id, "policy": policy, **({"redacted_revisions": redacted} if redacted else {})})
     if policy == WithdrawalPolicy.DELETE:
         Rating.objects.filter(rater=user, response__prompt__study=study).delete()
         Assignment.objects.filter(study=study, rater=user).delete()
