@@ -306,6 +306,9 @@ def raters_bulk_codes(request, study_id: int):
     if upload is None:
         messages.error(request, "Choose a CSV file with a 'code' column.")
         return redirect("raters_page", study_id=study.id)
+    if upload.size > services.CODES_MAX_BYTES:  # answered from the size: a huge upload is never read into memory
+        messages.error(request, f"The file is {upload.size:,} bytes; the limit is {services.CODES_MAX_BYTES:,}.")
+        return redirect("raters_page", study_id=study.id)
     result = services.rater_accounts_bulk_create(study=study, data=upload.read())
     if result.errors:
         for error in result.errors:
