@@ -71,6 +71,8 @@ def study_import(*, source: BinaryIO | str | Path, as_new: bool = False, actor=N
             raise mf.ArchiveError(f"Not a study archive: it has no {mf.MANIFEST}.") from None
         except ValueError as exc:
             raise mf.ArchiveError(f"The archive's {mf.MANIFEST} is not JSON: {exc}.") from None
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+            raise mf.ArchiveError(f"The archive's {mf.MANIFEST} is damaged: {exc}.") from None
         _check_members(archive, manifest)
         try:
             with transaction.atomic():
@@ -80,7 +82,8 @@ def study_import(*, source: BinaryIO | str | Path, as_new: bool = False, actor=N
                 return result
         except _DryRun as rolled_back:
             return rolled_back.result
-        except (DatabaseError, ValidationError, ValueError, TypeError, KeyError) as exc:
+        except (DatabaseError, ValidationError, ValueError, TypeError, KeyError, zipfile.BadZipFile, zlib.error,
+                EOFError) as exc:
             # The rows passed their checksums, so the archive was written so (or by hand): nothing is kept.
             raise mf.ArchiveError(f"The archive's rows do not fit this database; nothing was imported: {exc}") from None
 
