@@ -1,8 +1,9 @@
 """The REST API. Same access rules as the pages: every study comes through raters.access (404 for outsiders).
 
-Filtering takes only the fields each view declares; any other query parameter
-is refused with 400, so no `__` lookup from user input can reach a related
-table (an annotation tool once leaked password hashes that way).
+Every view takes only the query parameters it declares (its filter fields, paging on lists, `format`);
+any other, `ordering` and `fields` included, is refused with 400 naming the ones allowed, so no `__`
+lookup from user input can reach a related table (an annotation tool once leaked password hashes that
+way) and a misspelt filter never silently returns everything.
 """
 
 import django_filters
@@ -35,7 +36,7 @@ from .rubric_presets import PRESETS, preset
 from .services import study_clone, study_create, study_import_prompts, study_set_rubric
 
 RESEARCHERS = [Role.RESEARCHER]
-CONTROL_PARAMS = {"page", "page_size", "format"}
+PAGING_PARAMS = {"page", "page_size"}
 
 
 def exception_handler(exc, context):
@@ -54,19 +55,27 @@ class Pagination(PageNumberPagination):
     max_page_size = 500
 
 
-class StrictFilterBackend(DjangoFilterBackend):
-    """django-filter, but an unknown query parameter is an error rather than silently ignored."""
+class StrictQuery:
+    """An unknown query parameter is an error rather than silently ignored, on every view (DRF's
+    OrderingFilter and most APIs drop what they do not know; here `?ordering=` is simply not offered)."""
 
-    def filter_queryset(self, request, queryset, view):
-        filterset_class = self.get_filterset_class(view, queryset)
-        allowed = set(CONTROL_PARAMS)
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        self.check_access()
+        allowed = {"format"}
+        if hasattr(self, "list") and request.method == "GET":
+            allowed |= PAGING_PARAMS
+        filterset_class = getattr(self, "filterset_class", None)
         if filterset_class is not None:
             allowed |= set(filterset_class.base_filters)
         unknown = sorted(set(request.query_params) - allowed)
         if unknown:
             raise ValidationError({"detail": f"Unknown query parameter(s): {', '.join(unknown)}. "
                                              f"Allowed: {', '.join(sorted(allowed))}."})
-        return super().filter_queryset(request, queryset, view)
+
+    def check_access(self) -> None:
+        """Raise what the user may not see before the query is judged (a 400 must not tell a non-member
+        that the study exists)."""
 
 
 class StudyFilter(django_filters.FilterSet):
@@ -106,15 +115,14 @@ class AdjudicationFilter(django_filters.FilterSet):
         fields = ["scale", "action"]
 
 
-class _StudyScoped:
+class _StudyScoped(StrictQuery):
     study_roles = RESEARCHERS
     pagination_class = Pagination
-    filter_backends = [StrictFilterBackend]
+    filter_backends = [DjangoFilterBackend]
 
-    def initial(self, request, *args, **kwargs):
-        super().initial(request, *args, **kwargs)
-        # The study before the method and the body: whoever may not see it gets 404 for every request under
-        # it, as the pages do, never a 405 or a 400 answered before the access check was reached.
+    def check_access(self) -> None:
+        # The study before the query, the method and the body: whoever may not see it gets 404 for every
+        # request under it, as the pages do, never a 405 or a 400 answered before the access check.
         self.study()
 
     def study(self) -> Study:
@@ -123,9 +131,9 @@ class _StudyScoped:
         return self._study
 
 
-class StudyList(generics.ListCreateAPIView):
+class StudyList(StrictQuery, generics.ListCreateAPIView):
     pagination_class = Pagination
-    filter_backends = [StrictFilterBackend]
+    filter_backends = [DjangoFilterBackend]
     filterset_class = StudyFilter
 
     def get_serializer_class(self):
@@ -143,7 +151,7 @@ class StudyList(generics.ListCreateAPIView):
         return ApiResponse(s.StudySerializer(study).data, status=status.HTTP_201_CREATED)
 
 
-class PresetList(APIView):
+class PresetList(StrictQuery, APIView):
     """The protocol presets a study can start from: criteria, anchors, citation."""
 
     @extend_schema(responses={200: dict})

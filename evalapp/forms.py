@@ -6,6 +6,7 @@ import json
 from raters.models import WithdrawalPolicy
 
 from .models import Study
+from .prompt_import import upload_problem
 from .rubric import RubricError, validate
 from .rubric_presets import DEFAULT_PRESET, PRESETS
 from .services import design_frozen_message
@@ -25,6 +26,13 @@ class PromptImportForm(forms.Form):
     sample = forms.IntegerField(required=False, min_value=1, help_text="Import a random sample of this many prompts.")
     seed = forms.IntegerField(required=False, initial=0, help_text="Seed for the sample, recorded so it can be redrawn.")
     redact = forms.BooleanField(required=False, help_text="Replace e-mail addresses, phone numbers and URLs.")
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        problem = upload_problem(upload, max_bytes=settings.PROMPT_IMPORT_MAX_BYTES)
+        if problem:
+            raise forms.ValidationError(f"The file {problem}.")
+        return upload
 
 
 class StudySettingsForm(forms.ModelForm):

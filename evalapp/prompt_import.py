@@ -93,6 +93,30 @@ def redact_pii(text: str) -> str:
     return text
 
 
+def check_file_name(filename: str) -> str:
+    """Why an uploaded file's name is refused, or "" if it is a plain name. Only its suffix is used (the
+    file is never written under it), but a name with a path or control characters is not what any browser
+    sends: it is refused so that no later use of the name can be steered."""
+    if not filename or filename in (".", ".."):
+        return "has no file name"
+    if "/" in filename or "\\" in filename or any(ord(c) < 32 or ord(c) == 127 for c in filename):
+        return f"file name {filename!r} must be a plain name, without folders or control characters"
+    return ""
+
+
+def check_upload_size(size: int, max_bytes: int) -> str:
+    """Why a file of `size` bytes is refused, or "": checked on the upload before it is read into memory."""
+    if size > max_bytes:
+        return f"is {size:,} bytes; the limit is {max_bytes:,} bytes"
+    return ""
+
+
+def upload_problem(upload, *, max_bytes: int) -> str:
+    """Why an uploaded file (anything with `name` and `size`) is refused before it is read: a 10 GB upload is
+    answered from its size, not read into memory first. The parser checks the bytes again."""
+    return check_file_name(upload.name or "") or check_upload_size(upload.size, max_bytes)
+
+
 def parse_prompt_file(
     data: bytes,
     filename: str,
@@ -102,8 +126,13 @@ def parse_prompt_file(
     redact: bool = False,
 ) -> ParseResult:
     result = ParseResult()
-    if len(data) > max_bytes:
-        result.errors.append(RowProblem(0, "file", f"is {len(data):,} bytes; the limit is {max_bytes:,} bytes"))
+    name_problem = check_file_name(filename)
+    if name_problem:
+        result.errors.append(RowProblem(0, "file", name_problem))
+        return result
+    too_big = check_upload_size(len(data), max_bytes)
+    if too_big:
+        result.errors.append(RowProblem(0, "file", too_big))
         return result
     try:
         text = data.decode("utf-8-sig")
@@ -157,6 +186,14 @@ def parse_prompt_file(
 def _clean_prompt(prompt: ParsedPrompt, *, max_chars: int, redact: bool, warnings: list) -> list[RowProblem]:
     problems = []
     row = prompt.row
+    for name, value in [("id", prompt.external_id), ("topic", prompt.topic), ("split", prompt.split),
+                        ("source", prompt.source), ("reference", prompt.reference),
+                        *((f"messages[{i}]", m["content"]) for i, m in enumerate(prompt.messages))]:
+        if "\x00" in value:
+            # PostgreSQL cannot store NUL in text or JSON: refused here, per row, rather than as a database error.
+            problems.append(RowProblem(row, name, "contains a NUL character (\\x00)"))
+    if problems:
+        return problems
     prompt.external_id = prompt.external_id.strip()
     if not prompt.external_id:
         problems.append(RowProblem(row, "id", "is empty"))
@@ -197,14 +234,27 @@ def _clean_text(text: str, row: int, name: str, redact: bool, warnings: list) ->
 
 def _csv_rows(text: str, result: ParseResult) -> Iterator[tuple[int, object]]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [name.strip().lower() for name in (reader.fieldnames or [])]
+    try:
+        header = [name.strip().lower() for name in (reader.fieldnames or [])]
+    except csv.Error as exc:
+        result.errors.append(RowProblem(1, "header", f"is not valid CSV ({exc})"))
+        return
     missing = [name for name in CSV_REQUIRED if name not in header]
     if missing:
         result.errors.append(RowProblem(1, "header", f"missing column(s) {', '.join(missing)}; found {', '.join(header) or 'none'}"))
         return
     reader.fieldnames = header
-    for index, record in enumerate(reader):
-        row_number = index + 2  # as a spreadsheet numbers it, the header being row 1
+    row_number = 1  # as a spreadsheet numbers rows, the header being row 1
+    while True:
+        row_number += 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            # A cell past csv's field limit (128 KiB) or similar: the rest of the file cannot be read reliably.
+            yield row_number, _fail("row", f"is not valid CSV ({exc}); nothing after it was read")
+            return
         if None in record:
             yield row_number, _fail("row", "has more cells than the header")
             continue

@@ -127,12 +127,25 @@ def validate(criteria: Sequence[dict]) -> list[dict]:
         raise RubricError("A rubric needs at least one criterion.")
     if len(criteria) > MAX_CRITERIA:
         raise RubricError(f"A rubric has at most {MAX_CRITERIA} criteria; this one has {len(criteria)}.")
+    if _holds_nul(criteria):
+        # PostgreSQL cannot store it in text or JSON; refused here rather than as a database error.
+        raise RubricError("A rubric's text must not contain the NUL character (\\x00).")
     out = [normalise(c) for c in criteria]
     keys = [c["key"] for c in out]
     repeated = sorted({k for k in keys if keys.count(k) > 1})
     if repeated:
         raise RubricError(f"Criterion keys must be different: {', '.join(repeated)} appears more than once.")
     return out
+
+
+def _holds_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def points(criterion: dict) -> list[int]:

@@ -1,6 +1,8 @@
+from django.conf import settings
 from rest_framework import serializers
 
 from evalapp.models import Adjudication, Arm, Prompt, Study
+from evalapp.prompt_import import upload_problem
 from evalapp.rubric_presets import PRESETS
 from raters.models import WithdrawalPolicy
 from modelserver.models import GenerationRun
@@ -55,6 +57,12 @@ class PromptImportSerializer(serializers.Serializer):
     sample = serializers.IntegerField(required=False, min_value=1)
     seed = serializers.IntegerField(required=False, default=0)
     redact = serializers.BooleanField(required=False, default=False)
+
+    def validate_file(self, upload):
+        problem = upload_problem(upload, max_bytes=settings.PROMPT_IMPORT_MAX_BYTES)
+        if problem:
+            raise serializers.ValidationError(f"The file {problem}.")
+        return upload
 
 
 class ImportProblemSerializer(serializers.Serializer):

@@ -303,8 +303,10 @@ def raters_invite(request, study_id: int):
 def raters_bulk_codes(request, study_id: int):
     study = get_study_for(request.user, study_id, roles=RESEARCHERS)
     upload = request.FILES.get("file")
-    if upload is None:
-        messages.error(request, "Choose a CSV file with a 'code' column.")
+    # A huge upload is answered from its size, never read into memory.
+    if upload is None or upload.size > services.CODES_MAX_BYTES:
+        messages.error(request, "Choose a CSV file with a 'code' column." if upload is None else
+                       f"The file is {upload.size:,} bytes; the limit is {services.CODES_MAX_BYTES:,}.")
         return redirect("raters_page", study_id=study.id)
     result = services.rater_accounts_bulk_create(study=study, data=upload.read())
     if result.errors:

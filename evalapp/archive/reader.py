@@ -4,6 +4,7 @@ import contextlib
 import hashlib
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +22,16 @@ from . import manifest as mf
 from .tables import JOB_TABLES, TABLES, USER_FIELDS, USERS, fields, remap_payload, table_of
 
 BATCH = 1000
+# Bounds on what an archive may make this server read, checked from the zip's directory before anything is
+# decompressed (zipfile stops each member at its declared size and checks its CRC, so the declared sizes bound
+# the real work): a zip bomb is refused, not unpacked. Far above any study measured (a million ratings with
+# their scores is under 1 GB of JSON lines).
+MAX_UNCOMPRESSED_BYTES = 32 * 1024**3
+# Deflate reaches about 1000:1 on a run of one byte; JSON lines of real rows compress some 5-20:1.
+MAX_RATIO = 200
+RATIO_FROM_BYTES = 10 * 1024**2
+MAX_MANIFEST_BYTES = 1024**2
+MAX_LINE_BYTES = 64 * 1024**2
 # Any fixed number: every import takes this lock, so two imports of one archive cannot both pass the check.
 _IMPORT_LOCK = 0x5354_5544_5941_5243
 
@@ -53,12 +64,15 @@ def study_import(*, source: BinaryIO | str | Path, as_new: bool = False, actor=N
     except (zipfile.BadZipFile, OSError) as exc:
         raise mf.ArchiveError(f"Not a readable zip file: {exc}.") from None
     with archive:
+        _check_container(archive)
         try:
             manifest = mf.check(json.loads(archive.read(mf.MANIFEST)))
         except KeyError:
             raise mf.ArchiveError(f"Not a study archive: it has no {mf.MANIFEST}.") from None
         except ValueError as exc:
             raise mf.ArchiveError(f"The archive's {mf.MANIFEST} is not JSON: {exc}.") from None
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+            raise mf.ArchiveError(f"The archive's {mf.MANIFEST} is damaged: {exc}.") from None
         _check_members(archive, manifest)
         try:
             with transaction.atomic():
@@ -68,9 +82,43 @@ def study_import(*, source: BinaryIO | str | Path, as_new: bool = False, actor=N
                 return result
         except _DryRun as rolled_back:
             return rolled_back.result
-        except (DatabaseError, ValidationError, ValueError, TypeError, KeyError) as exc:
+        except (DatabaseError, ValidationError, ValueError, TypeError, KeyError, zipfile.BadZipFile, zlib.error,
+                EOFError) as exc:
             # The rows passed their checksums, so the archive was written so (or by hand): nothing is kept.
             raise mf.ArchiveError(f"The archive's rows do not fit this database; nothing was imported: {exc}") from None
+
+
+def _check_container(archive: zipfile.ZipFile) -> None:
+    """Only the members a study archive has, each of a size this server will read."""
+    expected = {mf.MANIFEST, mf.member(USERS), *(mf.member(t.name) for t in TABLES)}
+    infos = archive.infolist()
+    unknown = sorted({info.filename for info in infos} - expected)
+    if unknown or len(infos) != len({info.filename for info in infos}):
+        shown = ", ".join(repr(name) for name in unknown[:5]) or "a name repeated"
+        raise mf.ArchiveError(f"Not a study archive: it holds members no study archive has ({shown}"
+                              f"{', ...' if len(unknown) > 5 else ''}). Nothing was read.")
+    total = sum(info.file_size for info in infos)
+    if total > MAX_UNCOMPRESSED_BYTES:
+        raise mf.ArchiveError(f"The archive would unpack to {total:,} bytes; this server reads at most "
+                              f"{MAX_UNCOMPRESSED_BYTES:,}. Nothing was read.")
+    for info in infos:
+        if info.file_size > RATIO_FROM_BYTES and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            raise mf.ArchiveError(f"The archive's member {info.filename} unpacks {info.file_size // max(info.compress_size, 1):,}"
+                                  f" times its size ({info.file_size:,} bytes): a zip bomb, not rows. Nothing was read.")
+        if info.filename == mf.MANIFEST and info.file_size > MAX_MANIFEST_BYTES:
+            raise mf.ArchiveError(f"The archive's {mf.MANIFEST} is {info.file_size:,} bytes; a manifest is a few "
+                                  f"kilobytes (at most {MAX_MANIFEST_BYTES:,}). Nothing was read.")
+
+
+def _lines(handle):
+    """The member's lines, none longer than MAX_LINE_BYTES (one row is never that long)."""
+    while True:
+        line = handle.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE_BYTES:
+            raise mf.ArchiveError(f"A line of the archive is longer than {MAX_LINE_BYTES:,} bytes: not a row.")
+        yield line
 
 
 def _check_members(archive: zipfile.ZipFile, manifest: dict) -> None:
@@ -91,12 +139,12 @@ def _check_members(archive: zipfile.ZipFile, manifest: dict) -> None:
         digest, count = hashlib.sha256(), 0
         try:
             with archive.open(mf.member(name)) as handle:
-                for line in handle:
+                for line in _lines(handle):
                     digest.update(line)
                     count += 1
         except KeyError:
             raise mf.ArchiveError(f"The archive has no member {mf.member(name)}.") from None
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
             raise mf.ArchiveError(f"The archive's member {mf.member(name)} is damaged: {exc}.") from None
         if digest.hexdigest() != info.get("sha256") or count != info.get("rows"):
             raise mf.ArchiveError(f"Checksum mismatch: {mf.member(name)} is not the file the manifest describes "
@@ -106,7 +154,7 @@ def _check_members(archive: zipfile.ZipFile, manifest: dict) -> None:
 
 def _rows(archive: zipfile.ZipFile, name: str):
     with archive.open(mf.member(name)) as handle:
-        for number, line in enumerate(handle, start=1):
+        for number, line in enumerate(_lines(handle), start=1):
             yield number, json.loads(line)
 
 

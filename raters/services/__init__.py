@@ -9,7 +9,7 @@ adjudication (those sit above raters).
 """
 
 from ..selectors import eligible_raters
-from .accounts import CODE_PATTERN, BulkAccountsResult, rater_accounts_bulk_create
+from .accounts import CODE_PATTERN, CODES_MAX_BYTES, BulkAccountsResult, rater_accounts_bulk_create
 from .calibration import (
     calibration_answer,
     calibration_attempt_start,
@@ -39,7 +39,7 @@ from .researchers import (
 )
 
 __all__ = [
-    "CODE_PATTERN", "BulkAccountsResult", "DesignTargets", "RatingError", "Submission", "assignment_skip",
+    "CODE_PATTERN", "CODES_MAX_BYTES", "BulkAccountsResult", "DesignTargets", "RatingError", "Submission", "assignment_skip",
     "calibration_answer", "calibration_item_remove", "calibration_pool", "coresearcher_add", "coresearcher_remove", "calibration_attempt_start", "calibration_decide", "parse_answers", "consent_accept",
     "consent_publish", "consent_withdraw", "design_rebalance", "design_targets", "eligible_raters",
     "invitation_accept", "invitation_create", "invitation_for_token", "invitations_create_from_list", "is_researcher",

@@ -15,6 +15,8 @@ from ..models import Role, StudyMembership
 from .design import design_rebalance
 
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,63}$")
+# 66 bytes a code at most: room for some 15,000 codes, far beyond a class or a panel.
+CODES_MAX_BYTES = 1_000_000
 
 
 @dataclass
@@ -25,17 +27,24 @@ class BulkAccountsResult:
 
 def rater_accounts_bulk_create(*, study: Study, data: bytes) -> BulkAccountsResult:
     """Pseudonymous rater accounts from a CSV with a `code` column: all or nothing."""
+    if len(data) > CODES_MAX_BYTES:
+        return BulkAccountsResult([], [f"The file is {len(data):,} bytes; the limit is {CODES_MAX_BYTES:,}."])
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         return BulkAccountsResult([], ["The file is not UTF-8."])
-    reader = csv.DictReader(io.StringIO(text))
-    if "code" not in [f.strip().lower() for f in (reader.fieldnames or [])]:
-        return BulkAccountsResult([], ["Row 1: the file needs a 'code' column."])
-    reader.fieldnames = [f.strip().lower() for f in reader.fieldnames]
+    # newline="": a line break inside a quoted cell is data, not a csv error.
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        if "code" not in [f.strip().lower() for f in (reader.fieldnames or [])]:
+            return BulkAccountsResult([], ["Row 1: the file needs a 'code' column."])
+        reader.fieldnames = [f.strip().lower() for f in reader.fieldnames]
+        records = list(reader)
+    except csv.Error as exc:
+        return BulkAccountsResult([], [f"Row {reader.line_num}: not valid CSV ({exc})."])
     User = get_user_model()
     codes, errors, seen = [], [], {}
-    for index, record in enumerate(reader, start=2):
+    for index, record in enumerate(records, start=2):
         code = (record.get("code") or "").strip()
         if not CODE_PATTERN.match(code):
             errors.append(f"Row {index}: code {code!r} must be 2-64 letters, digits, '.', '_' or '-'.")

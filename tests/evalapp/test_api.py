@@ -152,3 +152,30 @@ def test_openapi_schema_validates(api, researcher):
     assert "/api/studies/{study_id}/prompts/import/" in schema["paths"]
     docs = api.get(reverse("api_docs"))
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
+
+
+@pytest.mark.parametrize("params", [
+    {"ordering": "-id"}, {"ordering": "study__owner__password"}, {"fields": "id,messages"}, {"search": "x"},
+    {"topic__icontains": "a"}, {"id__in": "1,2"}, {"page": "1", "limit": "5"},
+])
+def test_ordering_fields_and_undeclared_filters_are_refused_on_every_view(api, researcher, study, params):
+    run = GenerationRun.objects.create(study=study, created_by=researcher, total=0, status="succeeded")
+    api.force_authenticate(researcher)
+    for name, extra in [*study_urls(study, run), ("api_study_rubric", {}), ("api_studies", None), ("api_presets", None)]:
+        url = reverse(name, kwargs=None if extra is None else {"study_id": study.id, **extra})
+        response = api.get(url, params)
+        assert response.status_code == 400, (name, params, response.status_code)
+        assert "Unknown query parameter" in response.json()["detail"] and "Allowed: " in response.json()["detail"]
+        unknown = sorted(set(params) - {"page"})
+        assert ", ".join(unknown) in response.json()["detail"], name
+
+
+def test_declared_filters_and_paging_still_work_and_bad_values_are_400(api, researcher, study):
+    PromptFactory.create_batch(3, study=study, topic="grief")
+    api.force_authenticate(researcher)
+    url = reverse("api_prompts", kwargs={"study_id": study.id})
+    assert api.get(url, {"topic": "grief", "page_size": 2, "page": 2, "format": "json"}).json()["count"] == 3
+    assert api.get(reverse("api_studies"), {"status": "no-such-status"}).status_code == 400
+    assert api.get(reverse("api_study", kwargs={"study_id": study.id}), {"format": "json"}).status_code == 200
+    # Paging is a list's: a detail view refuses it like any other unknown parameter.
+    assert api.get(reverse("api_study", kwargs={"study_id": study.id}), {"page": 1}).status_code == 400
