@@ -14,7 +14,11 @@ ROOT = Path(__file__).resolve().parent.parent
 NETWORK = {"requests", "httpx", "aiohttp", "urllib3", "urllib.request", "http.client", "socket", "ftplib",
            "smtplib", "pycurl", "huggingface_hub"}
 # module -> the network modules it may import, and why
-ALLOWED_IMPORTS = {"evalapp/settings/base.py": {"socket"}}  # gethostname() only: names this server in archives
+ALLOWED_IMPORTS = {
+    "evalapp/settings/base.py": {"socket"},  # gethostname() only: names this server in archives
+    # SMTPException only, to retry on it; the SMTP server is the site's setting, never a user's input.
+    "evalapp/mail.py": {"smtplib"},
+}
 ALLOWED_REMOTE_LOADS = {("modelserver/inference/loading.py", "from_pretrained", "PeftModel")}
 
 
