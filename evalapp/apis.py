@@ -10,7 +10,8 @@ import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import OuterRef, Subquery
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.pagination import PageNumberPagination
@@ -208,9 +209,12 @@ class PromptList(_StudyScoped, generics.ListAPIView):
 class PromptImport(_StudyScoped, APIView):
     parser_classes = [MultiPartParser, FormParser]
 
-    @extend_schema(request=s.PromptImportSerializer, responses={201: s.ImportReportSerializer,
-                                                                 200: s.ImportReportSerializer,
-                                                                 400: s.ImportReportSerializer})
+    @extend_schema(request=s.PromptImportSerializer, responses={
+        201: s.ImportReportSerializer, 200: s.ImportReportSerializer,
+        # Two shapes, told apart by "ok": a oneOf of the two would be ambiguous (field errors are an open object).
+        400: OpenApiResponse(response=OpenApiTypes.OBJECT, description=(
+            "The file was read and refused: its ImportReport (`ok` false, per-row `errors`). The request was "
+            "refused before reading a file: each field's messages, e.g. {\"file\": [\"No file was submitted.\"]}."))})
     def post(self, request, study_id: int):
         study = self.study()
         form = s.PromptImportSerializer(data=request.data)
