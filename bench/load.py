@@ -178,6 +178,9 @@ class Load:
     # (kind, seconds, status or the exception's name)
     requests: list = field(default_factory=list)
     acknowledged: list = field(default_factory=list)  # (session index, response public id) answered 200
+    # Submits that got no 200 (a 503, a dropped connection): the server may have committed them before it
+    # failed, so a fault test allows them in the database but never counts them as acknowledged.
+    unconfirmed: list = field(default_factory=list)
     errors: list = field(default_factory=list)
     finished_raters: int = 0  # raters who rated everything assigned to them before the time was up
 
@@ -216,6 +219,9 @@ def run_load(*, base_url: str, site: Site, seconds: float, floor: bool = True, r
                     headers={"X-Requested-With": "fetch"}) is not None:
                 with lock:
                     load.acknowledged.append((index, item.group(2)))
+            else:
+                with lock:
+                    load.unconfirmed.append((index, item.group(2)))
         with lock:
             load.requests.extend(mine)
 

@@ -18,13 +18,26 @@ from django.views.defaults import server_error as plain_server_error
 
 logger = logging.getLogger(__name__)
 
-UNAVAILABLE = "The database is unavailable for a moment; nothing was saved. Try again shortly."
+# Not "nothing was saved": a rating can commit and the connection drop while the next item is read.
+# Sending the same rating again is safe (one rating per rater and response).
+UNAVAILABLE = ("The database is unavailable for a moment; what you just sent may or may not have been saved. "
+               "Try again shortly: sending it again is safe.")
+# SQLSTATEs of a lost or refused connection (class 08) and of a server shutting down (57P01-57P03).
+_CONNECTION_STATES = ("08", "57P01", "57P02", "57P03")
+
+
+def _connection_lost(exc) -> bool:
+    """A connection problem, not a deadlock, timeout or other error of this request's own queries."""
+    if isinstance(exc, InterfaceError):
+        return True
+    state = getattr(exc.__cause__, "sqlstate", None)
+    return state is None or state.startswith(_CONNECTION_STATES)
 RETRY_AFTER_SECONDS = "5"
 
 
 def server_error(request):
     exc = sys.exc_info()[1]
-    if not isinstance(exc, OperationalError | InterfaceError):
+    if not isinstance(exc, OperationalError | InterfaceError) or not _connection_lost(exc):
         return plain_server_error(request)
     logger.error("Database unavailable during %s %s: %s", request.method, request.path, exc)
     if request.path.startswith("/api/"):
