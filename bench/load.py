@@ -243,7 +243,15 @@ def run_load(*, base_url: str, site: Site, seconds: float, floor: bool = True, r
             return None
         return response.text
 
-    threads = [threading.Thread(target=rater, args=(i, key), daemon=True) for i, key in enumerate(site.sessions)]
+    def guarded(index: int, session_key: str):
+        # A rater thread that dies (a page without its CSRF token, say) is an error in the report, not a
+        # thread that quietly stops rating.
+        try:
+            rater(index, session_key)
+        except Exception as exc:  # noqa: BLE001
+            record_error([], "rater", f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=guarded, args=(i, key), daemon=True) for i, key in enumerate(site.sessions)]
     for thread in threads:
         thread.start()
     t0 = time.monotonic()

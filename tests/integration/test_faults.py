@@ -112,7 +112,7 @@ def _inserts_waiting() -> int:
         # pg_stat_activity is read once per transaction unless the snapshot is dropped (this one holds the lock).
         cursor.execute("SELECT pg_stat_clear_snapshot()")
         cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                       "AND query LIKE 'INSERT INTO \"evalapp_rating\"%%'")
+                       "AND datname = current_database() AND query LIKE 'INSERT INTO \"evalapp_rating\"%%'")
         return cursor.fetchone()[0]
 
 

@@ -178,12 +178,20 @@ class Crawl:
         if ("get", path, "null") not in self.seen and path not in self.queue:
             self.queue.append(path)
 
-    def run(self, limit: int = 200):
+    def run(self, limit: int = 3000):
+        self._run(limit)
+        # A crawl cut short by its limit would pass without having looked at what it left.
+        assert not self.queue and not self.pending, (f"crawl stopped at {limit} visits with "
+                                                     f"{len(self.queue)} URLs and {len(self.pending)} forms left")
+
+    def _run(self, limit: int):
         while (self.queue or self.pending) and len(self.seen) < limit:
             if not self.queue:
                 action, form = self.pending.pop(0)
                 data = filled(form, 0, tick=True)
-                key = json.dumps([action, sorted(form["fields"].items())])
+                # Not the CSRF token: every page carries a new one, and the same form would be posted forever.
+                key = json.dumps([action, sorted((k, v) for k, v in form["fields"].items()
+                                                 if k != "csrfmiddlewaretoken")])
                 if key not in self.posted:
                     self.posted.add(key)
                     self.visit("post", urlparse(action).path, data)
