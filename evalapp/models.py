@@ -436,3 +436,16 @@ class AuditEvent(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
         indexes = [models.Index(fields=["study", "created_at"], name="audit_study_time")]
+
+
+# The pairwise phase's rows live in their own module (this one is long enough); imported here so
+# Django registers them with the app.
+from .pairwise_models import (  # noqa: E402, F401
+    PairAdjudication,
+    PairJudgment,
+    PairVerdict,
+    PairwisePhase,
+    ResponsePair,
+    PhaseStatus,
+    Verdict,
+)

@@ -4,7 +4,7 @@ A study the user has no role in is answered with 404, never 403, so that
 study ids don't leak to outsiders. A rater who withdrew has no role left: they
 see nothing more of the study (raters.services.consent_withdraw). An excluded
 rater keeps theirs, so that they can still withdraw; the rating pages turn them
-away (raters.views._gate).
+away (raters.views.gate).
 """
 
 from collections.abc import Iterable

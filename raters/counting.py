@@ -7,7 +7,7 @@ the design and adjudication, which is where the exclusion was decided.)
 
 from django.db.models import QuerySet
 
-from evalapp.models import Rating, Study
+from evalapp.models import PairJudgment, Rating, Study
 
 from .models import Role, StudyMembership
 
@@ -36,3 +36,8 @@ def left_out_rater_ids(study: Study) -> QuerySet:
 def counted_ratings(study: Study) -> QuerySet:
     """The study's ratings that count, as a queryset (filter it further, e.g. to one response)."""
     return Rating.objects.filter(response__prompt__study=study).exclude(rater_id__in=left_out_rater_ids(study))
+
+
+def counted_pair_judgments(study: Study) -> QuerySet:
+    """The pairwise phase's judgments that count, by the same rule."""
+    return PairJudgment.objects.filter(pair__study=study).exclude(rater_id__in=left_out_rater_ids(study))

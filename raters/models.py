@@ -222,3 +222,62 @@ class RatingRevision(models.Model):
 
     class Meta:
         ordering = ["changed_at"]
+
+
+class GoldPair(models.Model):
+    """A hidden attention check of the pairwise phase: a pair where one response is clearly the better on
+    every question (written by the researcher, with why)."""
+
+    study = models.ForeignKey("evalapp.Study", on_delete=models.CASCADE, related_name="gold_pairs")
+    public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
+    messages = models.JSONField()
+    better_text = models.TextField()
+    worse_text = models.TextField()
+    rationale = models.TextField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+
+class PairAssignment(models.Model):
+    """One slot of a rater's pairwise queue: a pair of study responses or a gold pair, and its sides."""
+
+    study = models.ForeignKey("evalapp.Study", on_delete=models.CASCADE, related_name="pair_assignments")
+    rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="pair_assignments")
+    position = models.PositiveIntegerField()
+    pair = models.ForeignKey("evalapp.ResponsePair", on_delete=models.CASCADE, null=True, blank=True,
+                             related_name="assignments")
+    gold_pair = models.ForeignKey(GoldPair, on_delete=models.CASCADE, null=True, blank=True, related_name="assignments")
+    # The pair's first response (a gold pair's better one) on the left (raters.pair_assignment).
+    first_on_left = models.BooleanField()
+    design_seed = models.BigIntegerField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+    skip_reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["study", "rater", "position"]
+        indexes = [models.Index(fields=["study", "rater", "completed_at", "position"], name="pairassignment_next")]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "rater", "position"], name="pairassignment_unique_position"),
+            models.UniqueConstraint(fields=["rater", "pair"], condition=models.Q(pair__isnull=False),
+                                    name="pairassignment_unique_pair"),
+            models.UniqueConstraint(fields=["rater", "gold_pair"], condition=models.Q(gold_pair__isnull=False),
+                                    name="pairassignment_unique_gold"),
+            models.CheckConstraint(condition=models.Q(pair__isnull=True) ^ models.Q(gold_pair__isnull=True),
+                                   name="pairassignment_pair_xor_gold"),
+        ]
+
+
+class PairGoldAnswer(models.Model):
+    assignment = models.OneToOneField(PairAssignment, on_delete=models.CASCADE, related_name="gold_answer")
+    # {question key: "first" | "second" | "tie"}, "first" being the better response.
+    verdicts = models.JSONField(default=dict)
+    seconds_on_item = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    @property
+    def correct(self) -> bool:
+        return bool(self.verdicts) and all(v == "first" for v in self.verdicts.values())

@@ -168,7 +168,7 @@ def calibration(request, study_id: int):
 # ----------------------------------------------------------------------------- rating
 
 
-def _gate(request, study, status):
+def gate(request, study, status):  # consent or calibration first; None: may rate; 404 once they left
     if status.withdrawn or status.excluded:
         raise Http404("No such study.")
     if not status.consented:
@@ -182,9 +182,9 @@ def _gate(request, study, status):
 def rate(request, study_id: int):
     study = get_study_for(request.user, study_id, roles=[Role.RATER])
     status = selectors.rater_status(study=study, user=request.user)
-    gate = _gate(request, study, status)
-    if gate is not None:
-        return gate
+    gate_to = gate(request, study, status)
+    if gate_to is not None:
+        return gate_to
     context = _item_context(study, request.user, status)
     return render(request, "raters/rate.html", context)
 

@@ -10,8 +10,10 @@ from raters.access import get_study_for, roles_in
 from raters.models import Role
 
 from .. import adjudication as adj
+from .. import pair_adjudication as pair_adj
 from ..errors import ServiceError
-from ..models import Adjudication, AuditEvent, Response, SafetyClassification, SafetyReview, UnsafeCategory
+from ..models import (Adjudication, AuditEvent, PairAdjudication, PairwisePhase, Response, ResponsePair,
+                      SafetyClassification, SafetyReview, UnsafeCategory, Verdict)
 
 ADJUDICATORS = [Role.ADJUDICATOR, Role.RESEARCHER]
 
@@ -37,8 +39,10 @@ def queues(request, study_id: int):
     safety = adj.safety_queue(study=study, category=category, topic=topic)
     disagreements = adj.disagreement_queue(study=study, scale=scale, topic=topic)
     topics = sorted(set(study.prompts.exclude(topic="").values_list("topic", flat=True)))
+    has_pairs = PairwisePhase.objects.filter(study=study).exclude(status=PairwisePhase.Status.DRAFT).exists()
     return render(request, "adjudication/queues.html", {
         "study": study, "safety": safety, "disagreements": disagreements, "topics": topics,
+        "pair_queue": pair_adj.pair_queue(study=study) if has_pairs else None,
         "categories": UnsafeCategory.choices, "scales": keys,
         "filters": {"scale": scale or "", "topic": topic or "", "category": category or ""},
     })
@@ -105,3 +109,35 @@ def history(request, study_id: int):
     study = _study(request, study_id)
     events = AuditEvent.objects.filter(study=study, actor=request.user).order_by("-created_at")[:200]
     return render(request, "adjudication/history.html", {"study": study, "events": events})
+
+
+@login_required
+def pair(request, study_id: int, public_id: str):
+    """A pair whose raters found no majority: both responses, every verdict, and the final verdict's form."""
+    study = _study(request, study_id)
+    found = get_object_or_404(ResponsePair.objects.select_related("prompt", "first", "second"), public_id=public_id,
+                              study=study)
+    if request.method == "POST":
+        try:
+            pair_adj.pair_adjudication_resolve(study=study, pair=found, key=request.POST.get("key", ""),
+                                               adjudicator=request.user, verdict=request.POST.get("verdict", ""),
+                                               rationale=request.POST.get("rationale", ""))
+        except ServiceError as exc:
+            if exc.status == 404:
+                raise Http404(str(exc)) from None
+            messages.error(request, str(exc))
+            return redirect("adjudication_pair", study_id=study.id, public_id=public_id)
+        messages.success(request, "Final verdict recorded.")
+        return redirect("adjudication_queues", study_id=study.id)
+    review = pair_adj.pair_item(study=study, pair=found)
+    phase = PairwisePhase.objects.get(study=study)
+    questions = {c["key"]: c["question"] for c in phase.criteria}
+    labels = dict(Verdict.choices)
+    rows = [{"pseudonym": j["pseudonym"], "reason": j["reason"],
+             "verdicts": [labels.get(j["verdicts"].get(key, ""), "-") for key in questions]} for j in review.judgments]
+    return render(request, "adjudication/pair.html", {
+        "study": study, "pair": found, "messages_": found.prompt.messages, "questions": list(questions.values()),
+        "rows": rows, "pending": [{"key": key, "question": questions[key]} for key in review.keys],
+        "verdicts": Verdict.choices,
+        "decisions": PairAdjudication.objects.filter(pair=found).select_related("adjudicator"),
+    })

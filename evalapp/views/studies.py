@@ -19,6 +19,7 @@ from .. import selectors
 from ..forms import PromptImportForm, RubricForm, StudyCreateForm, StudySettingsForm
 from ..generation_forms import ArmForm, GenerationRunForm, TrainingForm
 from ..errors import ServiceError
+from ..models import PairwisePhase
 from ..rubric_presets import PRESETS
 from ..services import study_clone, study_create, study_delete, study_import_prompts, study_set_rubric
 
@@ -135,7 +136,8 @@ def study_settings(request, study_id: int):
 
 def _render_study(request, study, form, report, status=200, settings_form=None, rubric_form=None):
     roles = roles_in(request.user, study)
-    context = {"study": study, "roles": roles, "is_researcher": Role.RESEARCHER in roles}
+    context = {"study": study, "roles": roles, "is_researcher": Role.RESEARCHER in roles,
+               "pairwise": PairwisePhase.objects.filter(study=study).first()}
     if Role.RESEARCHER in roles:
         page = Paginator(selectors.study_prompts(study=study), 50).get_page(request.GET.get("page"))
         context.update(

@@ -29,6 +29,16 @@ from .invitations import (
     new_pseudonym,
 )
 from .ratings import Submission, assignment_skip, rating_submit
+from .pairwise import (
+    PairSubmission,
+    gold_pair_add,
+    pair_design_rebalance,
+    pair_judgment_submit,
+    pair_phase_close,
+    pair_phase_open,
+    pair_phase_save,
+    pair_skip,
+)
 from .researchers import (
     coresearcher_add,
     coresearcher_remove,
@@ -44,5 +54,6 @@ __all__ = [
     "consent_publish", "consent_withdraw", "design_rebalance", "design_targets", "eligible_raters",
     "invitation_accept", "invitation_create", "invitation_for_token", "invitations_create_from_list", "is_researcher",
     "new_pseudonym", "rater_accounts_bulk_create", "rater_exclude", "rating_submit", "researcher_add", "researcher_grant",
-    "researcher_revoke", "study_open_for_rating",
+    "researcher_revoke", "study_open_for_rating", "PairSubmission", "gold_pair_add", "pair_design_rebalance",
+    "pair_judgment_submit", "pair_phase_close", "pair_phase_open", "pair_phase_save", "pair_skip",
 ]

@@ -19,6 +19,7 @@ from ..counting import counted_ratings, left_out_rater_ids
 from ..models import Assignment
 from ..selectors import eligible_raters
 from .common import RatingError
+from .pairwise import pair_design_rebalance
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,16 @@ def design_targets(study: Study, *, n_raters: int | None = None,
 
 @transaction.atomic
 def design_rebalance(*, study: Study) -> int:
-    """(Re)build every eligible rater's queue of unrated work, keeping all that was already rated.
+    """(Re)build every eligible rater's queues of unrated work (1-10 items and, when its phase is open,
+    pairs), keeping all that was already rated.
 
     Runs when the study opens for rating and whenever its inputs change (see the module's opening).
     Returns the number of assignments written.
     """
+    return _score_rebalance(study) + pair_design_rebalance(study=study)
+
+
+def _score_rebalance(study: Study) -> int:
     Study.objects.select_for_update().filter(id=study.id).first()
     study.refresh_from_db()
     if study.status != Study.Status.RATING:

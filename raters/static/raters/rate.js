@@ -1,4 +1,4 @@
-// Keyboard rating and submission without a full page reload.
+// Keyboard rating and submission without a full page reload (the 1-10 page and the pairwise page).
 // Each answer carries its key in data-key: digits for scale points (0 is 10 on a 1-10 scale),
 // letters for named options, n for "not sure". Tab moves to the next question, Enter submits,
 // ? shows each question's keys (evalapp.rubric.key_hints says the same in words).
@@ -30,7 +30,17 @@
         e.preventDefault();
       } else if (/^[0-9a-z]$/.test(e.key) && !e.ctrlKey && !e.metaKey && !e.altKey && scales.length) {
         var input = scales[active].querySelector('input[data-key="' + e.key + '"]');
-        if (input) { input.checked = true; input.focus(); e.preventDefault(); }
+        if (input) {
+          input.checked = true;
+          // The pairwise page (data-advance): an answer moves on to the next unanswered question.
+          if (form.dataset.advance && active < scales.length - 1) {
+            active += 1; mark();
+            (scales[active].querySelector("input:checked") || scales[active].querySelector("input")).focus();
+          } else {
+            input.focus();
+          }
+          e.preventDefault();
+        }
       } else if (e.key === "Tab" && !e.shiftKey && tag !== "button" && scales[active].querySelector("textarea")) {
         // A question that asks why: Tab goes to its box first; Tab from the box moves on natively.
         scales[active].querySelector("textarea").focus();
@@ -49,7 +59,7 @@
     form.addEventListener("submit", function (e) {
       // getAttribute: form.action would be the skip button, which is named "action".
       var action = form.getAttribute("action") || "";
-      if (!window.fetch || action.indexOf("/rate/") < 0) return;
+      if (!window.fetch || (action.indexOf("/rate/") < 0 && action.indexOf("/compare/") < 0)) return;
       e.preventDefault();
       var error = document.getElementById("rate-error");
       var data = new FormData(form);

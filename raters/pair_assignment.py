@@ -1,0 +1,83 @@
+"""Which side each response of a pair is shown on: balanced left/right for the pairwise phase, as plain data.
+
+Who judges which pair reuses the 1-10 mode's balanced design (raters.assignment.build_design: every pair
+k times, loads within one, no rater twice on one pair, one prompt's pairs kept apart in a queue). This
+module adds the sides. Rules, each checked by `violations`:
+
+1. on each pair, the raters who see its first response on the left and those who see it on the right
+   differ by at most one;
+2. over each pair of arms, the same holds for all its judgments (so no arm sits on the left more often);
+3. each rater sees the first response on the left about as often as on the right: a greedy choice keeps
+   each rater's running balance as close to zero as rules 1 and 2 allow (within two in practice, see
+   tests/raters/test_pair_assignment.py); completed judgments' sides are counted in, so a rebalance
+   continues the balance it finds.
+
+All chance comes from a numpy Generator seeded with the recorded seed. "First" is the pair's response
+from the arm with the lower id; which arm is lower says nothing to a rater, who only sees A and B.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+
+def arm_pairs(arm_ids: Iterable[int]) -> list[tuple[int, int]]:
+    """Every pair of arms once, lower id first: each pair of arms is then compared equally often, once
+    per prompt that has responses from both."""
+    return list(itertools.combinations(sorted(set(arm_ids)), 2))
+
+
+def orient(slots: Sequence[tuple[str, Hashable, str]], seed: int,
+           rater_balance: Mapping[str, int] | None = None,
+           group_balance: Mapping[Hashable, int] | None = None) -> dict[tuple[str, str], bool]:
+    """{(rater, pair id): first response on the left} for slots (pair id, arm pair, rater).
+
+    A balance is (first on the left) minus (first on the right) so far; pass the completed judgments'."""
+    rng = np.random.default_rng(seed)
+    by_pair: dict[str, list[str]] = {}
+    group_of: dict[str, Hashable] = {}
+    for pair_id, group, rater in slots:
+        by_pair.setdefault(pair_id, []).append(rater)
+        group_of[pair_id] = group
+    rater_bal = Counter(rater_balance or {})
+    group_bal = Counter(group_balance or {})
+    out: dict[tuple[str, str], bool] = {}
+    pair_ids = sorted(by_pair)
+    for index in rng.permutation(len(pair_ids)):
+        pair_id = pair_ids[index]
+        raters = sorted(by_pair[pair_id])
+        k, group = len(raters), group_of[pair_id]
+        n_left = k // 2
+        if k % 2:
+            # The odd one goes to the side its pair of arms has had less of; a coin when even.
+            if group_bal[group] < 0 or (group_bal[group] == 0 and rng.random() < 0.5):
+                n_left += 1
+        # Raters who have seen the first response on the left least get it now; ties by chance.
+        keys = rng.random(k)
+        order = sorted(range(k), key=lambda i: (rater_bal[raters[i]], keys[i]))
+        left = {raters[i] for i in order[:n_left]}
+        for rater in raters:
+            on_left = rater in left
+            out[(rater, pair_id)] = on_left
+            rater_bal[rater] += 1 if on_left else -1
+        group_bal[group] += 2 * n_left - k
+    return out
+
+
+def violations(slots: Sequence[tuple[str, Hashable, str]], sides: Mapping[tuple[str, str], bool],
+               group_balance: Mapping[Hashable, int] | None = None) -> list[str]:
+    """Rules 1 and 2 broken by `sides` (an empty list when it keeps them)."""
+    problems = []
+    per_pair: Counter = Counter()
+    per_group: Counter = Counter(group_balance or {})
+    for pair_id, group, rater in slots:
+        step = 1 if sides[(rater, pair_id)] else -1
+        per_pair[pair_id] += step
+        per_group[group] += step
+    problems += [f"pair {p} is shown {v:+d} towards one side" for p, v in per_pair.items() if abs(v) > 1]
+    problems += [f"arms {g} are shown {v:+d} towards one side" for g, v in per_group.items() if abs(v) > 1]
+    return problems
