@@ -4,7 +4,7 @@ from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from .views import adjudication, generation, health, pairwise, playground, results, studies, training
+from .views import adjudication, generation, health, pairwise, planner, playground, results, studies, training
 
 # Any exception that escapes a page; a database that cannot be reached answers 503 (views/errors.py).
 handler500 = "evalapp.views.errors.server_error"
@@ -40,6 +40,8 @@ study_pages = [
     path("results/plots/<str:name>.<str:fmt>", results.results_plot, name="results_plot"),
     path("export/<str:name>.csv", results.export_csv, name="export_csv"),
     path("export.zip", results.export_zip, name="export_zip"),
+    path("plan/", planner.planner, name="planner"),
+    path("plan/plot.png", planner.planner_plot, name="planner_plot"),
 ]
 
 urlpatterns = [

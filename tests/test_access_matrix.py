@@ -189,6 +189,10 @@ ROUTES: dict[str, Row] = {
     "export_csv": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS),
                       kwargs=study(name=lambda w: "ratings")),
     "export_zip": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
+    # The planner is read-only (GET and HEAD): a plan is its query string. Without one the page is
+    # its form and the plot a 400.
+    "planner": Row(read=audience(*RESEARCHERS), write=NOT_THIS_METHOD),
+    "planner_plot": Row(read=audience(*RESEARCHERS), write=NOT_THIS_METHOD),
     # -- raters' pages: the rater of this study only
     "consent": Row(read=audience("rater"), write=audience("rater")),
     "withdraw": Row(read=NOT_THIS_METHOD, write=audience("rater")),

@@ -20,6 +20,10 @@ simulated studies: the sampling spread a study of that design should expect.
 
 Why simulate rather than use formulas: rounding to the scale, rater effects with few raters per
 response, ties and prompt heterogeneity have no closed form, and they are what a pilot tells us about.
+
+More than two arms: the planner plans one contrast (arm B against arm A) at a time. A study of three
+arms plans each contrast it means to test; the results page's Holm adjustment over criteria and
+contrasts is not simulated, so plan at a smaller alpha (alpha / number of contrasts) to allow for it.
 """
 
 from __future__ import annotations
@@ -29,12 +33,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
+from scipy import optimize, stats
 
 __all__ = [
     "Components",
     "PairwiseModel",
     "estimate_components",
+    "estimate_pairwise_model",
     "power_curve",
     "simulate_pairwise_power",
     "simulate_score_power",
@@ -151,6 +156,92 @@ def simulate_score_power(components: Components, effect: float, n_prompts: int, 
     }
 
 
+def _pairwise_judgments(model: PairwiseModel, effect: float, n_prompts: int, k: int, n_sims: int,
+                        rng: np.random.Generator) -> npt.NDArray:
+    """+1/0/-1 (arm 1 won, tie, arm 0 won) of k judgments of each prompt's pair: (sims, prompts, k)."""
+    delta = effect + rng.normal(0, model.prompt_sd, (n_sims, n_prompts, 1))
+    p1, p0 = np.exp(delta / 2), np.exp(-delta / 2)
+    pt = model.nu  # nu * sqrt(p1 * p0) with p1 * p0 = 1
+    total = p1 + p0 + pt
+    u = rng.random((n_sims, n_prompts, k)) * total
+    return np.where(u < p1, 1.0, np.where(u < p1 + p0, -1.0, 0.0))  # arm 1's view
+
+
+# Gauss-Hermite (probabilists') nodes for expectations over a prompt's normal log-strength difference.
+_NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(41)
+_WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
+MAX_PROMPT_SD = 5.0  # beyond it a prompt's verdicts are all but fixed either way: more says nothing
+
+
+def _davidson_moments(effect: float, nu: float, prompt_sd: float) -> tuple[float, float, float]:
+    """Under the simulator's model: the expected shares of wins and losses (arm 1's view) over prompts,
+    and the variance over prompts of a prompt's expected score (win - loss)."""
+    delta = effect + prompt_sd * _NODES
+    p1, p0 = np.exp(delta / 2), np.exp(-delta / 2)
+    total = p1 + p0 + nu
+    win, loss = p1 / total, p0 / total
+    m = win - loss
+    mean_m = float(_WEIGHTS @ m)
+    return float(_WEIGHTS @ win), float(_WEIGHTS @ loss), float(_WEIGHTS @ (m - mean_m) ** 2)
+
+
+def estimate_pairwise_model(prompt: npt.ArrayLike, score: npt.ArrayLike) -> tuple[PairwiseModel, float]:
+    """The pairwise simulator's parameters from a pilot: `score` is +1/0/-1 per judgment (arm 1 won,
+    tie, arm 0 won) and `prompt` the prompt it judged. Returns (PairwiseModel(nu, prompt_sd), effect).
+
+    By moment matching, not the Davidson fit of evalapp.stats.pairwise: the expected shares of wins
+    and losses under the model (the prompt's log-strength difference normal around `effect` with sd
+    `prompt_sd`, Davidson's verdict probabilities given it) are matched to the pilot's, and the
+    variance over prompts of a prompt's expected score to the observed variance of the prompts' mean
+    scores less the binomial noise of their few judgments (the pooled within-prompt variance over
+    each prompt's number of judgments; method of moments, clipped at 0). With prompt_sd 0 this is
+    Davidson's maximum likelihood fit of two items (effect log(wins / losses), nu ties /
+    sqrt(wins x losses)), which the Davidson fit would give; the fit has no prompt spread, so matching
+    moments is what lets prompt_sd in. Alternates the two steps until they agree.
+    """
+    codes = np.unique(np.asarray(prompt), return_inverse=True)[1].reshape(-1)
+    s = np.asarray(score, dtype=np.float64).reshape(-1)
+    if codes.size != s.size:
+        raise ValueError("prompt and score must be the same length.")
+    if not np.isin(s, (-1.0, 0.0, 1.0)).all():
+        raise ValueError("Each score must be +1 (arm 1 won), 0 (tie) or -1 (arm 0 won).")
+    n_prompts = int(codes.max()) + 1 if codes.size else 0
+    wins, losses, ties = int((s == 1).sum()), int((s == -1).sum()), int((s == 0).sum())
+    if n_prompts < 3:
+        raise ValueError("A pairwise pilot needs judgments of at least 3 prompts.")
+    if not wins or not losses:
+        raise ValueError("A pairwise pilot needs at least one win for each arm: "
+                         f"it has {wins} for arm 1 and {losses} for arm 0, so the effect would be infinite.")
+    k = np.bincount(codes, minlength=n_prompts).astype(np.float64)
+    means = np.bincount(codes, weights=s, minlength=n_prompts) / k
+    squares = np.bincount(codes, weights=(s - means[codes]) ** 2, minlength=n_prompts)
+    if not (k >= 2).any():
+        raise ValueError("A pairwise pilot needs some prompts judged at least twice, to tell the prompts' "
+                         "spread from the noise of single judgments.")
+    within = squares[k >= 2].sum() / (k[k >= 2] - 1).sum()
+    between = max(float(np.var(means, ddof=1) - within * np.mean(1 / k)), 0.0)
+
+    n = wins + losses + ties
+    w_share, l_share = wins / n, losses / n
+    effect, nu, sd = float(np.log(wins / losses)), ties / np.sqrt(wins * losses), 0.0
+    for _ in range(100):
+        if between > 0:
+            spread = lambda x: _davidson_moments(effect, nu, x)[2] - between  # noqa: E731
+            sd = MAX_PROMPT_SD if spread(MAX_PROMPT_SD) < 0 else float(optimize.brentq(spread, 0.0, MAX_PROMPT_SD))
+        if ties:
+            fit = optimize.root(lambda p: np.subtract(_davidson_moments(p[0], np.exp(p[1]), sd)[:2],
+                                                      (w_share, l_share)), [effect, np.log(nu)])
+            new_effect, new_nu = float(fit.x[0]), float(np.exp(fit.x[1]))
+        else:
+            new_effect, new_nu = float(optimize.brentq(
+                lambda e: _davidson_moments(e, 0.0, sd)[0] - w_share, -50.0, 50.0)), 0.0
+        done = abs(new_effect - effect) < 1e-9 and abs(new_nu - nu) < 1e-9
+        effect, nu = new_effect, new_nu
+        if done:
+            break
+    return PairwiseModel(nu=float(nu), prompt_sd=sd), effect
+
+
 def simulate_pairwise_power(model: PairwiseModel, effect: float, n_prompts: int, raters_per_response: int,
                             n_sims: int = 1000, alpha: float = 0.05, seed: int = 0,
                             n_draws: int = 2000) -> dict[str, object]:
@@ -159,12 +250,7 @@ def simulate_pairwise_power(model: PairwiseModel, effect: float, n_prompts: int,
 
     rng = np.random.default_rng(seed)
     k = raters_per_response
-    delta = effect + rng.normal(0, model.prompt_sd, (n_sims, n_prompts, 1))
-    p1, p0 = np.exp(delta / 2), np.exp(-delta / 2)
-    pt = model.nu  # nu * sqrt(p1 * p0) with p1 * p0 = 1
-    total = p1 + p0 + pt
-    u = rng.random((n_sims, n_prompts, k)) * total
-    score = np.where(u < p1, 1.0, np.where(u < p1 + p0, -1.0, 0.0))  # arm 1's view
+    score = _pairwise_judgments(model, effect, n_prompts, k, n_sims, rng)
     wins, losses = (score == 1).sum(axis=(1, 2)), (score == -1).sum(axis=(1, 2))
     decisive = wins + losses
     sign_p = np.array([stats.binomtest(int(w), int(d), 0.5).pvalue if d else 1.0

@@ -76,3 +76,40 @@ def test_components_of_a_simulated_pilot_are_recovered():
 def test_a_design_with_more_raters_per_response_than_the_pool_is_refused():
     with pytest.raises(ValueError, match="pool has 2"):
         planning.simulate_score_power(planning.Components(), 0.5, 10, 3, n_raters=2, n_sims=10)
+
+
+def _pilot_judgments(model, effect, n_prompts, k, seed):
+    y = planning._pairwise_judgments(model, effect, n_prompts, k, 1, np.random.default_rng(seed))[0]
+    return np.repeat(np.arange(n_prompts), k), y.reshape(-1)
+
+
+@pytest.mark.parametrize(("truth", "effect"), [(planning.PairwiseModel(nu=0.6, prompt_sd=1.0), 0.5),
+                                               (planning.PairwiseModel(nu=0.0, prompt_sd=0.8), -0.3),
+                                               (planning.PairwiseModel(nu=1.0, prompt_sd=0.0), 0.4)])
+def test_a_pairwise_pilots_parameters_are_recovered(truth, effect):
+    prompt, score = _pilot_judgments(truth, effect, 1500, 4, seed=11)
+    model, estimate = planning.estimate_pairwise_model(prompt, score)
+    assert estimate == pytest.approx(effect, abs=0.1)
+    assert model.nu == pytest.approx(truth.nu, abs=0.1)
+    assert model.prompt_sd == pytest.approx(truth.prompt_sd, abs=0.2)
+
+
+def test_without_prompt_spread_the_pairwise_estimate_is_davidsons_fit():
+    from evalapp.stats.pairwise import davidson
+
+    # Every prompt judged alike: the prompts' means do not vary, the spread is clipped to 0, and the
+    # moments are those of Davidson's maximum likelihood fit of the two arms.
+    prompt, score = np.repeat(np.arange(30), 5), np.tile([1, 1, 1, 0, -1], 30)
+    model, effect = planning.estimate_pairwise_model(prompt, score)
+    fit = davidson(["B"], ["A"], [90], [30], [30], reference="A")
+    assert model.prompt_sd == 0.0
+    assert effect == pytest.approx(fit["estimate"][fit["labels"].index("B")], abs=1e-5)
+    assert effect == pytest.approx(np.log(3))
+    assert model.nu == pytest.approx(fit["nu"], rel=1e-4)
+
+
+def test_a_pairwise_pilot_without_a_win_for_each_arm_is_refused():
+    with pytest.raises(ValueError, match="at least one win for each arm"):
+        planning.estimate_pairwise_model([0, 0, 1, 1, 2, 2], [1, 0, 1, 1, 0, 1])
+    with pytest.raises(ValueError, match="judged at least twice"):
+        planning.estimate_pairwise_model([0, 1, 2, 3], [1, -1, 0, 1])
