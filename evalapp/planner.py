@@ -11,9 +11,10 @@ output into a table and a plot, the one code path of the page (evalapp/views/pla
   their components, not by luck), so one `PlanRequest` gives one table, whoever runs it;
 - one contrast at a time: arm B against arm A (evalapp.stats.planning's note on more arms).
 
-Pairwise mode takes an entered PairwiseModel for now. The study's own pairwise judgments are not
-read from the database here (their models are being built); a pilot's model comes in through
-`plan(..., pairwise_pilot=(model, effect))`, e.g. from evalapp.stats.planning.estimate_pairwise_model.
+Pairwise mode takes an entered PairwiseModel, or fits one per question of the study's pairwise phase
+from its counted judgments of the pair of arm A and arm B (`pairwise_pilot_rows`, then
+evalapp.stats.planning.estimate_pairwise_model: +1 when B's response won, 0 a tie, -1 when A's did);
+a caller may also pass its own with `plan(..., pairwise_pilot=(model, effect))`.
 
 A plan is cached under a hash of its request and of the pilot data it read, so the page and its plot
 simulate once, and a new rating gives a new plan.
@@ -31,10 +32,10 @@ import numpy as np
 from django.core.cache import cache
 from redis.exceptions import RedisError
 
-from raters.counting import counted_ratings
+from raters.counting import counted_pair_judgments, counted_ratings
 
-from .models import Arm, CriterionKind, SafetyDecision, Score, Study
-from .stats.planning import Components, PairwiseModel, estimate_components, power_curve
+from .models import Arm, CriterionKind, PairVerdict, SafetyDecision, Score, Study
+from .stats.planning import Components, PairwiseModel, estimate_components, estimate_pairwise_model, power_curve
 
 logger = logging.getLogger(__name__)
 
@@ -187,11 +188,27 @@ def score_pilot(study: Study, criterion_key: str, arm_a_id: int, arm_b_id: int) 
     return _fit_pilot(criterion, _pilot_rows(study, criterion_key, arm_a_id, arm_b_id))
 
 
+def pairwise_pilot_rows(study: Study, arm_a_id: int, arm_b_id: int) -> dict[str, list[tuple[int, int]]]:
+    """{question key: [(prompt id, +1 B won / 0 tie / -1 A won), ...]} from the counted judgments of pairs
+    of these two arms' responses."""
+    judgments = counted_pair_judgments(study).filter(pair__first__arm_id__in=[arm_a_id, arm_b_id],
+                                                     pair__second__arm_id__in=[arm_a_id, arm_b_id])
+    out: dict[str, list[tuple[int, int]]] = {}
+    for key, verdict, prompt_id, first_arm in (
+        PairVerdict.objects.filter(judgment__in=judgments).order_by("judgment_id", "key")
+        .values_list("key", "verdict", "judgment__pair__prompt_id", "judgment__pair__first__arm_id")
+    ):
+        first_is_b = first_arm == arm_b_id
+        score = 0 if verdict == "tie" else (1 if (verdict == "first") == first_is_b else -1)
+        out.setdefault(key, []).append((prompt_id, score))
+    return out
+
+
 def plan(study: Study, req: PlanRequest, *, pairwise_pilot: tuple[PairwiseModel, float] | None = None,
          use_cache: bool = True) -> dict:
     """The plan of `req` for `study`: {"inputs", "criteria", "columns", "rows", "command"} (PlanError for a
     request it refuses). `pairwise_pilot`: the (PairwiseModel, effect) a pairwise pilot gave, for
-    source "pilot" in pairwise mode; the study's pairwise judgments are not read here yet."""
+    source "pilot" in pairwise mode instead of the study's own judgments."""
     check_request(req)
     arm_a, arm_b = _arms(study, req)
     if req.mode == "scores":
@@ -201,8 +218,10 @@ def plan(study: Study, req: PlanRequest, *, pairwise_pilot: tuple[PairwiseModel,
     else:
         specs, pilot_rows = [], {}
         if req.source == "pilot" and pairwise_pilot is None:
-            raise PlanError("A pairwise pilot is not read from the study yet: enter nu and prompt_sd instead.",
-                            pilot=True)
+            pilot_rows = pairwise_pilot_rows(study, arm_a.id, arm_b.id)
+            if not pilot_rows:
+                raise PlanError("This study has no pairwise judgments of these two arms to use as a pilot: enter "
+                                "nu and prompt_sd instead.", pilot=True)
     key = "plan:" + hashlib.sha256(json.dumps(
         [study.id, asdict(req), pilot_rows, pairwise_pilot and [asdict(pairwise_pilot[0]), pairwise_pilot[1]]],
         default=str, sort_keys=True).encode()).hexdigest()
@@ -234,16 +253,28 @@ def _compute(req, arm_a, arm_b, specs, pilot_rows, pairwise_pilot) -> dict:
                                 req.n_raters, n_sims=req.sims, alpha=req.alpha, seed=req.seed)
             rows += [_row(spec["key"], point) for point in curve]
     else:
-        if req.source == "pilot":
+        if pilot_rows:  # one model per question of the phase, from its own judgments
+            models = []
+            for key, rows_of_key in pilot_rows.items():
+                try:
+                    model, pilot_effect = estimate_pairwise_model([r[0] for r in rows_of_key],
+                                                                  [r[1] for r in rows_of_key])
+                except ValueError as exc:
+                    raise PlanError(f"The pairwise pilot on {key!r}: {exc} Enter nu and prompt_sd instead.",
+                                    pilot=True) from None
+                models.append((key, f"Pairwise: {key}", model, {"effect": pilot_effect, "n_judgments": len(rows_of_key)}))
+        elif req.source == "pilot":
             model, pilot_effect = pairwise_pilot
-            pilot = {"effect": pilot_effect}
+            models = [(PAIRWISE_LABEL, "Which response is better (win, tie or loss of B over A)", model,
+                       {"effect": pilot_effect})]
         else:
-            model, pilot = PairwiseModel(**req.entered), None
-        criteria.append({"key": PAIRWISE_LABEL, "question": "Which response is better (win, tie or loss of B over A)",
-                         "model": asdict(model), "pilot": pilot})
-        curve = power_curve("pairwise", model, req.effect, list(req.prompts), req.raters_per_response,
-                            n_sims=req.sims, alpha=req.alpha, seed=req.seed)
-        rows += [_row(PAIRWISE_LABEL, point) for point in curve]
+            models = [(PAIRWISE_LABEL, "Which response is better (win, tie or loss of B over A)",
+                       PairwiseModel(**req.entered), None)]
+        for key, question, model, pilot in models:
+            criteria.append({"key": key, "question": question, "model": asdict(model), "pilot": pilot})
+            curve = power_curve("pairwise", model, req.effect, list(req.prompts), req.raters_per_response,
+                                n_sims=req.sims, alpha=req.alpha, seed=req.seed)
+            rows += [_row(key, point) for point in curve]
     return {"inputs": inputs, "criteria": criteria, "columns": COLUMNS[req.mode], "rows": rows}
 
 

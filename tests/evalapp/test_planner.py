@@ -9,10 +9,11 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from evalapp import planner
+from evalapp.models import PairJudgment
 from evalapp.planner import PlanError, PlanRequest
 from evalapp.stats.planning import PairwiseModel, estimate_components
 from raters import services as rater_services
-from raters.models import Role
+from raters.models import PairAssignment, Role
 
 from ..factories import ArmFactory, MembershipFactory, PromptFactory, RatingFactory, ResponseFactory, StudyFactory
 
@@ -112,7 +113,7 @@ def test_pairwise_plans_from_entered_values_or_a_pilot_model_passed_in(piloted):
     result = planner.plan(piloted, req, use_cache=False)
     assert [r["criterion"] for r in result["rows"]] == ["preference", "preference"]
     assert result["rows"][1]["power_sign"] > result["rows"][0]["power_sign"] - 0.1
-    with pytest.raises(PlanError, match="not read from the study"):
+    with pytest.raises(PlanError, match="no pairwise judgments"):
         planner.plan(piloted, request_for(piloted, mode="pairwise", criteria=(), sims=40))
     from_pilot = planner.plan(piloted, request_for(piloted, mode="pairwise", criteria=(), sims=40, prompts=(20,)),
                               pairwise_pilot=(PairwiseModel(nu=0.4, prompt_sd=0.2), 0.3), use_cache=False)
@@ -207,3 +208,34 @@ def test_the_command_refuses_clearly(piloted):
     call_command("plan_study", piloted.id, "--mode", "pairwise", "--entered", "nu=0.3,prompt_sd=0.1", "--sims", "20",
                  "--prompts", "20", stdout=out)
     assert "preference" in out.getvalue() and "power (sign test)" in out.getvalue()
+
+
+def test_a_pairwise_pilot_is_read_from_the_studys_own_judgments(piloted):
+    """Raters who prefer the fine-tuned response 3 times in 4 on every prompt (and never tie): the pilot
+    fitted from the counted judgments has B ahead, and a withdrawn rater's judgments stop counting."""
+    raters = [MembershipFactory(study=piloted, role=Role.RATER).user for _ in range(4)]  # beside the pilot's 6
+    rater_services.pair_phase_save(study=piloted, criteria=[{"key": "empathy", "question": "Kinder?"}],
+                                   judgments_per_pair=4, gold_rate=0, reason="none")
+    rater_services.pair_phase_open(study=piloted)
+    rng = np.random.default_rng(5)
+    for assignment in PairAssignment.objects.filter(study=piloted).select_related("pair__first"):
+        tuned_wins = rng.random() < 0.75
+        tuned_is_first = assignment.pair.first.arm_id == piloted.tuned.id
+        tuned_on_left = tuned_is_first == assignment.first_on_left
+        pick = "a" if tuned_wins == tuned_on_left else "b"
+        rater_services.pair_judgment_submit(study=piloted, rater=assignment.rater,
+                                            item_public_id=assignment.pair.public_id,
+                                            submission=rater_services.PairSubmission(answers={"empathy": pick}))
+    rows = planner.pairwise_pilot_rows(piloted, piloted.base.id, piloted.tuned.id)
+    assert len(rows["empathy"]) == 24 * 4
+    share = np.mean([score == 1 for _, score in rows["empathy"]])
+    assert 0.6 < share < 0.9
+    result = planner.plan(piloted, request_for(piloted, mode="pairwise", criteria=(), sims=40, prompts=(20,)),
+                          use_cache=False)
+    assert [c["key"] for c in result["criteria"]] == ["empathy"]
+    assert result["criteria"][0]["pilot"]["effect"] > 0.5  # log(3): B is ahead
+    assert result["criteria"][0]["pilot"]["n_judgments"] == 96
+    theirs = PairJudgment.objects.filter(rater=raters[0]).count()
+    assert theirs
+    rater_services.consent_withdraw(study=piloted, user=raters[0])
+    assert len(planner.pairwise_pilot_rows(piloted, piloted.base.id, piloted.tuned.id)["empathy"]) == 96 - theirs
