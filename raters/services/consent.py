@@ -5,9 +5,9 @@ from django.db.models import Max
 from django.utils import timezone
 
 from evalapp.audit import audit
-from evalapp.models import AuditEvent, Rating, Study
+from evalapp.models import AuditEvent, PairJudgment, Rating, Study
 
-from ..models import Assignment, Consent, ConsentVersion, Role, StudyMembership, WithdrawalPolicy
+from ..models import Assignment, Consent, ConsentVersion, PairAssignment, Role, StudyMembership, WithdrawalPolicy
 from .common import RatingError
 from .design import design_rebalance
 
@@ -51,15 +51,19 @@ def consent_withdraw(*, study: Study, user) -> str:
     if policy == WithdrawalPolicy.DELETE:
         # The trail keeps that they revised and when, but not what they answered: their revisions'
         # payloads are their ratings, which this policy deletes from every export.
-        redacted = AuditEvent.objects.filter(study=study, actor=user, action="rating.revise").update(
+        redacted = AuditEvent.objects.filter(study=study, actor=user,
+                                             action__in=("rating.revise", "pair_judgment.revise")).update(
             before=None, after={"redacted": "rater withdrew (policy: delete)"})
     audit(study=study, actor=user, action="rater.withdraw", obj=user,
           after={"rater": user.id, "policy": policy, **({"redacted_revisions": redacted} if redacted else {})})
     if policy == WithdrawalPolicy.DELETE:
         Rating.objects.filter(rater=user, response__prompt__study=study).delete()
         Assignment.objects.filter(study=study, rater=user).delete()
+        PairJudgment.objects.filter(rater=user, pair__study=study).delete()
+        PairAssignment.objects.filter(study=study, rater=user).delete()
     else:
         Assignment.objects.filter(study=study, rater=user, completed_at__isnull=True).delete()
+        PairAssignment.objects.filter(study=study, rater=user, completed_at__isnull=True).delete()
     try:
         with transaction.atomic():
             design_rebalance(study=study)

@@ -6,7 +6,7 @@ from django.utils import timezone
 from evalapp.audit import audit
 from evalapp.models import Study
 
-from ..models import Assignment, Role, StudyMembership
+from ..models import Assignment, PairAssignment, Role, StudyMembership
 from .common import RatingError
 from .design import design_rebalance
 
@@ -21,4 +21,5 @@ def rater_exclude(*, study: Study, rater, reason: str, actor=None) -> None:
     audit(study=study, actor=actor or rater, action="rater.exclude", obj=rater,
           after={"rater": rater.id, "reason": reason.strip()[:500]})
     Assignment.objects.filter(study=study, rater=rater, completed_at__isnull=True).delete()
+    PairAssignment.objects.filter(study=study, rater=rater, completed_at__isnull=True).delete()
     design_rebalance(study=study)

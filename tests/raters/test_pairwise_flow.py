@@ -7,6 +7,7 @@ from django.urls import reverse
 
 from evalapp.models import AuditEvent, PairJudgment, PairVerdict, PairwisePhase, ResponsePair
 from raters import services
+from raters.counting import counted_pair_judgments
 from raters.models import PairAssignment, PairGoldAnswer
 
 from ..factories import ArmFactory, PromptFactory, ResponseFactory, log_in
@@ -171,3 +172,37 @@ def test_phase_draft_is_not_shown_to_raters(client, rating_study):
     assert client.get(reverse("compare", args=[rating_study.id])).status_code == 404
     PairwisePhase.objects.create(study=rating_study)
     assert client.get(reverse("compare", args=[rating_study.id])).status_code == 404
+
+
+@pytest.mark.django_db
+def test_withdrawal_under_the_delete_policy_deletes_pair_judgments_and_queues(rating_study):
+    services.consent_publish(study=rating_study, text="Delete on withdrawal.", withdrawal_policy="delete")
+    version = rating_study.consent_versions.order_by("-version").first()
+    raters = [add_rater(rating_study, f"r{i}") for i in range(3)]
+    for rater in raters:
+        services.consent_accept(study=rating_study, user=rater, version=version)
+    _open(rating_study, k=2)
+    leaving = raters[0]
+    first = PairAssignment.objects.filter(rater=leaving).order_by("position").first()
+    _answer(rating_study, leaving, first)
+    _answer(rating_study, leaving, first, "b")  # a revision, audited with its verdicts
+    services.consent_withdraw(study=rating_study, user=leaving)
+    assert not PairJudgment.objects.filter(rater=leaving).exists()
+    assert not PairAssignment.objects.filter(rater=leaving).exists()
+    revision = AuditEvent.objects.get(action="pair_judgment.revise")
+    assert revision.before is None and "redacted" in revision.after
+    # The two raters left cover every pair twice again.
+    per_pair = Counter(PairAssignment.objects.filter(study=rating_study).values_list("pair_id", flat=True))
+    assert set(per_pair.values()) == {2} and len(per_pair) == 6
+
+
+@pytest.mark.django_db
+def test_an_excluded_rater_loses_open_pairs_and_keeps_judged_ones(rating_study, researcher):
+    raters = [add_rater(rating_study, f"r{i}") for i in range(3)]
+    _open(rating_study, k=2)
+    first = PairAssignment.objects.filter(rater=raters[0]).order_by("position").first()
+    _answer(rating_study, raters[0], first)
+    services.rater_exclude(study=rating_study, rater=raters[0], reason="straight-lining", actor=researcher)
+    assert list(PairAssignment.objects.filter(rater=raters[0]).values_list("id", flat=True)) == [first.id]
+    assert PairJudgment.objects.filter(rater=raters[0]).exists()  # kept, marked, not counted
+    assert not counted_pair_judgments(rating_study).filter(rater=raters[0]).exists()
