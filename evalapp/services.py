@@ -11,12 +11,12 @@ from django.db.models import RestrictedError
 
 from modelserver.models import Adapter, GenerationChunk, GenerationRun, PlaygroundRequest, RunStatus, TrainingRun
 from modelserver.services import resolve_adapter_path
-from raters.models import CalibrationAnswer, CalibrationItem, ConsentVersion
+from raters.models import CalibrationAnswer, CalibrationItem, ConsentVersion, GoldPair
 
 from .archive.tables import TABLES
 from .audit import audit
 from .errors import ServiceError
-from .models import Arm, Criterion, Prompt, Study
+from .models import Arm, Criterion, PairwisePhase, Prompt, Study
 from .prompt_import import ParsedPrompt, RowProblem, parse_prompt_file
 from .results import results_forget
 from .rubric import RubricError, remap, validate
@@ -156,8 +156,8 @@ def check_design_open(study: Study, change: str) -> None:
 
 @transaction.atomic
 def study_clone(*, study: Study, owner, title: str = "") -> Study:
-    """A new draft study with the design of `study` (settings, arms, consent text, calibration items) and
-    none of its data (prompts, responses, ratings, raters); a fresh design seed."""
+    """A new draft study with the design of `study` (settings, arms, consent text, calibration items, the
+    pairwise design and its gold pairs) and none of its data (prompts, responses, ratings, raters); a fresh design seed."""
     copy = Study.objects.create(owner=owner, title=title or f"{study.title} (copy)", description=study.description,
                                 **{name: getattr(study, name) for name in Study.DESIGN_FIELDS})
     Criterion.objects.bulk_create(Criterion.from_spec(copy, i, spec) for i, spec in enumerate(study.rubric()))
@@ -175,6 +175,14 @@ def study_clone(*, study: Study, owner, title: str = "") -> Study:
                         references=item.references,
                         rationale=item.rationale, use_as_gold=item.use_as_gold, created_by=owner)
         for item in study.calibration_items.order_by("id")
+    )
+    phase = PairwisePhase.objects.filter(study=study).first()
+    if phase is not None:  # the pairwise design too, as a draft with its own seed
+        PairwisePhase.objects.create(study=copy, **{name: getattr(phase, name) for name in PairwisePhase.DESIGN_FIELDS})
+    GoldPair.objects.bulk_create(
+        GoldPair(study=copy, messages=g.messages, better_text=g.better_text, worse_text=g.worse_text,
+                 rationale=g.rationale, created_by=owner)
+        for g in study.gold_pairs.order_by("id")
     )
     return copy
 

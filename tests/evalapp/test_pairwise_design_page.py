@@ -71,3 +71,24 @@ def test_opening_without_two_arms_is_refused(owner_client, study):
     page = owner_client.post(reverse("pairwise_status", args=[study.id]), {"action": "open"}, follow=True)
     assert "two arms" in page.content.decode()
     assert PairwisePhase.objects.get(study=study).status == PairwisePhase.Status.DRAFT
+
+
+@pytest.mark.django_db
+def test_clone_copies_the_pairwise_design_and_gold_pairs_as_a_draft(rating_study, researcher):  # noqa: F811
+    from evalapp.services import study_clone
+    from raters import services
+
+    for i in range(2):
+        add_rater(rating_study, f"r{i}")
+    services.gold_pair_add(study=rating_study, user=researcher, messages=[{"role": "user", "content": "Help."}],
+                           better_text="I'm here with you.", worse_text="No.", rationale="Warmth.")
+    services.pair_phase_save(study=rating_study, criteria=[{"key": "empathy", "question": "Kinder?"}],
+                             judgments_per_pair=2, gold_rate=0.2, reason="none")
+    services.pair_phase_open(study=rating_study)
+    copy = study_clone(study=rating_study, owner=researcher)
+    phase, original = PairwisePhase.objects.get(study=copy), PairwisePhase.objects.get(study=rating_study)
+    assert phase.status == PairwisePhase.Status.DRAFT and phase.design_seed != original.design_seed
+    assert (phase.criteria, phase.judgments_per_pair, phase.gold_rate, phase.reason) == (
+        original.criteria, 2, 0.2, "none")
+    assert list(copy.gold_pairs.values_list("better_text", flat=True)) == ["I'm here with you."]
+    assert not copy.response_pairs.exists() and not PairAssignment.objects.filter(study=copy).exists()
