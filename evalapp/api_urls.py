@@ -24,5 +24,6 @@ urlpatterns = [
     path("studies/<int:study_id>/rating/<str:public_id>/", apis.RaterSubmit.as_view(), name="api_rating_submit"),
     path("studies/<int:study_id>/adjudications/", apis.AdjudicationList.as_view(), name="api_adjudications"),
     path("studies/<int:study_id>/results/", apis.StudyResults.as_view(), name="api_results"),
+    path("studies/<int:study_id>/pairwise-results/", apis.StudyPairwiseResults.as_view(), name="api_pairwise_results"),
     path("studies/<int:study_id>/exports/<str:name>.csv", apis.StudyExport.as_view(), name="api_export"),
 ]

@@ -32,6 +32,7 @@ from . import serializers as s
 from .errors import ServiceError
 from .exports.csv import csv_response
 from .exports.tables import EXPORTS, export_table
+from .pair_results import pairwise_results
 from .results import study_results
 from .rubric_presets import PRESETS, preset
 from .services import study_clone, study_create, study_import_prompts, study_set_rubric
@@ -324,6 +325,15 @@ class StudyResults(_StudyScoped, APIView):
     @extend_schema(responses={200: dict})
     def get(self, request, study_id: int):
         return ApiResponse(study_results(self.study()))
+
+
+class StudyPairwiseResults(_StudyScoped, APIView):
+    """The pairwise phase's numbers (the pairwise results page's): per question, each pair of arms'
+    win/tie/loss, strengths, position bias, agreement, and the agreement with the 1-10 scores."""
+
+    @extend_schema(responses={200: s.PairwiseResultsSerializer})
+    def get(self, request, study_id: int):
+        return ApiResponse(pairwise_results(self.study()))
 
 
 class StudyExport(_StudyScoped, APIView):

@@ -147,3 +147,24 @@ class AdjudicationSerializer(serializers.ModelSerializer):
     def get_adjudicator(self, adjudication) -> str:
         # The study's pseudonym (AdjudicationList annotates it): an account name may be an e-mail address.
         return getattr(adjudication, "adjudicator_pseudonym", None) or adjudication.adjudicator.get_username()
+
+
+class PairwiseResultsSerializer(serializers.Serializer):
+    """The schema of the pairwise results (evalapp.pair_results.pairwise_results) for the API's documentation;
+    the view returns that dict as it is, the one the page and pairwise.json show."""
+
+    phase = serializers.DictField(allow_null=True,
+                                  help_text="status, criteria, judgments_per_pair; null without a phase")
+    arms = serializers.ListField(child=serializers.CharField(), help_text="arm labels in id order")
+    reference = serializers.CharField(allow_null=True, help_text="the arm at 0 in the strengths")
+    n_judgments = serializers.IntegerField()
+    n_simulated = serializers.IntegerField(help_text="judgments written by the demo's rater simulation")
+    simulated = serializers.BooleanField()
+    n_excluded_verdicts = serializers.IntegerField(help_text="verdicts on pairs with a response excluded after safety "
+                                                             "review, left out")
+    side_control = serializers.CharField(help_text="how left/right position was controlled")
+    ties = serializers.CharField(help_text="how each test handles ties")
+    criteria = serializers.ListField(child=serializers.DictField(), help_text=(
+        "per question: key, question, n_verdicts, n_pairs, arm_pairs (B vs A win/tie/loss with Wilson CIs, sign "
+        "test, ties-aware test), strengths (Bradley-Terry, Davidson, bootstrap CIs), position_bias, alpha, and "
+        "scores (agreement with the 1-10 criterion of the same key) where the rubric has one"))

@@ -4,7 +4,7 @@ from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from .views import adjudication, generation, health, pairwise, planner, playground, results, studies, training
+from .views import adjudication, generation, health, pair_results, pairwise, planner, playground, results, studies, training
 
 # Any exception that escapes a page; a database that cannot be reached answers 503 (views/errors.py).
 handler500 = "evalapp.views.errors.server_error"
@@ -38,6 +38,10 @@ study_pages = [
     path("results/", results.results, name="results"),
     path("results.json", results.results_json, name="results_json"),
     path("results/plots/<str:name>.<str:fmt>", results.results_plot, name="results_plot"),
+    path("results/pairwise/", pair_results.pairwise_results_page, name="pairwise_results"),
+    path("results/pairwise.json", pair_results.pairwise_results_json, name="pairwise_results_json"),
+    path("results/pairwise/plots/<str:name>.png", pair_results.pairwise_plot, name="pairwise_plot"),
+    path("export/preferences.jsonl", pair_results.preferences_export, name="export_preferences"),
     path("export/<str:name>.csv", results.export_csv, name="export_csv"),
     path("export.zip", results.export_zip, name="export_zip"),
     path("plan/", planner.planner, name="planner"),

@@ -143,6 +143,7 @@ ROUTES: dict[str, Row] = {
     "api_adjudications": Row(read=audience(*RESEARCHERS, "adjudicator"),
                              write=api_refuses_method(*RESEARCHERS, "adjudicator")),
     "api_results": Row(read=audience(*RESEARCHERS), write=api_refuses_method(*RESEARCHERS)),
+    "api_pairwise_results": Row(read=audience(*RESEARCHERS), write=api_refuses_method(*RESEARCHERS)),
     "api_export": Row(read=audience(*RESEARCHERS), write=api_refuses_method(*RESEARCHERS),
                       kwargs=study(name=lambda w: "ratings")),
     # -- pages under a study
@@ -193,6 +194,11 @@ ROUTES: dict[str, Row] = {
     # its form and the plot a 400.
     "planner": Row(read=audience(*RESEARCHERS), write=NOT_THIS_METHOD),
     "planner_plot": Row(read=audience(*RESEARCHERS), write=NOT_THIS_METHOD),
+    "pairwise_results": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
+    "pairwise_results_json": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
+    "pairwise_plot": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS),
+                         kwargs=study(name=lambda w: "outcomes")),
+    "export_preferences": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
     # -- raters' pages: the rater of this study only
     "consent": Row(read=audience("rater"), write=audience("rater")),
     "withdraw": Row(read=NOT_THIS_METHOD, write=audience("rater")),

@@ -10,10 +10,13 @@ from typing import BinaryIO
 from django.utils import timezone
 
 from ..audit import audit
-from ..models import Response, Study
+from ..models import PairwisePhase, Response, Study
+from ..pair_results import PAIR_JUDGMENT_COLUMNS
 from ..text_report import TEXT_MEASURE_COLUMNS
 from .csv import csv_lines
-from .tables import EXPORT_ZIP_ACTION, EXPORTS, RATINGS_COLUMNS
+from .preferences import FILE as PREFERENCES_FILE
+from .preferences import PREFERENCE_FIELDS, preference_lines
+from .tables import EXPORT_ZIP_ACTION, EXPORTS, PAIRWISE_EXPORTS, RATINGS_COLUMNS
 
 SOFTWARE = ("empatheval", "django", "numpy", "scipy", "statsmodels", "krippendorff", "torch", "transformers", "peft")
 
@@ -23,8 +26,11 @@ def write_bundle(study: Study, target: BinaryIO, *, actor) -> dict:
     download is audited first, so the bundle's own audit.csv names it."""
     audit(study=study, actor=actor, action=EXPORT_ZIP_ACTION, obj=study, after={"file": "export.zip"})
     manifest = _manifest(study)
+    pairwise = manifest["pairwise"] is not None
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, (header, rows) in EXPORTS.items():
+            if name in PAIRWISE_EXPORTS and not pairwise:
+                continue
             digest, count = sha256(), [0]
 
             def counted(iterable, count=count):
@@ -38,9 +44,12 @@ def write_bundle(study: Study, target: BinaryIO, *, actor) -> dict:
                     digest.update(data)
                     handle.write(data)
             manifest["files"][f"{name}.csv"] = {"rows": count[0], "sha256": digest.hexdigest()}
+        if pairwise:
+            manifest["files"][PREFERENCES_FILE] = _write_preferences(study, archive)
         codebook = "".join(csv_lines(["file", "column", "meaning"], [
             *codebook_rows(RATINGS_COLUMNS, "ratings.csv"), *rubric_rows(study),
-            *codebook_rows(TEXT_MEASURE_COLUMNS, "text_measures.csv")]))
+            *codebook_rows(TEXT_MEASURE_COLUMNS, "text_measures.csv"),
+            *(pairwise_codebook_rows(study) if pairwise else [])]))
         archive.writestr("codebook.csv", codebook)
         manifest["files"]["codebook.csv"] = {"sha256": sha256(codebook.encode()).hexdigest()}
         archive.writestr("manifest.json", json.dumps(manifest, indent=2, default=str))
@@ -77,12 +86,36 @@ def rubric_rows(study: Study) -> Iterator[tuple[str, str, str]]:
         yield ("rubric", c["key"], "; ".join(parts) + ".")
 
 
+def _write_preferences(study: Study, archive: zipfile.ZipFile) -> dict:
+    digest, count = sha256(), 0
+    with archive.open(PREFERENCES_FILE, "w") as handle:
+        for line in preference_lines(study):
+            data = line.encode("utf-8")
+            digest.update(data)
+            handle.write(data)
+            count += 1
+    return {"rows": count, "sha256": digest.hexdigest()}
+
+
+def pairwise_codebook_rows(study: Study) -> Iterator[tuple[str, str, str]]:
+    """pair_judgments.csv's columns, the pairwise questions as raters saw them (its `key`), and
+    preferences.jsonl's fields."""
+    yield from codebook_rows(PAIR_JUDGMENT_COLUMNS, "pair_judgments.csv")
+    phase = PairwisePhase.objects.filter(study=study).first()
+    for position, c in enumerate(phase.criteria if phase else [], start=1):
+        yield ("pairwise questions", c["key"], f"Question {position}: \"{c['question']}\"; answers first, second or "
+                                               "tie (raters saw A, B or about the same, sides balanced).")
+    yield from codebook_rows(PREFERENCE_FIELDS, PREFERENCES_FILE)
+
+
 def _manifest(study: Study) -> dict:
     return {"study": {"id": study.id, "title": study.title, "status": study.status, "rubric": study.rubric(),
                       "rubric_source": study.rubric_source(),
                       "ratings_per_response": study.ratings_per_response, "score_policy": study.score_policy,
                       "disagreement_rule": study.disagreement_rule,
                       "disagreement_threshold": study.disagreement_threshold, "design_seed": study.design_seed},
+            "pairwise": PairwisePhase.objects.filter(study=study).values(
+                "status", "criteria", "judgments_per_pair", "gold_rate", "design_seed").first(),
             "arms": list(study.arms.values("label", "blind_code", "base_model", "adapter", "system_prompt",
                                            "generation_params")),
             "models": _model_fingerprints(study),

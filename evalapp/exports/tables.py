@@ -16,6 +16,7 @@ from raters.models import RatingRevision, Role, StudyMembership
 
 from ..audit import audit
 from ..models import Adjudication, AuditEvent, Rating, Response, SafetyDecision, Score, ScorePolicy, Study
+from ..pair_results import PAIR_JUDGMENT_HEADER, pair_judgment_rows
 from ..rubric import score_label
 from ..text_report import TEXT_MEASURE_HEADER, text_measure_rows
 
@@ -218,8 +219,11 @@ EXPORTS = {
     "responses": (RESPONSE_HEADER, response_rows),
     "text_measures": (TEXT_MEASURE_HEADER, text_measure_rows),
     "audit": (AUDIT_HEADER, audit_rows),
+    # The pairwise phase's counted judgments, one row per question (header only without a phase).
+    "pair_judgments": (PAIR_JUDGMENT_HEADER, pair_judgment_rows),
 }
-
+# In the zip bundle only when the study has a pairwise phase: a 1-10 study's bundle stays as it was.
+PAIRWISE_EXPORTS = frozenset({"pair_judgments"})
 
 
 def export_table(*, study: Study, name: str, actor) -> tuple[list[str], Iterator[tuple]]:

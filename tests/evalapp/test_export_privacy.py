@@ -25,6 +25,7 @@ from raters.services import Submission
 
 from ..factories import ArmFactory, MembershipFactory, PromptFactory, ResponseFactory, UserFactory
 from .test_study_archive import full_study  # noqa: F401  (the fixture: a study that has been through everything)
+from .test_pair_results import hand  # noqa: F401  (a study with a pairwise phase judged by three raters)
 
 pytestmark = pytest.mark.django_db
 User = get_user_model()
@@ -52,6 +53,9 @@ def everything_exported(client, study) -> dict[str, str]:
     for run in GenerationRun.objects.filter(study=study):
         out[f"run {run.id}"] = body(client.get(reverse("api_generation_run", args=[study.id, run.id]))).decode()
     out["results.json"] = body(client.get(reverse("results_json", args=[study.id]))).decode()
+    out["preferences.jsonl"] = body(client.get(reverse("export_preferences", args=[study.id]))).decode()
+    out["pairwise.json"] = body(client.get(reverse("pairwise_results_json", args=[study.id]))).decode()
+    out["api_pairwise_results"] = body(client.get(reverse("api_pairwise_results", args=[study.id]))).decode()
     return out
 
 
@@ -147,8 +151,25 @@ def test_every_download_is_audited_with_who_made_it(client, researcher, study, w
     exported = everything_exported(client, study)
     events = list(AuditEvent.objects.filter(action__startswith="export.").order_by("id")[before:])
     files = [e.after["file"] for e in events]
-    assert sorted(files) == sorted([f"{n}.csv" for n in EXPORTS] * 2 + ["export.zip"])
+    assert sorted(files) == sorted([f"{n}.csv" for n in EXPORTS] * 2 + ["export.zip", "preferences.jsonl"])
     assert {e.actor_id for e in events} == {co.id} and {e.study_id for e in events} == {study.id}
     # The trail a download carries names the downloads before it, and who made them.
     audit = list(csv.DictReader(io.StringIO(exported["zip audit.csv"])))
     assert [a["actor"] for a in audit if a["action"] == "export.zip"] == ["carol"]
+
+
+def test_the_pairwise_files_name_raters_by_pseudonym_only(client, hand, researcher):  # noqa: F811
+    study, raters = hand
+    for user in raters:
+        user.email = user.username = f"{user.username}@mail.example"
+        user.save()
+    client.force_login(researcher)
+    exported = everything_exported(client, study)
+    for where, text in exported.items():
+        for user in raters:
+            assert user.email not in text.lower(), f"{user.email} leaks in {where}"
+    pseudonyms = set(study.memberships.filter(role=Role.RATER).values_list("pseudonym", flat=True))
+    for where in ("pair_judgments.csv", "api pair_judgments.csv", "zip pair_judgments.csv"):
+        rows = list(csv.DictReader(io.StringIO(exported[where])))
+        assert len(rows) == 36 and {r["rater"] for r in rows} == pseudonyms, where
+    assert len(exported["preferences.jsonl"].splitlines()) == 10
