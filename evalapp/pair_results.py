@@ -148,10 +148,22 @@ def _fingerprint(study: Study) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
+def _key(study: Study, n_boot: int) -> str:
+    return f"pairwise:{study.id}:{_fingerprint(study)}:{n_boot}"
+
+
+def pairwise_results_forget(study: Study) -> None:
+    """Drop the study's cached pairwise results (called before a study is deleted, as results_forget)."""
+    try:
+        cache.delete(_key(study, N_BOOT))
+    except RedisError as exc:
+        logger.warning("Results cache unavailable, not forgetting study %s's pairwise entry: %s", study.id, exc)
+
+
 def pairwise_results(study: Study, *, n_boot: int = N_BOOT) -> dict:
     """Everything the pairwise results page shows, cached until a judgment, decision or rating changes
     (the same rule as evalapp.results; with Redis down it is computed every time, not refused)."""
-    key = f"pairwise:{study.id}:{_fingerprint(study)}:{n_boot}"
+    key = _key(study, n_boot)
     try:
         cached = cache.get(key)
     except RedisError as exc:

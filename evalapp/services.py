@@ -18,6 +18,7 @@ from .audit import audit
 from .errors import ServiceError
 from .models import Arm, Criterion, PairwisePhase, Prompt, Study
 from .prompt_import import ParsedPrompt, RowProblem, parse_prompt_file
+from .pair_results import pairwise_results_forget
 from .results import results_forget
 from .rubric import RubricError, remap, validate
 from .rubric_presets import DEFAULT_PRESET, preset as get_preset
@@ -331,6 +332,7 @@ def study_delete(*, study: Study, actor) -> DeletionReport:
         paths += list(TrainingRun.objects.filter(study=study, adapter__isnull=True).values_list("out_dir", flat=True))
         TrainingRun.objects.filter(adapter__in=kept).update(study=None)
         results_forget(study)
+        pairwise_results_forget(study)
         # Before the study: deleting it would only unlink its training runs (SET_NULL), not remove them.
         rows = {"adapters": Adapter.objects.filter(id__in=[a.id for a in doomed]).delete()[0],
                 "training_runs": TrainingRun.objects.filter(study=study).delete()[0]}
