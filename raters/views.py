@@ -17,7 +17,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from evalapp.models import UnsafeCategory
+from evalapp.models import PairwisePhase, UnsafeCategory
 from evalapp.rubric import NOT_SURE_LETTER, answer_text, key_hints, option_letters, point_key, points
 
 from . import selectors, services
@@ -212,6 +212,9 @@ def _item_context(study, user, status):
         "criteria": rubric_for_display(study),
         "categories": UnsafeCategory.choices,
         "form": RatingForm(),
+        # Once the 1-10 queue is done, the way on to an open pairwise phase.
+        "comparing": item is None and PairwisePhase.objects.filter(study=study,
+                                                                   status=PairwisePhase.Status.OPEN).exists(),
     }
 
 

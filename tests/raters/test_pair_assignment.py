@@ -18,7 +18,8 @@ from raters.pair_assignment import arm_pairs, orient, violations
 # Not a guarantee of the greedy (raters/pair_assignment.py says why): the worst seen over 30,000 random
 # designs of this module's sizes was 6, at k = 1 with several raters. A regression shows up here.
 RATER_BOUND = 6
-SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+SETTINGS = settings(max_examples=100, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
 @st.composite
@@ -120,7 +121,8 @@ def test_a_rater_far_off_balance_is_steered_back():
 def test_violations_names_what_is_off():
     slots = [("p1", (1, 2), "x"), ("p1", (1, 2), "y"), ("p2", (1, 2), "x")]
     sides = {("x", "p1"): True, ("y", "p1"): True, ("x", "p2"): True}
-    assert violations(slots, sides) == ["pair p1 is shown +2 towards one side", "arms (1, 2) are shown +3 towards one side"]
+    assert violations(slots, sides) == ["pair p1 is shown +2 towards one side",
+                                        "arms (1, 2) are shown +3 towards one side"]
     assert violations(slots, {**sides, ("y", "p1"): False, ("x", "p2"): False}) == []
 
 

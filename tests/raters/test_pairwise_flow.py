@@ -171,3 +171,37 @@ def test_phase_draft_is_not_shown_to_raters(client, rating_study):
     assert client.get(reverse("compare", args=[rating_study.id])).status_code == 404
     PairwisePhase.objects.create(study=rating_study)
     assert client.get(reverse("compare", args=[rating_study.id])).status_code == 404
+
+
+@pytest.mark.django_db
+def test_the_rate_page_leads_on_to_the_comparisons_once_the_queue_is_done(client, rating_study, researcher):
+    rater = add_rater(rating_study, "r0")
+    add_rater(rating_study, "r1")
+    services.study_open_for_rating(study=rating_study)
+    client.force_login(rater)
+    rate = reverse("rate", args=[rating_study.id])
+    while (slot := rater.assignments.filter(study=rating_study, completed_at__isnull=True).first()) is not None:
+        assert "go-comparing" not in client.get(rate).content.decode()
+        services.rating_submit(study=rating_study, rater=rater, item_public_id=slot.response.public_id,
+                               submission=services.Submission({"empathy": 5, "fluency": 5}))
+    assert "go-comparing" not in client.get(rate).content.decode()  # no pairwise phase open yet
+    _open(rating_study, k=2)
+    body = client.get(rate).content.decode()
+    assert "All done" in body and f'href="{reverse("compare", args=[rating_study.id])}" id="go-comparing"' in body
+
+
+@pytest.mark.django_db
+def test_an_excluded_or_withdrawn_rater_gets_404_on_compare(client, rating_study, researcher):
+    excluded, withdrawn = add_rater(rating_study, "r0"), add_rater(rating_study, "r1")
+    add_rater(rating_study, "r2")
+    _open(rating_study, k=2)
+    pairs = {u: PairAssignment.objects.filter(rater=u).first().pair.public_id for u in (excluded, withdrawn)}
+    services.rater_exclude(study=rating_study, rater=excluded, reason="careless", actor=researcher)
+    services.consent_withdraw(study=rating_study, user=withdrawn)
+    for user in (excluded, withdrawn):
+        client.force_login(user)
+        assert client.get(reverse("compare", args=[rating_study.id])).status_code == 404
+        posted = client.post(reverse("compare_submit", args=[rating_study.id, pairs[user]]),
+                             {"pick-empathy": "a", "pick-fluency": "a"})
+        assert posted.status_code == 404
+    assert not PairJudgment.objects.filter(rater__in=[excluded, withdrawn]).exists()
