@@ -200,21 +200,17 @@ def _item_context(study, user, status):
         else:
             response = assignment.response
             item = {"public_id": response.public_id, "messages": response.prompt.messages, "text": response.text}
-        item["history"] = item["messages"][:-1]
-        item["question"] = item["messages"][-1]["content"]
+        item.update(history=item["messages"][:-1], question=item["messages"][-1]["content"])
     return {
         "study": study,
         "status": status,
         "item": item,
-        "done": upcoming.done,
-        "total": upcoming.total,
+        "done": upcoming.done, "total": upcoming.total,
         "position": upcoming.done + 1,
         "criteria": rubric_for_display(study),
         "categories": UnsafeCategory.choices,
         "form": RatingForm(),
-        # Once the 1-10 queue is done, the way on to an open pairwise phase.
-        "comparing": item is None and PairwisePhase.objects.filter(study=study,
-                                                                   status=PairwisePhase.Status.OPEN).exists(),
+        "comparing": item is None and PairwisePhase.objects.filter(study=study, status="open").exists(),
     }
 
 
