@@ -205,3 +205,25 @@ def test_an_excluded_or_withdrawn_rater_gets_404_on_compare(client, rating_study
                              {"pick-empathy": "a", "pick-fluency": "a"})
         assert posted.status_code == 404
     assert not PairJudgment.objects.filter(rater__in=[excluded, withdrawn]).exists()
+
+
+@pytest.mark.django_db
+def test_the_quality_table_counts_gold_pairs_answered_right(client, rating_study, researcher):
+    right, wrong = add_rater(rating_study, "r0"), add_rater(rating_study, "r1")
+    services.gold_pair_add(study=rating_study, user=researcher,
+                           messages=[{"role": "user", "content": "I can't sleep before exams."}],
+                           better_text="That sounds exhausting. What usually runs through your mind?",
+                           worse_text="Everyone gets nervous.", rationale="The second waves it away.")
+    _open(rating_study, k=2, gold_rate=0.5)
+    for rater, better in ((right, True), (wrong, False)):
+        gold = PairAssignment.objects.get(rater=rater, gold_pair__isnull=False)
+        pick = "a" if gold.first_on_left == better else "b"  # the better response, or the worse
+        _answer(rating_study, rater, gold, pick)
+    client.force_login(researcher)
+    page = client.get(reverse("raters_page", args=[rating_study.id])).content.decode()
+    cells = {}
+    for rater in (right, wrong):
+        pseudonym = rater.memberships.get(study=rating_study).pseudonym
+        row = page[page.index(pseudonym):]
+        cells[rater.username] = row[row.index('class="gold-pairs">') + len('class="gold-pairs">'):].split("</td>")[0]
+    assert cells == {"r0": "1 of 1", "r1": "0 of 1"}
