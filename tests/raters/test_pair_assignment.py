@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from raters.assignment import GoldItem, Item, build_design, design_to_rows
 from raters.pair_assignment import arm_pairs, orient, violations
 
-# Not a guarantee of the greedy (raters/pair_assignment.py says why): the worst seen over 30,000 random
-# designs of this module's sizes was 6, at k = 1 with several raters. A regression shows up here.
-RATER_BOUND = 6
+# What raters/pair_assignment.py says of a design build_design makes, from even starting balances (found
+# over 30,000 random designs of this module's sizes, not proved: a counterexample fails here).
+RATER_BOUND = 2
 SETTINGS = settings(max_examples=100, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
@@ -92,9 +92,10 @@ def test_another_seed_gives_other_sides():
 @SETTINGS
 @given(pair_designs(max_prompts=15), st.data())
 def test_balances_continue_from_where_they_stand(problem, data):
-    """Starting balances (the kept judgments' sides): arm pairs stay within one, counting them in; a rater
-    who starts off balance drifts no further than the bound from where they stood (the greedy steers
-    towards zero, test_a_rater_far_off_balance_is_steered_back, but guarantees no more)."""
+    """Starting balances (the kept judgments' sides): arm pairs stay within one, counting them in; no rater
+    ends further off than the bound or one past the worst starting balance, but for the steps that arm
+    pairs starting off balance force. (The starting surplus has to stay somewhere: each pair's slots are
+    split as evenly as its k allows, so two raters starting at +3 may well end at +4 and +2.)"""
     slots, seed = problem
     raters = sorted({rater for _, _, rater in slots})
     groups = sorted({group for _, group, _ in slots}, key=repr)
@@ -104,8 +105,10 @@ def test_balances_continue_from_where_they_stand(problem, data):
     _, per_group, per_rater = balances(slots, sides, start)
     assert max(map(abs, per_group.values())) <= 1
     assert violations(slots, sides, group_balance=start["group"]) == []
-    for rater in raters:
-        assert abs(per_rater[rater]) <= abs(start["rater"][rater]) + RATER_BOUND, (rater, start, per_rater)
+    # A pair of arms that starts one off forces its next odd slot the other way, whoever's it is.
+    forced = sum(1 for value in start["group"].values() if value)
+    worst_start = max(map(abs, start["rater"].values()))
+    assert max(map(abs, per_rater.values())) <= max(RATER_BOUND, worst_start + 1) + forced, (start, per_rater)
 
 
 def test_a_rater_far_off_balance_is_steered_back():
