@@ -50,7 +50,8 @@ def test_demo_prepares_study_and_working_accounts(client, capsys, settings, tmp_
     assert len(tuned) == 1
     (baseline,) = {"first", "second"} - tuned
     (tuned,) = tuned
-    empathy = list(PairVerdict.objects.filter(judgment__pair__study=study, key="empathy").values_list("verdict", flat=True))
+    empathy = list(PairVerdict.objects.filter(judgment__pair__study=study, key="empathy").values_list("verdict",
+                                                                                                    flat=True))
     assert len(empathy) == 60 and empathy.count(tuned) > 2 * empathy.count(baseline) and "tie" in empathy
 
     response = client.post(reverse("login"), {"username": "demo-researcher", "password": accounts["demo-researcher"]})

@@ -321,8 +321,8 @@ class Command(BaseCommand):
         phase = PairwisePhase.objects.filter(study=study, status=PairwisePhase.Status.OPEN).first()
         if phase is None:
             return
-        pending = PairAssignment.objects.filter(study=study, completed_at__isnull=True, pair__isnull=False).select_related(
-            "pair__first__arm")
+        pending = PairAssignment.objects.filter(study=study, completed_at__isnull=True,
+                                                pair__isnull=False).select_related("pair__first__arm")
         judgments, verdicts = [], []
         for a in pending:
             judgments.append(PairJudgment(pair=a.pair, rater_id=a.rater_id, first_on_left=a.first_on_left,
@@ -339,7 +339,8 @@ class Command(BaseCommand):
                                             for judgment, row in zip(judgments, verdicts, strict=True)
                                             for key, verdict in row.items())
             pending.update(completed_at=timezone.now())
-        self.stdout.write(self.style.WARNING(f"Added {len(judgments)} SIMULATED pairwise judgments (labelled as such)."))
+        self.stdout.write(self.style.WARNING(f"Added {len(judgments)} SIMULATED pairwise judgments "
+                                             "(labelled as such)."))
 
 
 # The calibration replies' references on criteria whose high end is the bad end.
