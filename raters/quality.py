@@ -9,7 +9,7 @@ from django.db.models import Min
 from evalapp.models import Rating, Score, Study
 from evalapp.rubric import answer_errors
 
-from .models import CalibrationAttempt, GoldAnswer, Role, StudyMembership
+from .models import CalibrationAttempt, GoldAnswer, PairGoldAnswer, Role, StudyMembership
 
 
 @dataclass
@@ -26,6 +26,9 @@ class RaterQuality:
     agreement_mad: float | None  # mean scaled distance from the other raters' mean, likert criteria, shared items
     excluded: bool
     withdrawn: bool
+    # The pairwise phase's hidden gold pairs: answered, and answered right on every question.
+    gold_pairs: int = 0
+    gold_pairs_right: int = 0
 
     @property
     def flags(self) -> list[str]:
@@ -82,6 +85,9 @@ def study_rater_quality(*, study: Study) -> list[RaterQuality]:
     for answer in GoldAnswer.objects.filter(assignment__study=study).select_related("assignment__gold_item"):
         gold_errors[answer.assignment.rater_id] += answer_errors(rubric, answer.values,
                                                                  answer.assignment.gold_item.references, scaled=True)
+    gold_pairs: dict[int, list[bool]] = defaultdict(list)
+    for answer in PairGoldAnswer.objects.filter(assignment__study=study).select_related("assignment"):
+        gold_pairs[answer.assignment.rater_id].append(answer.correct)
     calibration = dict(
         CalibrationAttempt.objects.filter(study=study, finished_at__isnull=False)
         .values("rater_id")
@@ -108,6 +114,8 @@ def study_rater_quality(*, study: Study) -> list[RaterQuality]:
                 agreement_mad=agreement_mad(own, others),
                 excluded=membership.excluded_at is not None,
                 withdrawn=membership.withdrawn_at is not None,
+                gold_pairs=len(gold_pairs.get(uid, [])),
+                gold_pairs_right=sum(gold_pairs.get(uid, [])),
             )
         )
     return out

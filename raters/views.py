@@ -17,7 +17,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from evalapp.models import UnsafeCategory
+from evalapp.models import PairwisePhase, UnsafeCategory
 from evalapp.rubric import NOT_SURE_LETTER, answer_text, key_hints, option_letters, point_key, points
 
 from . import selectors, services
@@ -200,18 +200,17 @@ def _item_context(study, user, status):
         else:
             response = assignment.response
             item = {"public_id": response.public_id, "messages": response.prompt.messages, "text": response.text}
-        item["history"] = item["messages"][:-1]
-        item["question"] = item["messages"][-1]["content"]
+        item.update(history=item["messages"][:-1], question=item["messages"][-1]["content"])
     return {
         "study": study,
         "status": status,
         "item": item,
-        "done": upcoming.done,
-        "total": upcoming.total,
+        "done": upcoming.done, "total": upcoming.total,
         "position": upcoming.done + 1,
         "criteria": rubric_for_display(study),
         "categories": UnsafeCategory.choices,
         "form": RatingForm(),
+        "comparing": item is None and PairwisePhase.objects.filter(study=study, status="open").exists(),
     }
 
 

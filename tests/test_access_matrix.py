@@ -48,7 +48,7 @@ GHOST_STUDY_ID = 10**9
 # Raters of study A who withdrew ("they see nothing more", raters.services.consent_withdraw: they stand
 # where an outsider stands), or whom its researcher excluded (turned away from rating, free to withdraw).
 FORMER_RATERS = ("withdrawn_rater", "excluded_rater")
-RATING_ROUTES = ("rate", "rate_submit", "api_rating_next", "api_rating_submit")
+RATING_ROUTES = ("rate", "rate_submit", "api_rating_next", "api_rating_submit", "compare", "compare_submit")
 
 
 def audience(*allowed, others=NOT_FOUND, anonymous=LOGIN) -> dict:
@@ -88,6 +88,10 @@ def study(**extra):
 
 def rating_body(w):
     return {"score-empathy": "5", "score-fluency": "5"}
+
+
+def pair_body(w):
+    return {f"pick-{key}": "a" for key in w["study"].pairwise.keys()}
 
 
 ROUTES: dict[str, Row] = {
@@ -179,6 +183,8 @@ ROUTES: dict[str, Row] = {
     "adjudication_history": Row(read=audience(*ADJUDICATING), write=audience(*ADJUDICATING)),
     "adjudication_item": Row(read=audience(*ADJUDICATING), write=audience(*ADJUDICATING),
                              kwargs=study(public_id=lambda w: w["rated"].public_id), objects=("public_id",)),
+    "adjudication_pair": Row(read=audience(*ADJUDICATING), write=audience(*ADJUDICATING),
+                             kwargs=study(public_id=lambda w: w["pair"].public_id), objects=("public_id",)),
     "adjudication_decide": Row(read=NOT_THIS_METHOD, write=audience(*ADJUDICATING),
                                kwargs=study(public_id=lambda w: w["rated"].public_id), objects=("public_id",),
                                data=lambda w: {"action": "resolve", "scale": "empathy", "final_score": "5",
@@ -206,6 +212,13 @@ ROUTES: dict[str, Row] = {
     "rate": Row(read=audience("rater"), write=audience("rater")),
     "rate_submit": Row(read=NOT_THIS_METHOD, write=audience("rater"), data=rating_body,
                        kwargs=study(public_id=lambda w: w["assigned"].public_id), objects=("public_id",)),
+    "compare": Row(read=audience("rater"), write=audience("rater")),
+    "compare_submit": Row(read=NOT_THIS_METHOD, write=audience("rater"), data=pair_body,
+                          kwargs=study(public_id=lambda w: w["pair"].public_id), objects=("public_id",)),
+    # -- the researcher's pairwise phase: an empty body is refused by the form, which passes the check
+    "pairwise_design": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
+    "pairwise_gold_add": Row(read=NOT_THIS_METHOD, write=audience(*RESEARCHERS)),
+    "pairwise_status": Row(read=NOT_THIS_METHOD, write=audience(*RESEARCHERS)),
     # -- the researcher's rater management
     "raters_page": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
     "raters_invite": Row(read=NOT_THIS_METHOD, write=audience(*RESEARCHERS)),
@@ -331,12 +344,19 @@ def build_world() -> dict:
     w["calibration_item"] = a.calibration_items.get()
     rater_services.study_open_for_rating(study=a)
     rater_services.study_open_for_rating(study=b)
+    # A pairwise phase open in both, before anyone left: the former raters had pairs in their queues too.
+    for s in (a, b):
+        rater_services.pair_phase_save(study=s, criteria=[{"key": "empathy", "question": "More empathetic?"}],
+                                       judgments_per_pair=3, gold_rate=0.0, reason="optional")
+        rater_services.pair_phase_open(study=s)
     rater_services.consent_withdraw(study=a, user=w["withdrawn_rater"])
     rater_services.rater_exclude(study=a, rater=w["excluded_rater"], reason="careless", actor=w["owner"])
     # The rater's first item, and one response of A already rated (what adjudication pages show).
     w["assigned"] = a.assignments.filter(rater=w["rater"], response__isnull=False).order_by("position").first().response
     w["rated"] = Response.objects.filter(prompt__study=a).exclude(id=w["assigned"].id).order_by("id").first()
     RatingFactory(response=w["rated"], rater=w["rater"], empathy=2)
+    # The rater's next pair: what the compare page shows and its submit names; adjudicators may open it.
+    w["pair"] = a.pair_assignments.filter(rater=w["rater"], completed_at__isnull=True).order_by("position").first().pair
     w["generation_run"] = GenerationRun.objects.create(study=a, created_by=w["owner"], total=0, status="failed")
     w["training_run"] = TrainingRun.objects.create(study=a, created_by=w["owner"], name="t", config={"base": "bundled"},
                                                    out_dir="/nonexistent", status="failed")

@@ -154,9 +154,10 @@ _BY_MODEL = {t.model: t.name for t in TABLES}
 # An audit event names its object by class name and id (evalapp.audit).
 _BY_CLASS_NAME = {t.model.__name__: t.name for t in TABLES}
 # Top-level keys of audit payloads that hold ids (the services that write them: evalapp.adjudication,
-# raters.services, modelserver.truncation); "response" holds a response's public id.
+# evalapp.pair_adjudication, raters.services, modelserver.truncation); "response" and "pair" hold public
+# ids, which a copy beside its original draws anew.
 _AUDIT_KEYS = {"user": USERS, "rater": USERS, "assigned_to": USERS, "arm": "arms", "generation_run": "generation_runs",
-               "response": "responses.public_id"}
+               "response": "responses.public_id", "pair": "response_pairs.public_id"}
 
 
 def audit_object_table(object_type: str) -> str | None:

@@ -10,7 +10,7 @@ from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.urls import reverse
 
-from evalapp.models import Rating, Response, Study
+from evalapp.models import PairJudgment, PairVerdict, Rating, Response, ResponsePair, Study
 from modelserver.models import Adapter
 from raters.models import Assignment
 
@@ -40,6 +40,19 @@ def test_demo_prepares_study_and_working_accounts(client, capsys, settings, tmp_
     # The raters consented and have balanced queues; the simulation is labelled.
     assert Assignment.objects.filter(study=study, response__isnull=False).count() == 40 * 3
     assert Rating.objects.filter(response__prompt__study=study, simulated=True).count() == 40 * 3
+    # The pairwise phase is open on the same responses: one pair a prompt, judged by all three (simulated),
+    # the gold pairs left for people; on empathy the fine-tuned arm's response wins more often than not.
+    assert study.pairwise.status == "open" and ResponsePair.objects.filter(study=study).count() == 20
+    judgments = PairJudgment.objects.filter(pair__study=study)
+    assert judgments.count() == 20 * 3 and not judgments.filter(simulated=False).exists()
+    tuned = {"first" if pair.first.arm.adapter else "second"
+             for pair in ResponsePair.objects.filter(study=study).select_related("first__arm")}
+    assert len(tuned) == 1
+    (baseline,) = {"first", "second"} - tuned
+    (tuned,) = tuned
+    empathy = list(PairVerdict.objects.filter(judgment__pair__study=study, key="empathy").values_list("verdict",
+                                                                                                    flat=True))
+    assert len(empathy) == 60 and empathy.count(tuned) > 2 * empathy.count(baseline) and "tie" in empathy
 
     response = client.post(reverse("login"), {"username": "demo-researcher", "password": accounts["demo-researcher"]})
     assert response.status_code == 302
@@ -51,6 +64,7 @@ def test_demo_prepares_study_and_working_accounts(client, capsys, settings, tmp_
     client.post(reverse("logout"))
     assert log_in(client, "demo-rater-1", accounts["demo-rater-1"])
     assert client.get(reverse("study_detail", args=[study.id])).status_code == 200
+    assert 'id="response-b"' in client.get(reverse("compare", args=[study.id])).content.decode()  # a gold pair
 
     # A second run keeps the study and its prompts, and issues new passwords.
     call_command("demo", "--no-serve", "--quick")

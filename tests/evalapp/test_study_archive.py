@@ -12,13 +12,14 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from evalapp import adjudication as adj
+from evalapp import pair_adjudication as pair_adj
 from evalapp.archive import tables as archive_tables
 from evalapp.archive.tables import TABLES, USERS, foreign_keys, table_of
-from evalapp.models import Arm, AuditEvent, Prompt, Response, Study
+from evalapp.models import Arm, AuditEvent, Prompt, Response, ResponsePair, Study
 from evalapp.services import arm_create
 from modelserver.models import Adapter, GenerationChunk, GenerationRun, PlaygroundRequest, RunStatus, TrainingRun
 from raters import services as rs
-from raters.models import CalibrationAnswer, CalibrationItem, Consent, GoldAnswer, Role
+from raters.models import CalibrationAnswer, CalibrationItem, Consent, GoldAnswer, PairAssignment, PairGoldAnswer, Role
 from raters.selectors import next_item
 from raters.services import Submission
 
@@ -67,7 +68,8 @@ def test_every_foreign_key_points_to_a_table_written_before_it():
 @pytest.fixture
 def full_study(study, researcher, adjudicator, outsider):
     """A study that has been through everything: consent, calibration, gold items, ratings with a revision,
-    an adjudication, a safety decision, a withdrawal, a co-researcher, runs and an adapter, invitations."""
+    an adjudication, a safety decision, a withdrawal, a co-researcher, runs and an adapter, invitations;
+    and a pairwise phase with a gold pair, judgments with a revision and a pair adjudication."""
     researcher.email, researcher.first_name, researcher.last_name = "alice@lab.example", "Alice", "Liddell"
     researcher.save()
     adjudicator.email = "dana@clinic.example"
@@ -134,7 +136,42 @@ def full_study(study, researcher, adjudicator, outsider):
     adj.adjudication_resolve(study=study, response=split.response, scale="empathy", adjudicator=adjudicator,
                              final_score=5, rationale="Between the two.")
     assert GoldAnswer.objects.filter(assignment__study=study).exists() and carol.memberships.exists()
+    _pairwise_phase(study, researcher, adjudicator, raters)
     return study
+
+
+def _pairwise_phase(study, researcher, adjudicator, raters):
+    """The second phase on the same responses: every pair split three ways (first, second, tie), so the
+    pairs need adjudication; each rater answers their gold pair right; one judgment is revised."""
+    rs.gold_pair_add(study=study, user=researcher, messages=[{"role": "user", "content": "I failed my exam."}],
+                     better_text="That must hurt; you worked for it.", worse_text="Study harder.",
+                     rationale="The second dismisses the feeling.")
+    rs.pair_phase_save(study=study, criteria=[{"key": "empathy", "question": "More empathetic?"},
+                                              {"key": "fluency", "question": "More fluent?"}],
+                       judgments_per_pair=3, gold_rate=0.5, reason="optional")
+    rs.pair_phase_open(study=study)
+
+    def shown(assignment, verdict):  # what a rater presses to mean `verdict`, given the sides they saw
+        if verdict == "tie":
+            return "same"
+        return "a" if (verdict == "first") == assignment.first_on_left else "b"
+
+    for rater, verdict in zip(raters, ("first", "second", "tie"), strict=True):
+        for slot in PairAssignment.objects.filter(study=study, rater=rater).order_by("position"):
+            wanted = "first" if slot.gold_pair_id else verdict
+            item_id = slot.gold_pair.public_id if slot.gold_pair_id else slot.pair.public_id
+            rs.pair_judgment_submit(study=study, rater=rater, item_public_id=item_id, submission=rs.PairSubmission(
+                {key: shown(slot, wanted) for key in ("empathy", "fluency")}, seconds_on_item=8.0))
+    revised = PairAssignment.objects.filter(study=study, rater=raters[0], pair__isnull=False).first()
+    assert rs.pair_judgment_submit(study=study, rater=raters[0], item_public_id=revised.pair.public_id,
+                                   submission=rs.PairSubmission({key: shown(revised, "first")
+                                                                 for key in ("empathy", "fluency")},
+                                                                reason="Warmer opening.")) == "revised"
+    split = pair_adj.pair_queue(study=study)[0]
+    pair_adj.pair_adjudication_resolve(study=study, pair=split.pair, key=split.keys[0], adjudicator=adjudicator,
+                                       verdict="tie", rationale="Both kind, neither better.")
+    assert PairGoldAnswer.objects.filter(assignment__study=study).exists()
+    assert all(answer.correct for answer in PairGoldAnswer.objects.filter(assignment__study=study))
 
 
 class Canon:
@@ -182,9 +219,10 @@ class Canon:
             return self.ref(self.by_class[obj.object_type], int(value))
         if isinstance(obj, AuditEvent) and name in ("before", "after") and isinstance(value, dict):
             out = {k: self.ref(self.AUDIT_KEYS[k], v) if k in self.AUDIT_KEYS else v for k, v in value.items()}
-            if "response" in value:
-                response = Response.objects.filter(public_id=value["response"]).first()
-                out["response"] = self.row(response) if response else value["response"]
+            for key, model in (("response", Response), ("pair", ResponsePair)):
+                if key in value:
+                    found = model.objects.filter(public_id=value[key]).first()
+                    out[key] = self.row(found) if found else value[key]
             return out
         return value
 

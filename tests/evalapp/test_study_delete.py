@@ -91,7 +91,10 @@ def test_deleting_a_study_leaves_nothing_of_it_and_touches_nothing_else(two_stud
     study_id, title = study.id, study.title
     before, counts = rows_of(study_id), {m._meta.label: m.objects.count() for m in apps.get_models(include_auto_created=True)}
     assert sum(map(len, before.values())) > 60 and all(before[label] for label in (
-        "evalapp.Score", "raters.GoldAnswer", "raters.Invitation", "modelserver.GenerationChunk", "evalapp.AuditEvent"))
+        "evalapp.Score", "raters.GoldAnswer", "raters.Invitation", "modelserver.GenerationChunk", "evalapp.AuditEvent",
+        # The pairwise phase's rows: its judgments and adjudications hold their users with PROTECT.
+        "evalapp.PairwisePhase", "evalapp.ResponsePair", "evalapp.PairJudgment", "evalapp.PairVerdict",
+        "evalapp.PairAdjudication", "raters.GoldPair", "raters.PairAssignment", "raters.PairGoldAnswer"))
     other_before, users = snapshot(other), set(User.objects.values_list("id", flat=True))
     shared = Adapter.objects.get(name="shared")
     study_results(study, n_boot=N_BOOT)  # its numbers, cached
@@ -127,6 +130,7 @@ def test_deleting_a_study_leaves_nothing_of_it_and_touches_nothing_else(two_stud
     event = AuditEvent.objects.get(action="study.delete")
     assert event.study_id is None and event.actor == researcher and event.object_id == str(study_id)
     assert event.after["title"] == title and event.after["rows"]["ratings"] > 0
+    assert event.after["rows"]["pair_judgments"] > 0 and event.after["rows"]["pair_adjudications"] == 1
 
 
 def test_only_the_owner_deletes_and_not_while_a_job_runs(two_studies, researcher):

@@ -17,10 +17,10 @@ from urllib.parse import urljoin, urlparse
 import pytest
 from django.contrib.staticfiles import finders
 
-from evalapp.models import Study
+from evalapp.models import PairJudgment, ResponsePair, Study
 from modelserver.models import Adapter
 from raters import services
-from raters.models import Assignment, CalibrationItem, GoldAnswer, Role
+from raters.models import Assignment, CalibrationItem, GoldAnswer, PairAssignment, PairGoldAnswer, Role
 
 from ..factories import ArmFactory, MembershipFactory, PromptFactory, ResponseFactory, StudyFactory, UserFactory
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.django_db
 URL_ATTRS = re.compile(r"^(href|src|action|formaction|hx-[a-z]+|data-[a-z-]+)$")
 # Never followed: they end the session or the rater's part in the study (then nothing more is reachable).
 NOT_FOLLOWED = ("/accounts/logout", "/withdraw/")
-RATE_ACTION = re.compile(r"/studies/\d+/rate/[\w-]+/$")  # a rating form: the test's own loop fills these
+RATE_ACTION = re.compile(r"/studies/\d+/(rate|compare)/[\w-]+/$")  # a rating form: the test's own loops fill these
 
 
 def secret(kind: str) -> str:
@@ -204,9 +204,54 @@ class Crawl:
                 assert path, f"a page names {url}, which does not exist"
 
 
-def item_on(body: str) -> str | None:
-    match = re.search(r'action="/studies/\d+/rate/([\w-]+)/"', body)
+def item_on(body: str, page: str = "rate") -> str | None:
+    match = re.search(rf'action="/studies/\d+/{page}/([\w-]+)/"', body)
     return match.group(1) if match else None
+
+
+def compare_everything(crawl, study, rater) -> list[str]:
+    """The researcher opens a pairwise phase (a gold pair among the pairs); the rater finds the compare
+    page from the study page and judges their whole queue through its forms, crawling each state."""
+    services.gold_pair_add(study=study, user=study.owner, messages=[{"role": "user", "content": "I feel alone."}],
+                           better_text="That sounds lonely; I'm glad you said it.", worse_text="Go out more.",
+                           rationale="The second brushes it off.")
+    services.pair_phase_save(study=study, criteria=[{"key": "empathy", "question": "Which is more supportive?"},
+                                                    {"key": "fluency", "question": "Which reads better?"}],
+                             judgments_per_pair=1, gold_rate=0.5, reason="optional")
+    services.pair_phase_open(study=study)
+    crawl.visit("get", f"/studies/{study.id}/", fresh=True)
+    compare = f"/studies/{study.id}/compare/"
+    assert f'href="{compare}"' in crawl.last(f"GET /studies/{study.id}/ ")
+    served, pages = [], []
+    for step in range(PairAssignment.objects.filter(rater=rater).count()):
+        crawl.visit("get", compare, fresh=True)
+        crawl.run()
+        page = crawl.last(f"GET {compare} ")
+        public_id = item_on(page, "compare")
+        assert public_id, f"no compare form at step {step}"
+        served.append(public_id)
+        pages.append(page)
+        action = f"{compare}{public_id}/"
+        form = next(f for k, f in crawl.forms.items() if urlparse(k).path == action)
+        data = {**filled(form, step), "reason": "A kinder opening."}
+        # Every other pair through the no-reload path, as rate.js posts it; the fragment is crawled too.
+        response = crawl.visit("post", action, data, headers={"X-Requested-With": "fetch"} if step % 2 else {})
+        if step % 2:
+            pages.append(response.content.decode())
+        crawl.run()
+    crawl.visit("get", compare, fresh=True)
+    assert "All done" in crawl.last(f"GET {compare} ")
+    assert PairJudgment.objects.filter(rater=rater).exists() and PairGoldAnswer.objects.filter(
+        assignment__rater=rater).exists()
+    # The page names the responses A and B only: nothing says which one is the pair's "first" (the lower
+    # arm's), nor which arm is which; the pairs' ids in it are public ids, never database ids.
+    pair_ids = {str(pk) for pk in ResponsePair.objects.filter(study=study).values_list("id", flat=True)}
+    for page in pages:
+        assert not re.search(r"\b(first|second)\b", page, re.IGNORECASE), re.findall(r".{40}\b(?:first|second)\b.{40}",
+                                                                                    page, re.IGNORECASE)
+        for match in re.findall(r"/compare/([^/\"'?\s]+)/", page):
+            assert not match.isdigit() and match not in pair_ids, match
+    return served
 
 
 def test_a_rater_crawling_everything_learns_nothing_of_the_arms(client, open_study):
@@ -248,6 +293,11 @@ def test_a_rater_crawling_everything_learns_nothing_of_the_arms(client, open_stu
     crawl.visit("get", f"/api/studies/{study.id}/rating/next/?after=done")
     assert rater.ratings.count() == 12 and GoldAnswer.objects.filter(assignment__rater=rater).exists()
     assert rater.ratings.filter(revisions__isnull=False).exists()
+    compared = compare_everything(crawl, study, rater)
+    # A bad judgment, by form and by fetch, and one of a pair the rater was never given.
+    for headers in ({}, {"X-Requested-With": "fetch"}):
+        crawl.visit("post", f"/studies/{study.id}/compare/{compared[0]}/", {"pick-empathy": "c"}, headers=headers)
+    crawl.visit("post", f"/studies/{study.id}/compare/{secrets.token_hex(8)}/", {"pick-empathy": "a"})
 
     # Error pages a rater can trigger: a 404, a 403 (a researcher's page), a 400 (a bad rating), a bad API call.
     secret_arm = arms[1]
@@ -279,7 +329,7 @@ def test_a_rater_crawling_everything_learns_nothing_of_the_arms(client, open_stu
     crawl.run()
 
     reached = {w.split(" ")[1] for w, _ in crawl.bodies}
-    assert {f"/studies/{study.id}/rate/", "/api/schema/", "/static/raters/rate.js", "/static/evalapp/site.js",
+    assert {f"/studies/{study.id}/rate/", f"/studies/{study.id}/compare/", "/api/schema/", "/static/raters/rate.js", "/static/evalapp/site.js",
             f"/api/studies/{study.id}/rating/next/"} <= reached, sorted(reached)
     assert len(crawl.bodies) > 40, sorted(crawl.bodies)
 

@@ -206,3 +206,59 @@ def test_an_excluded_rater_loses_open_pairs_and_keeps_judged_ones(rating_study, 
     assert list(PairAssignment.objects.filter(rater=raters[0]).values_list("id", flat=True)) == [first.id]
     assert PairJudgment.objects.filter(rater=raters[0]).exists()  # kept, marked, not counted
     assert not counted_pair_judgments(rating_study).filter(rater=raters[0]).exists()
+
+
+@pytest.mark.django_db
+def test_the_rate_page_leads_on_to_the_comparisons_once_the_queue_is_done(client, rating_study, researcher):
+    rater = add_rater(rating_study, "r0")
+    add_rater(rating_study, "r1")
+    services.study_open_for_rating(study=rating_study)
+    client.force_login(rater)
+    rate = reverse("rate", args=[rating_study.id])
+    while (slot := rater.assignments.filter(study=rating_study, completed_at__isnull=True).first()) is not None:
+        assert "go-comparing" not in client.get(rate).content.decode()
+        services.rating_submit(study=rating_study, rater=rater, item_public_id=slot.response.public_id,
+                               submission=services.Submission({"empathy": 5, "fluency": 5}))
+    assert "go-comparing" not in client.get(rate).content.decode()  # no pairwise phase open yet
+    _open(rating_study, k=2)
+    body = client.get(rate).content.decode()
+    assert "All done" in body and f'href="{reverse("compare", args=[rating_study.id])}" id="go-comparing"' in body
+
+
+@pytest.mark.django_db
+def test_an_excluded_or_withdrawn_rater_gets_404_on_compare(client, rating_study, researcher):
+    excluded, withdrawn = add_rater(rating_study, "r0"), add_rater(rating_study, "r1")
+    add_rater(rating_study, "r2")
+    _open(rating_study, k=2)
+    pairs = {u: PairAssignment.objects.filter(rater=u).first().pair.public_id for u in (excluded, withdrawn)}
+    services.rater_exclude(study=rating_study, rater=excluded, reason="careless", actor=researcher)
+    services.consent_withdraw(study=rating_study, user=withdrawn)
+    for user in (excluded, withdrawn):
+        client.force_login(user)
+        assert client.get(reverse("compare", args=[rating_study.id])).status_code == 404
+        posted = client.post(reverse("compare_submit", args=[rating_study.id, pairs[user]]),
+                             {"pick-empathy": "a", "pick-fluency": "a"})
+        assert posted.status_code == 404
+    assert not PairJudgment.objects.filter(rater__in=[excluded, withdrawn]).exists()
+
+
+@pytest.mark.django_db
+def test_the_quality_table_counts_gold_pairs_answered_right(client, rating_study, researcher):
+    right, wrong = add_rater(rating_study, "r0"), add_rater(rating_study, "r1")
+    services.gold_pair_add(study=rating_study, user=researcher,
+                           messages=[{"role": "user", "content": "I can't sleep before exams."}],
+                           better_text="That sounds exhausting. What usually runs through your mind?",
+                           worse_text="Everyone gets nervous.", rationale="The second waves it away.")
+    _open(rating_study, k=2, gold_rate=0.5)
+    for rater, better in ((right, True), (wrong, False)):
+        gold = PairAssignment.objects.get(rater=rater, gold_pair__isnull=False)
+        pick = "a" if gold.first_on_left == better else "b"  # the better response, or the worse
+        _answer(rating_study, rater, gold, pick)
+    client.force_login(researcher)
+    page = client.get(reverse("raters_page", args=[rating_study.id])).content.decode()
+    cells = {}
+    for rater in (right, wrong):
+        pseudonym = rater.memberships.get(study=rating_study).pseudonym
+        row = page[page.index(pseudonym):]
+        cells[rater.username] = row[row.index('class="gold-pairs">') + len('class="gold-pairs">'):].split("</td>")[0]
+    assert cells == {"r0": "1 of 1", "r1": "0 of 1"}

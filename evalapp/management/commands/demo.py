@@ -4,8 +4,9 @@ Accounts and a study of 20 test-split CounselChat questions; a LoRA adapter
 trained on CounselChat's training questions (or reused from var/demo-adapter);
 both arms generated with the bundled model through the same task code a GPU
 worker runs; consent, calibration items and balanced rating queues for the three
-raters; with --simulate, simulated ratings (labelled everywhere) so the results
-page has something to show. `--preset epitome` (or any evalapp.rubric_presets key)
+raters; a pairwise phase on the same responses, open; with --simulate, simulated
+ratings and pairwise judgments (labelled everywhere) so the results pages have
+something to show. `--preset epitome` (or any evalapp.rubric_presets key)
 runs the same demo with that protocol's rubric, as a study of its own. `--no-serve` stops before serving: the test suite
 runs it so the demo cannot rot.
 """
@@ -25,16 +26,18 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from evalapp.models import Arm, Rating, Response, Score, Study
+from evalapp.models import Arm, PairJudgment, PairVerdict, PairwisePhase, Rating, Response, Score, Study
+from evalapp.pair_rubric import DEFAULT_CRITERIA, FIRST, SECOND, TIE
 from evalapp.rubric_presets import DEFAULT_PRESET, PRESETS
 from evalapp.services import arm_create, study_create, study_import_prompts
 from modelserver import dispatch
 from modelserver.corpus import COUNSELCHAT_QUESTIONS, best_counselchat_answer
 from modelserver.services import GenerationError, generation_progress, generation_run_create, generation_runs_abandon
 from raters import services as rater_services
-from raters.models import Assignment, CalibrationItem, Consent, Role, StudyMembership
+from raters.models import Assignment, CalibrationItem, Consent, PairAssignment, Role, StudyMembership
 
 DEMO_TITLE = "Demo: CounselChat support responses"
+DISMISSIVE = "Just think positive and stop worrying so much."
 DEMO_PROMPTS = 20
 DEMO_SEED = 0
 ACCOUNTS = [
@@ -241,7 +244,7 @@ class Command(BaseCommand):
                 created_by=study.owner, use_as_gold=False,
             )
             CalibrationItem.objects.create(
-                study=study, messages=prompt.messages, response_text="Just think positive and stop worrying so much.",
+                study=study, messages=prompt.messages, response_text=DISMISSIVE,
                 references=_references(study, 0.2),
                 rationale="Fluent but dismissive: tells the person how to feel and ignores what they said.",
                 created_by=study.owner, use_as_gold=True,
@@ -255,7 +258,22 @@ class Command(BaseCommand):
         if study.status != Study.Status.RATING:
             rater_services.study_open_for_rating(study=study)
         else:
-            rater_services.design_rebalance(study=study)
+            rater_services.design_rebalance(study=study)  # an open pairwise phase's queues too
+        self._pairwise(study)
+
+    def _pairwise(self, study) -> None:
+        """The second phase on the same responses: the issue's two default questions, a gold pair, open."""
+        phase = PairwisePhase.objects.filter(study=study).first()
+        if phase is None:
+            prompt = study.prompts.order_by("id").first()
+            rater_services.gold_pair_add(
+                study=study, user=study.owner, messages=prompt.messages,
+                better_text=prompt.reference or best_counselchat_answer(()), worse_text=DISMISSIVE,
+                rationale="The better one takes up what the person said; the other tells them how to feel.")
+            phase = rater_services.pair_phase_save(study=study, criteria=[dict(c) for c in DEFAULT_CRITERIA],
+                                                   judgments_per_pair=3, gold_rate=0.1, reason="optional")
+        if phase.status == PairwisePhase.Status.DRAFT:
+            rater_services.pair_phase_open(study=study)
 
     def _simulate(self, study) -> None:
         """SIMULATED raters: each has a severity, each prompt a difficulty, the fine-tuned arm +0.7 points
@@ -294,6 +312,35 @@ class Command(BaseCommand):
                 for rating, scores in zip(rows, answers, strict=True) for c, value in scores)
             pending.update(completed_at=timezone.now())
         self.stdout.write(self.style.WARNING(f"Added {len(rows)} SIMULATED ratings (labelled as such everywhere)."))
+        self._simulate_pairs(study, rng)
+
+    def _simulate_pairs(self, study, rng) -> None:
+        """SIMULATED pairwise judgments (gold pairs left to people, as gold items are): on the first question
+        the fine-tuned arm's response is ahead by the same 0.7 points, with noise; "about the same" within
+        half a point."""
+        phase = PairwisePhase.objects.filter(study=study, status=PairwisePhase.Status.OPEN).first()
+        if phase is None:
+            return
+        pending = PairAssignment.objects.filter(study=study, completed_at__isnull=True,
+                                                pair__isnull=False).select_related("pair__first__arm")
+        judgments, verdicts = [], []
+        for a in pending:
+            judgments.append(PairJudgment(pair=a.pair, rater_id=a.rater_id, first_on_left=a.first_on_left,
+                                          reason="SIMULATED", seconds_on_item=float(rng.gamma(4, 10)), simulated=True))
+            tuned_first = bool(a.pair.first.arm.adapter)
+            row = {}
+            for i, key in enumerate(phase.keys()):
+                margin = (0.7 if i == 0 else 0.0) + rng.normal(0, 1.2)  # fine-tuned minus baseline, in points
+                row[key] = TIE if abs(margin) < 0.5 else FIRST if (margin > 0) == tuned_first else SECOND
+            verdicts.append(row)
+        with transaction.atomic():
+            PairJudgment.objects.bulk_create(judgments)
+            PairVerdict.objects.bulk_create(PairVerdict(judgment=judgment, key=key, verdict=verdict)
+                                            for judgment, row in zip(judgments, verdicts, strict=True)
+                                            for key, verdict in row.items())
+            pending.update(completed_at=timezone.now())
+        self.stdout.write(self.style.WARNING(f"Added {len(judgments)} SIMULATED pairwise judgments "
+                                             "(labelled as such)."))
 
 
 # The calibration replies' references on criteria whose high end is the bad end.
