@@ -74,7 +74,9 @@ def pair_queue(*, study: Study) -> list[PairItem]:
 
 
 def pair_item(*, study: Study, pair: ResponsePair) -> PairItem:
-    phase = PairwisePhase.objects.get(study=study)
+    phase = PairwisePhase.objects.filter(study=study).first()
+    if phase is None:
+        raise PairAdjudicationError("This study has no pairwise phase.", status=404)
     judgments = _verdicts(study, [pair.id]).get(pair.id, [])
     resolved = set(PairAdjudication.objects.filter(pair=pair).values_list("key", flat=True))
     return PairItem(pair, _pending(phase, judgments, resolved), judgments)

@@ -14,9 +14,8 @@ module adds the sides. Rules, each checked by `violations`:
    starting balances every rater ends within two: not proved, but over 30,000 random designs that
    raters.assignment.build_design made (tests/raters/test_pair_assignment.py tests it) none ended
    further off; the greedy alone left some 6 off, and before it asked the middle rater, 15.
-   Completed judgments' sides are counted in, so a rebalance continues the balance it finds; but only
-   the per-rater and per-arm-pair balances: a pair's own kept judgments are not passed in, so rule 1
-   holds among a rebalance's new slots, not over the pair's judgments in all.
+   Completed judgments' sides are counted in (per rater, per pair of arms and per pair), so a rebalance
+   continues the balance it finds: rules 1 and 2 hold over a pair's kept and new judgments together.
 
 All chance comes from a numpy Generator seeded with the recorded seed. "First" is the pair's response
 from the arm with the lower id; which arm is lower says nothing to a rater, who only sees A and B.
@@ -39,10 +38,12 @@ def arm_pairs(arm_ids: Iterable[int]) -> list[tuple[int, int]]:
 
 def orient(slots: Sequence[tuple[str, Hashable, str]], seed: int,
            rater_balance: Mapping[str, int] | None = None,
-           group_balance: Mapping[Hashable, int] | None = None) -> dict[tuple[str, str], bool]:
+           group_balance: Mapping[Hashable, int] | None = None,
+           pair_balance: Mapping[str, int] | None = None) -> dict[tuple[str, str], bool]:
     """{(rater, pair id): first response on the left} for slots (pair id, arm pair, rater).
 
-    A balance is (first on the left) minus (first on the right) so far; pass the completed judgments'."""
+    A balance is (first on the left) minus (first on the right) so far; pass the kept judgments' (per
+    rater, per pair of arms, per pair)."""
     rng = np.random.default_rng(seed)
     by_pair: dict[str, list[str]] = {}
     group_of: dict[str, Hashable] = {}
@@ -51,17 +52,21 @@ def orient(slots: Sequence[tuple[str, Hashable, str]], seed: int,
         group_of[pair_id] = group
     rater_bal = Counter(rater_balance or {})
     group_bal = Counter(group_balance or {})
+    pair_bal = Counter(pair_balance or {})
     out: dict[tuple[str, str], bool] = {}
     pair_ids = sorted(by_pair)
     for index in rng.permutation(len(pair_ids)):
         pair_id = pair_ids[index]
         raters = sorted(by_pair[pair_id])
         k, group = len(raters), group_of[pair_id]
-        n_left = k // 2
+        # As many on the left as bring the pair's kept lean back to zero (or within one); a pair
+        # leaning further than its new slots can mend gets them all on the other side.
+        want = k - pair_bal[pair_id]
+        n_left = min(max(want // 2, 0), k)
         # Raters who have seen the first response on the left least get it now; ties by chance.
         keys = rng.random(k)
         order = sorted(range(k), key=lambda i: (rater_bal[raters[i]], keys[i]))
-        if k % 2:
+        if want % 2 and 0 <= want < 2 * k:
             # The odd one goes to the side its pair of arms has had less of; when even, to the side the
             # rater in the middle (the one it falls to) has had less of, and a coin only if that is even too.
             middle = rater_bal[raters[order[n_left]]]
@@ -73,12 +78,13 @@ def orient(slots: Sequence[tuple[str, Hashable, str]], seed: int,
             out[(rater, pair_id)] = on_left
             rater_bal[rater] += 1 if on_left else -1
         group_bal[group] += 2 * n_left - k
-    _even_out(out, by_pair, group_of, rater_bal, group_bal)
+    _even_out(out, by_pair, group_of, rater_bal, group_bal, pair_bal)
     return out
 
 
 def _even_out(sides: dict[tuple[str, str], bool], by_pair: Mapping[str, list[str]],
-              group_of: Mapping[str, Hashable], rater_bal: Counter, group_bal: Counter) -> None:
+              group_of: Mapping[str, Hashable], rater_bal: Counter, group_bal: Counter,
+              pair_bal: Counter) -> None:
     """Moves that keep rules 1 and 2 and bring raters' balances closer to zero, until none is left: two
     raters of one pair trade sides; in two pairs of one pair of arms that lean opposite ways, one rater
     each turns round (both pairs then lean the other way; their arms' balance is unchanged); a pair of
@@ -94,6 +100,9 @@ def _even_out(sides: dict[tuple[str, str], bool], by_pair: Mapping[str, list[str
 
     def split(pair_id: str, on_left: bool) -> list[tuple[str, str]]:
         return [(r, pair_id) for r in sorted(by_pair[pair_id]) if sides[(r, pair_id)] == on_left]
+
+    def lean(pair_id: str) -> int:  # kept and new judgments together
+        return pair_bal[pair_id] + len(split(pair_id, True)) - len(split(pair_id, False))
 
     def extreme(candidates, top: bool):
         # The rater with the highest (top) or lowest balance; ties by name, so the order is fixed.
@@ -111,9 +120,9 @@ def _even_out(sides: dict[tuple[str, str], bool], by_pair: Mapping[str, list[str
                     moved = True
             leaning_left, leaning_right = [], []
             for pair_id in pairs_of[group]:
-                left, right = split(pair_id, True), split(pair_id, False)
-                leaning_left += left if len(left) > len(right) else []
-                leaning_right += right if len(right) > len(left) else []
+                # A pair one ahead turned round by one rater is one behind: still within rule 1.
+                leaning_left += split(pair_id, True) if lean(pair_id) == 1 else []
+                leaning_right += split(pair_id, False) if lean(pair_id) == -1 else []
             x, y = extreme(leaning_left, True), extreme(leaning_right, False)
             if x and y and x[0] != y[0] and rater_bal[x[0]] - rater_bal[y[0]] > 2:
                 flip(*x)
@@ -121,7 +130,7 @@ def _even_out(sides: dict[tuple[str, str], bool], by_pair: Mapping[str, list[str
                 moved = True
             ahead = group_bal[group]
             leaning = [c for pair_id in pairs_of[group] for c in split(pair_id, ahead > 0)
-                       if len(split(pair_id, True)) - len(split(pair_id, False)) == ahead]
+                       if lean(pair_id) == ahead]
             one = extreme(leaning, ahead > 0) if ahead in (1, -1) else None
             if one and rater_bal[one[0]] * ahead > 1:
                 flip(*one)
@@ -130,10 +139,11 @@ def _even_out(sides: dict[tuple[str, str], bool], by_pair: Mapping[str, list[str
 
 
 def violations(slots: Sequence[tuple[str, Hashable, str]], sides: Mapping[tuple[str, str], bool],
-               group_balance: Mapping[Hashable, int] | None = None) -> list[str]:
-    """Rules 1 and 2 broken by `sides` (an empty list when it keeps them)."""
+               group_balance: Mapping[Hashable, int] | None = None,
+               pair_balance: Mapping[str, int] | None = None) -> list[str]:
+    """Rules 1 and 2 broken by `sides` with the kept balances (an empty list when it keeps them)."""
     problems = []
-    per_pair: Counter = Counter()
+    per_pair: Counter = Counter(pair_balance or {})
     per_group: Counter = Counter(group_balance or {})
     for pair_id, group, rater in slots:
         step = 1 if sides[(rater, pair_id)] else -1

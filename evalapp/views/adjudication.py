@@ -129,8 +129,8 @@ def pair(request, study_id: int, public_id: str):
             return redirect("adjudication_pair", study_id=study.id, public_id=public_id)
         messages.success(request, "Final verdict recorded.")
         return redirect("adjudication_queues", study_id=study.id)
+    phase = get_object_or_404(PairwisePhase, study=study)
     review = pair_adj.pair_item(study=study, pair=found)
-    phase = PairwisePhase.objects.get(study=study)
     questions = {c["key"]: c["question"] for c in phase.criteria}
     labels = dict(Verdict.choices)
     rows = [{"pseudonym": j["pseudonym"], "reason": j["reason"],

@@ -7,6 +7,7 @@ raters.assignment.build_design with pairs as items and prompts as groups; the si
 raters.pair_assignment.orient.
 """
 
+from collections import Counter
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
@@ -150,19 +151,21 @@ def pair_design_rebalance(*, study: Study) -> int:
     PairAssignment.objects.filter(study=study, completed_at__isnull=True).exclude(
         id__in=[assignment_id for assignment_id, _ in on_screen.values()]).delete()
     kept = PairAssignment.objects.filter(study=study)
-    rater_balance: dict[str, int] = {}
-    group_balance: dict[object, int] = {}
-    for rater_id, first_on_left, public in kept.values_list("rater_id", "first_on_left", "pair__public_id"):
+    rater_balance: Counter = Counter()
+    group_balance: Counter = Counter()
+    pair_balance: Counter = Counter()
+    for rater_id, first_on_left, public, gold_public in kept.values_list(
+            "rater_id", "first_on_left", "pair__public_id", "gold_pair__public_id"):
         step = 1 if first_on_left else -1
-        rater_balance[str(rater_id)] = rater_balance.get(str(rater_id), 0) + step
-        if public is not None:
-            group_balance[arms_of[public]] = group_balance.get(arms_of[public], 0) + step
+        rater_balance[str(rater_id)] += step
+        pair_balance[public or gold_public] += step
+        group_balance[arms_of[public] if public is not None else ("gold",)] += step
     rows_in = design_lib.design_to_rows(design)
     done_gold = set(kept.filter(gold_pair__isnull=False).values_list("rater_id", "gold_pair__public_id"))
     rows_in = [row for row in rows_in if not (row[3] and (int(row[0]), row[2]) in done_gold)]
     sides = pair_assignment.orient(
         [(item, ("gold",) if is_gold else arms_of[item], rater) for rater, _, item, is_gold in rows_in],
-        seed=seed, rater_balance=rater_balance, group_balance=group_balance)
+        seed=seed, rater_balance=rater_balance, group_balance=group_balance, pair_balance=pair_balance)
     next_position = dict(kept.values("rater_id").annotate(p=Max("position")).values_list("rater_id", "p"))
     rows, position = [], {}
     for rater_id, _, item_id, is_gold in rows_in:
@@ -247,9 +250,13 @@ def pair_judgment_submit(*, study: Study, rater, item_public_id: str, submission
     reason = submission.reason.strip() if phase.reason == "optional" else ""
     if "\x00" in reason:
         raise RatingError("The reason holds a NUL character.")
-    seconds = submission.seconds_on_item if (submission.seconds_on_item or 0) >= 0 else None
+    seconds = submission.seconds_on_item
+    if seconds is not None and not (0 <= seconds < 86400):  # a client's clock: negative, inf or NaN is no time
+        seconds = None
     with transaction.atomic():
         if assignment.gold_pair_id:
+            # An attention check keeps the first answer, as a 1-10 gold answer does: a second try after
+            # seeing nothing new would only measure the retry.
             _, created = PairGoldAnswer.objects.get_or_create(
                 assignment=assignment, defaults={"verdicts": verdicts, "seconds_on_item": seconds})
             outcome = "created" if created else "unchanged"

@@ -170,3 +170,20 @@ def test_a_late_rater_leaves_every_pair_of_arms_as_balanced_as_the_kept_rows_all
     assert len(total) == 3
     for group, value in total.items():
         assert abs(value) <= max(1, abs(kept[group])), (group, total, kept)
+    # And each pair: its kept rows and its new ones together are shown within one of even.
+    per_pair = Counter()
+    for _, pair_id, first_on_left in rows:
+        per_pair[pair_id] += 1 if first_on_left else -1
+    assert max(map(abs, per_pair.values())) <= 1, per_pair
+
+
+@SETTINGS
+@given(pair_designs(max_prompts=15), st.data())
+def test_a_pairs_kept_sides_are_counted_in(problem, data):
+    """A pair whose kept judgments lean one way gets its new slots the other way: rule 1 over both."""
+    slots, seed = problem
+    pairs = sorted({pair for pair, _, _ in slots})
+    n_new = Counter(pair for pair, _, _ in slots)
+    start = {pair: data.draw(st.integers(-n_new[pair], n_new[pair])) for pair in pairs}
+    sides = orient(slots, seed=seed, pair_balance=start)
+    assert [v for v in violations(slots, sides, pair_balance=start) if v.startswith("pair")] == []
