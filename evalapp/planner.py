@@ -111,8 +111,8 @@ def check_request(req: PlanRequest) -> None:
         work = req.sims * sum(req.prompts) * req.n_raters * len(req.criteria)
         if work > MAX_SCORE_WORK:
             raise PlanError(f"This plan is too large to run here: simulations x prompts (summed over the list) x "
-                            f"raters x criteria is {work:,}, and the cap is {MAX_SCORE_WORK:,}. Use fewer "
-                            f"simulations, prompt counts or criteria (or `manage.py plan_study`, which has the same "
+                            f"raters in the pool x criteria is {work:,}, and the cap is {MAX_SCORE_WORK:,}. Use fewer "
+                            f"simulations, prompt counts or criteria (or manage.py plan_study, which has the same "
                             f"cap, per criterion at a time).")
     else:
         studies = req.sims * len(req.prompts)

@@ -200,6 +200,8 @@ def test_the_command_prints_the_table_and_the_page_agrees(client, researcher, pi
 def test_the_command_refuses_clearly(piloted):
     with pytest.raises(CommandError, match="--entered"):
         call_command("plan_study", piloted.id, "--mode", "pairwise", "--sims", "20", stdout=StringIO())
+    with pytest.raises(CommandError, match="pairwise mode plans every question"):
+        call_command("plan_study", piloted.id, "--mode", "pairwise", "--criterion", "empathy", stdout=StringIO())
     with pytest.raises(CommandError, match="name=value"):
         call_command("plan_study", piloted.id, "--entered", "prompt_sd", stdout=StringIO())
     with pytest.raises(CommandError, match="Unknown entered"):

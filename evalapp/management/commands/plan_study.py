@@ -64,6 +64,9 @@ class Command(BaseCommand):
         arms = list(study.arms.order_by("id").values_list("id", flat=True))
         arm_a = options["arm_a"] if options["arm_a"] is not None else (arms[0] if arms else None)
         arm_b = options["arm_b"] if options["arm_b"] is not None else (arms[1] if len(arms) > 1 else None)
+        if options["mode"] == "pairwise" and options["criterion"]:
+            raise CommandError("--criterion picks 1-10 criteria (scores mode); pairwise mode plans every question "
+                               "of the study's pairwise phase from its judgments, or one line from --entered values.")
         criteria = options["criterion"] or [c["key"] for c in likert_criteria(study)]
         req = PlanRequest(mode=options["mode"], criteria=tuple(criteria) if options["mode"] == "scores" else (),
                           arm_a=arm_a, arm_b=arm_b, source="entered" if options["entered"] is not None else "pilot",
