@@ -34,7 +34,8 @@ $(CHROMIUM):
 
 # `make demo SIMULATE=1` fills the study with simulated ratings (labelled as such everywhere);
 # `make demo PRESET=epitome` (or empatheticdialogues, mentalchat16k, counselbench) uses that rubric.
-DEMO_FLAGS := $(if $(SIMULATE),--simulate,) $(if $(PRESET),--preset $(PRESET),)
+# `make demo QUICK=1` trains the demo adapter for 2 steps only: a look around in a minute or two.
+DEMO_FLAGS := $(if $(SIMULATE),--simulate,) $(if $(PRESET),--preset $(PRESET),) $(if $(QUICK),--quick,)
 
 demo-prepare: install
 	$(PY) manage.py migrate --noinput -v0
