@@ -10,7 +10,8 @@ Input lines: ``{"id": ..., "messages": [{"role": "user", "content": ...}, ...]}`
 Without ``--adapter`` the baseline (base model) is generated; with ``--adapter`` the adapter
 arm, and with ``--adapter --baseline`` both arms (one output line per prompt and arm).
 
-Subcommands are registered by the functions in ``SUBCOMMANDS``; ``train`` is added there later.
+Subcommands are registered by the functions in ``SUBCOMMANDS``: ``train`` (modelserver.training.cli) and
+``judge`` (modelserver.judging.cli) are added there.
 torch / transformers are only imported (via modelserver.inference) once a command runs.
 """
 
@@ -174,7 +175,14 @@ def _add_train_parser(sub) -> None:
     add_train_parser(sub)
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_generate_parser, _add_train_parser]
+def _add_judge_parser(sub) -> None:
+    from modelserver.judging.cli import add_judge_parser
+
+    add_judge_parser(sub)
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_generate_parser, _add_train_parser,
+                                                                   _add_judge_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
