@@ -18,6 +18,9 @@ ALLOWED_IMPORTS = {
     "evalapp/settings/base.py": {"socket"},  # gethostname() only: names this server in archives
     # SMTPException only, to retry on it; the SMTP server is the site's setting, never a user's input.
     "evalapp/mail.py": {"smtplib"},
+    # The LLM judge's OpenAI-compatible endpoint: only base URLs on the site's allow-list, redirects never
+    # followed (tests/modelserver/test_judging.py test_http_allow_list, test_http_redirects_are_refused).
+    "modelserver/judging/http.py": {"urllib.request"},
 }
 ALLOWED_REMOTE_LOADS = {("modelserver/inference/loading.py", "from_pretrained", "PeftModel")}
 

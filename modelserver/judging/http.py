@@ -25,6 +25,16 @@ from .scoring import JudgeScore, from_top_logprobs
 from .templates import CRITERION_TEMPLATE, PAIR_TEMPLATE, JudgeTemplate, render_criterion, render_pair
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """The allow-list names the endpoint, not wherever it sends us: a redirect is an error, never followed."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 class JudgeEndpointError(RuntimeError):
     """The endpoint is not allowed, did not answer, or answered something that is not a chat completion.
 
@@ -85,7 +95,7 @@ class HttpJudge:
         request = urllib.request.Request(f"{self.base_url}/v1/chat/completions", json.dumps(body).encode("utf-8"),
                                          headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 (allow-listed)
+            with _OPENER.open(request, timeout=self.timeout) as response:  # noqa: S310 (allow-listed)
                 payload = response.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read(300).decode("utf-8", "replace")

@@ -257,6 +257,12 @@ class _Endpoint(BaseHTTPRequestHandler):
         if reply.get("sleep"):
             time.sleep(reply["sleep"])
         status = reply.get("status", 200)
+        if reply.get("location"):
+            self.send_response(status)
+            self.send_header("Location", reply["location"])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if status != 200:
             payload = b'{"error": "overloaded"}'
         else:
@@ -350,6 +356,16 @@ def test_http_errors_are_clear(endpoint):
     with pytest.raises(JudgeEndpointError, match="did not answer") as exc:
         judge_items_http(HttpJudge(endpoint, "m", [endpoint], timeout=0.2), [item], [FIVE])
     assert exc.value.transient
+
+
+def test_http_redirects_are_refused(endpoint):
+    """An allow-listed server that redirects elsewhere is not followed (the redirect's target would be a
+    request the allow-list never allowed)."""
+    item = JudgeItem("r1", CONVERSATION, "Breathe slowly.")
+    _Endpoint.script = [{"status": 302, "location": "http://169.254.169.254/latest/meta-data", "text": ""}]
+    with pytest.raises(JudgeEndpointError, match="HTTP 302"):
+        judge_items_http(HttpJudge(endpoint, "m", [endpoint]), [item], [FIVE])
+    assert len(_Endpoint.received) == 1
 
 
 # --- once with the real bundled model -----------------------------------------------------------------
