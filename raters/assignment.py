@@ -34,6 +34,19 @@ from scipy.sparse.csgraph import maximum_flow
 MAX_TRIES = 64  # rebalance(): how many ways of placing the "+1" loads are tried before giving up
 
 
+def trim_over_target(rated: Mapping[str, Iterable[str]], want: Mapping[str, int]) -> dict[str, set[str]]:
+    """Items can hold more counted ratings than wanted after raters come back (rebalance() refuses that):
+    keep any of them, enough, in a fixed order."""
+    counts: dict[str, int] = {}
+    out: dict[str, set[str]] = {}
+    for rater in sorted(rated):
+        for item in sorted(rated[rater]):
+            if counts.get(item, 0) < want[item]:
+                counts[item] = counts.get(item, 0) + 1
+                out.setdefault(rater, set()).add(item)
+    return out
+
+
 def ratings_wanted(ratings_per_item: int, n_raters: int, extra: int = 0) -> int:
     """How many ratings an item gets: the study's k plus those asked for it, within the raters there are.
 

@@ -1,4 +1,5 @@
 """Who gets what, for every route in the URL conf: one table, nine personas, a read and a write each.
+(Long because it is one table on purpose: every route's row side by side, checked against the URL conf.)
 
 The routes are walked from the URL conf itself, so a new route without a row in ROUTES fails
 `test_every_route_has_a_row` by name, and a row whose route is gone fails it too. The rule the table

@@ -94,7 +94,7 @@ def _score_rebalance(study: Study) -> int:
     for rater_id, (_, public) in on_screen.items():
         if public is not None:
             rated.setdefault(str(rater_id), set()).add(public)
-    over = _trim_over_target(rated, want)
+    over = design_lib.trim_over_target(rated, want)
 
     # Each rebalance gets its own recorded seed, derived from the study's, so the whole history can be replayed.
     seed = study.design_seed + Assignment.objects.filter(study=study, completed_at__isnull=False).count()
@@ -139,18 +139,6 @@ def _items_on_screen(study: Study, rater_ids: list[int]) -> dict[int, tuple[int,
     ):
         first.setdefault(rater_id, (assignment_id, public))
     return first
-
-
-def _trim_over_target(rated: dict[str, set[str]], want: Mapping[str, int]) -> dict[str, set[str]]:
-    """Items can hold more counted ratings than wanted after raters come back; keep any of them, enough."""
-    counts: dict[str, int] = {}
-    out: dict[str, set[str]] = {}
-    for rater in sorted(rated):
-        for item in sorted(rated[rater]):
-            if counts.get(item, 0) < want[item]:
-                counts[item] = counts.get(item, 0) + 1
-                out.setdefault(rater, set()).add(item)
-    return out
 
 
 @transaction.atomic

@@ -137,7 +137,7 @@ def pair_design_rebalance(*, study: Study) -> int:
     for rater_id, (_, public) in on_screen.items():
         if public is not None:
             rated.setdefault(str(rater_id), set()).add(public)
-    over = _trim(rated, k)
+    over = design_lib.trim_over_target(rated, dict.fromkeys(by_public, k))
 
     seed = phase.design_seed + PairAssignment.objects.filter(study=study, completed_at__isnull=False).count()
     try:
@@ -177,17 +177,6 @@ def pair_design_rebalance(*, study: Study) -> int:
                                    first_on_left=sides[(rater_id, item_id)]))
     PairAssignment.objects.bulk_create(rows)
     return len(rows)
-
-
-def _trim(rated: dict[str, set[str]], k: int) -> dict[str, set[str]]:
-    counts: dict[str, int] = {}
-    out: dict[str, set[str]] = {}
-    for rater in sorted(rated):
-        for item in sorted(rated[rater]):
-            if counts.get(item, 0) < k:
-                counts[item] = counts.get(item, 0) + 1
-                out.setdefault(rater, set()).add(item)
-    return out
 
 
 @dataclass

@@ -1,4 +1,7 @@
-"""Moving a study: export, import elsewhere (or beside it), and the copy equals the original row for row."""
+"""Moving a study: export, import elsewhere (or beside it), and the copy equals the original row for row.
+
+Long because one fixture (`full_study`) walks a study through every table the archive holds, and the
+tests that compare its copy row for row read best beside it."""
 
 import hashlib
 import io
