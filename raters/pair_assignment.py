@@ -14,8 +14,11 @@ module adds the sides. Rules, each checked by `violations`:
    starting balances every rater ends within two: not proved, but over 30,000 random designs that
    raters.assignment.build_design made (tests/raters/test_pair_assignment.py tests it) none ended
    further off; the greedy alone left some 6 off, and before it asked the middle rater, 15.
-   Completed judgments' sides are counted in (per rater, per pair of arms and per pair), so a rebalance
-   continues the balance it finds: rules 1 and 2 hold over a pair's kept and new judgments together.
+   Completed judgments' sides are counted in per rater and per pair of arms, so a rebalance continues
+   the balance it finds. `pair_balance` (a pair's kept sides) can be passed too, but the service does
+   not: where a pair's kept rows lean, honouring rule 1 over kept and new judgments forces sides that
+   rule 2 then cannot steer (a late-rater test broke rule 2 in 2 of 8 runs), so after a rebalance rule 1
+   holds among the new slots only.
 
 All chance comes from a numpy Generator seeded with the recorded seed. "First" is the pair's response
 from the arm with the lower id; which arm is lower says nothing to a rater, who only sees A and B.

@@ -153,19 +153,17 @@ def pair_design_rebalance(*, study: Study) -> int:
     kept = PairAssignment.objects.filter(study=study)
     rater_balance: Counter = Counter()
     group_balance: Counter = Counter()
-    pair_balance: Counter = Counter()
-    for rater_id, first_on_left, public, gold_public in kept.values_list(
+    for rater_id, first_on_left, public, _ in kept.values_list(
             "rater_id", "first_on_left", "pair__public_id", "gold_pair__public_id"):
         step = 1 if first_on_left else -1
         rater_balance[str(rater_id)] += step
-        pair_balance[public or gold_public] += step
         group_balance[arms_of[public] if public is not None else ("gold",)] += step
     rows_in = design_lib.design_to_rows(design)
     done_gold = set(kept.filter(gold_pair__isnull=False).values_list("rater_id", "gold_pair__public_id"))
     rows_in = [row for row in rows_in if not (row[3] and (int(row[0]), row[2]) in done_gold)]
     sides = pair_assignment.orient(
         [(item, ("gold",) if is_gold else arms_of[item], rater) for rater, _, item, is_gold in rows_in],
-        seed=seed, rater_balance=rater_balance, group_balance=group_balance, pair_balance=pair_balance)
+        seed=seed, rater_balance=rater_balance, group_balance=group_balance)
     next_position = dict(kept.values("rater_id").annotate(p=Max("position")).values_list("rater_id", "p"))
     rows, position = [], {}
     for rater_id, _, item_id, is_gold in rows_in:
