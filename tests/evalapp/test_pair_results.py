@@ -160,10 +160,15 @@ def test_position_bias_is_recovered_from_biased_raters(study):
     raters = [add_rater(study, f"r{i}") for i in range(6)]
     open_phase(study, k=5)
     rng = np.random.default_rng(20240515)
+    seen = {True: 0, False: 0}
 
-    # The two responses are as good as each other; these raters press the left one 80% of the time.
+    # The two responses are as good as each other; these raters press the left one four times in five,
+    # counted apart for each arm on the left. Drawing it at random made the arm's win CI miss 0.5 in about
+    # one run in a hundred (the assignment's order is not seeded, so neither were the draws it met).
     def choose(n, a):
-        left = rng.random() < 0.8
+        left_arm = (a.pair.first if a.first_on_left else a.pair.second).arm.label
+        seen[left_arm == "fine-tuned"] += 1
+        left = seen[left_arm == "fine-tuned"] % 5 != 0
         verdict = ("first" if a.first_on_left else "second") if left else ("second" if a.first_on_left else "first")
         return {"empathy": verdict, "fluency": "tie" if rng.random() < 0.5 else verdict}
 
