@@ -9,7 +9,16 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import RestrictedError
 
-from modelserver.models import Adapter, GenerationChunk, GenerationRun, PlaygroundRequest, RunStatus, TrainingRun
+from modelserver.models import (
+    Adapter,
+    GenerationChunk,
+    GenerationRun,
+    JudgeChunk,
+    JudgeRun,
+    PlaygroundRequest,
+    RunStatus,
+    TrainingRun,
+)
 from modelserver.services import resolve_adapter_path
 from raters.models import CalibrationAnswer, CalibrationItem, ConsentVersion, GoldPair
 
@@ -314,7 +323,9 @@ def study_delete(*, study: Study, actor) -> DeletionReport:
     jobs = [("generation", GenerationRun.objects.filter(study=study)),
             ("generation", GenerationChunk.objects.filter(run__study=study)),
             ("playground", PlaygroundRequest.objects.filter(study=study)),
-            ("training", TrainingRun.objects.filter(study=study))]
+            ("training", TrainingRun.objects.filter(study=study)),
+            ("judge", JudgeRun.objects.filter(study=study)),
+            ("judge", JudgeChunk.objects.filter(run__study=study))]
     with transaction.atomic():
         study = Study.objects.select_for_update().get(pk=study.pk)
         for kind, queryset in jobs:

@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 GENERATE_CHUNK = "modelserver.generate_chunk"
 GENERATE_PLAYGROUND = "modelserver.generate_playground"
 TRAIN_ADAPTER = "modelserver.train_adapter"
+JUDGE_CHUNK = "modelserver.judge_chunk"
 # The queue of CELERY_TASK_ROUTES ("modelserver.*"): a model no GENERATION_QUEUES pattern names goes here.
 DEFAULT_QUEUE = "gpu"
 

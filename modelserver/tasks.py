@@ -1,6 +1,6 @@
 """Celery tasks: routing and retry policy only; the work is in services.
 
-Every job kind (a chunk of a generation run, playground request, training run) goes through run_leased_job,
+Every job kind (a chunk of a generation or judge run, playground request, training run) goes through run_leased_job,
 the one rule for a message:
 
 - the job is gone or finished: nothing to do (a redelivered message after success is a no-op);
@@ -19,8 +19,8 @@ from django.conf import settings
 
 from modelserver.inference.errors import TransientGenerationError
 
-from . import dispatch, services, training_services
-from .models import GenerationChunk, LeasedJob, PlaygroundRequest, TrainingRun
+from . import dispatch, judge_services, services, training_services
+from .models import GenerationChunk, JudgeChunk, LeasedJob, PlaygroundRequest, TrainingRun
 
 logger = logging.getLogger(__name__)
 
@@ -102,3 +102,8 @@ def generate_playground(self, request_id: int) -> None:
 @shared_task(name=dispatch.TRAIN_ADAPTER, **_GPU_TASK)
 def train_adapter(self, run_id: int) -> None:
     run_leased_job(self, TrainingRun, run_id, training_services.training_run_execute)
+
+
+@shared_task(name=dispatch.JUDGE_CHUNK, **_GPU_TASK)
+def judge_chunk(self, chunk_id: int) -> None:
+    run_leased_job(self, JudgeChunk, chunk_id, judge_services.judge_chunk_execute)

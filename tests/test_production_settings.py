@@ -91,3 +91,24 @@ def test_behind_a_trusted_proxy_the_client_address_comes_from_x_forwarded_for():
     bare = manage("shell", "-c", code, **COMPLETE).stdout.strip().splitlines()[-1]
     proxied = manage("shell", "-c", code, **COMPLETE, TRUSTED_PROXY_COUNT="1").stdout.strip().splitlines()[-1]
     assert bare == "None REMOTE_ADDR" and proxied == "1 HTTP_X_FORWARDED_FOR,REMOTE_ADDR"
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("not json", "JSON object"),
+    ('["http://a"]', "endpoint names to objects"),
+    ('{"v": {"url": "http://gpu1:8000"}}', "needs a url and a model"),
+    ('{"v": {"url": "file:///etc/passwd", "model": "m"}}', r"http\(s\) URL"),
+    ('{"v": {"url": "http://gpu1:8000", "model": "m", "headers": {}}}', "unknown fields"),
+    ('{"v": {"url": "http://gpu1:8000", "model": "m", "logprobs": "yes"}}', "logprobs has the wrong type"),
+    ('{"v": {"url": "http://gpu1:8000", "model": "m", "timeout": true}}', "timeout has the wrong type"),
+])
+def test_judge_endpoints_are_checked_when_the_settings_load(monkeypatch, value, problem):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from evalapp.settings.env import env_judge_endpoints
+
+    monkeypatch.setenv("JUDGE_ENDPOINTS", value)
+    with pytest.raises(ImproperlyConfigured, match=problem):
+        env_judge_endpoints("JUDGE_ENDPOINTS")
+    monkeypatch.setenv("JUDGE_ENDPOINTS", '{"vllm": {"url": "http://gpu1:8000", "model": "m", "timeout": 30}}')
+    assert env_judge_endpoints("JUDGE_ENDPOINTS") == {"vllm": {"url": "http://gpu1:8000", "model": "m", "timeout": 30}}

@@ -15,7 +15,17 @@ from dataclasses import dataclass
 from django.contrib.auth import get_user_model
 from django.db.models import Model, Q, QuerySet
 
-from modelserver.models import Adapter, GenerationChunk, GenerationRun, PlaygroundRequest, TrainingRun
+from modelserver.models import (
+    Adapter,
+    GenerationChunk,
+    GenerationRun,
+    Judge,
+    JudgeAnswer,
+    JudgeChunk,
+    JudgeRun,
+    PlaygroundRequest,
+    TrainingRun,
+)
 from modelserver.services import resolve_adapter_path
 from raters.models import (
     Assignment,
@@ -129,9 +139,14 @@ TABLES: tuple[Table, ...] = (
     Table("pair_judgments", PairJudgment, lambda s: PairJudgment.objects.filter(pair__study=s)),
     Table("pair_verdicts", PairVerdict, lambda s: PairVerdict.objects.filter(judgment__pair__study=s)),
     Table("pair_adjudications", PairAdjudication, lambda s: PairAdjudication.objects.filter(pair__study=s)),
+    Table("judges", Judge, lambda s: Judge.objects.filter(study=s)),
+    Table("judge_runs", JudgeRun, lambda s: JudgeRun.objects.filter(study=s)),
+    Table("judge_chunks", JudgeChunk, lambda s: JudgeChunk.objects.filter(run__study=s)),
+    Table("judge_answers", JudgeAnswer, lambda s: JudgeAnswer.objects.filter(judge__study=s)),
     Table("audit_events", AuditEvent, lambda s: AuditEvent.objects.filter(study=s)),
 )
-JOB_TABLES = ("training_runs", "generation_runs", "generation_chunks", "playground_requests")
+JOB_TABLES = ("training_runs", "generation_runs", "generation_chunks", "playground_requests", "judge_runs",
+              "judge_chunks")
 
 
 def table_of(model: type[Model]) -> str:
@@ -202,6 +217,13 @@ def remap_payload(table: str, row: dict, maps: dict[str, dict]) -> None:
         # [[prompt id, sample index], ...]: the prompts are new rows here.
         row["keys"] = [[moved("prompts", key[0]), *key[1:]] if isinstance(key, list) and key else key
                        for key in row["keys"]]
+    elif table == "judge_chunks" and isinstance(row["keys"], list):
+        # [[response or pair id, sample index], ...], by the chunk's mode.
+        target = "response_pairs" if row.get("mode") == "pairs" else "responses"
+        row["keys"] = [[moved(target, key[0]), *key[1:]] if isinstance(key, list) and key else key
+                       for key in row["keys"]]
+    elif table == "judge_answers" and isinstance(row["provenance"], dict) and "judge_run" in row["provenance"]:
+        row["provenance"] = {**row["provenance"], "judge_run": moved("judge_runs", row["provenance"]["judge_run"])}
     elif table == "playground_requests" and isinstance(row["outputs"], list):
         row["outputs"] = [{**o, "arm_id": moved("arms", o["arm_id"])} if isinstance(o, dict) and "arm_id" in o else o
                           for o in row["outputs"]]

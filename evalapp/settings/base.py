@@ -11,7 +11,7 @@ from pathlib import Path
 import dj_database_url
 from csp.constants import NONE, SELF
 
-from .env import env_bool, env_choice, env_int, env_list, env_optional, env_str, env_str_map
+from .env import env_bool, env_choice, env_int, env_judge_endpoints, env_list, env_optional, env_str, env_str_map
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(env_str("EMPATHEVAL_VAR_DIR", str(BASE_DIR / "var")))
@@ -196,6 +196,11 @@ GENERATION_CHUNK_BATCHES = env_int("GENERATION_CHUNK_BATCHES", 2)
 # wins), e.g. {"*70B*": "gpu-large"} for a worker started with `-Q gpu-large` on a bigger card. Anything
 # unmatched goes to the `gpu` queue (CELERY_TASK_ROUTES).
 GENERATION_QUEUES = env_str_map("GENERATION_QUEUES", {})
+# LLM judges (modelserver.judge_models): the OpenAI-compatible endpoints an HTTP judge may name (see
+# env_judge_endpoints; a researcher picks one by name, never types a URL), and the local model references
+# a local judge may use besides "bundled" and the study's own base models (e.g. a local directory).
+JUDGE_ENDPOINTS = env_judge_endpoints("JUDGE_ENDPOINTS")
+JUDGE_LOCAL_MODELS = env_list("JUDGE_LOCAL_MODELS", [])
 
 # Results are cached (keyed by the study's latest rating and decision); shared through Redis when there is one.
 CACHES = {

@@ -20,7 +20,18 @@ from evalapp.archive import tables as archive_tables
 from evalapp.archive.tables import TABLES, USERS, foreign_keys, table_of
 from evalapp.models import Arm, AuditEvent, Prompt, Response, ResponsePair, Study
 from evalapp.services import arm_create
-from modelserver.models import Adapter, GenerationChunk, GenerationRun, PlaygroundRequest, RunStatus, TrainingRun
+from modelserver.models import (
+    Adapter,
+    GenerationChunk,
+    GenerationRun,
+    Judge,
+    JudgeAnswer,
+    JudgeChunk,
+    JudgeRun,
+    PlaygroundRequest,
+    RunStatus,
+    TrainingRun,
+)
 from raters import services as rs
 from raters.models import CalibrationAnswer, CalibrationItem, Consent, GoldAnswer, PairAssignment, PairGoldAnswer, Role
 from raters.selectors import next_item
@@ -175,6 +186,20 @@ def _pairwise_phase(study, researcher, adjudicator, raters):
                                        verdict="tie", rationale="Both kind, neither better.")
     assert PairGoldAnswer.objects.filter(assignment__study=study).exists()
     assert all(answer.correct for answer in PairGoldAnswer.objects.filter(assignment__study=study))
+    # A judge that judged one response and one pair (an items run and a pairs run, one chunk each).
+    judge = Judge.objects.create(study=study, name="bundled judge", kind="local", model="bundled",
+                                 templates={"criterion": {"name": "c", "version": 1, "sha256": "c" * 64}},
+                                 created_by=researcher)
+    response, pair = Response.objects.filter(prompt__study=study).first(), ResponsePair.objects.filter(study=study).first()
+    for mode, target in (("items", response), ("pairs", pair)):
+        judge_run = JudgeRun.objects.create(study=study, judge=judge, mode=mode, created_by=researcher,
+                                            status=RunStatus.SUCCEEDED, total=1, done=1)
+        JudgeChunk.objects.create(run=judge_run, mode=mode, index=0, status=RunStatus.SUCCEEDED, worker="gpu-1",
+                                  keys=[[target.id, 0]], size=1)
+        JudgeAnswer.objects.create(judge=judge, run=judge_run, criterion="empathy", method="local-probabilities",
+                                   provenance={"judge_run": judge_run.id, "seed": 0},
+                                   **({"response": target, "value": 7.0, "distribution": [0.1, 0.9]} if mode == "items"
+                                      else {"pair": target, "order": "AB", "letter": "A", "preferred": "first"}))
 
 
 class Canon:
@@ -216,6 +241,10 @@ class Canon:
             return {**value, "generation_run": self.ref(GenerationRun, value["generation_run"])}
         if isinstance(obj, GenerationChunk) and name == "keys":
             return [[self.ref(Prompt, key[0]), *key[1:]] for key in value]
+        if isinstance(obj, JudgeChunk) and name == "keys":
+            return [[self.ref(ResponsePair if obj.mode == "pairs" else Response, key[0]), *key[1:]] for key in value]
+        if isinstance(obj, JudgeAnswer) and name == "provenance" and "judge_run" in value:
+            return {**value, "judge_run": self.ref(JudgeRun, value["judge_run"])}
         if isinstance(obj, PlaygroundRequest) and name == "outputs":
             return [{**o, "arm_id": self.ref(Arm, o["arm_id"])} for o in value]
         if isinstance(obj, AuditEvent) and name == "object_id" and obj.object_type in self.by_class:
