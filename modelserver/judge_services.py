@@ -249,13 +249,27 @@ def judge_chunk_execute(*, job_id: int, worker: str) -> dict:
         part = [(rows[t], s) for t, s in wanted if t in rows]
         if not JudgeChunk.beat(chunk.id, worker):
             return {}
-        scores = _judge_texts(judge, run.mode, part, questions, _beating(chunk, worker))
+        scores = _judge_http_errors(lambda: _judge_texts(judge, run.mode, part, questions, _beating(chunk, worker)))
         _write(chunk, worker, scores)
     missing = [(t, s) for t, s in chunk.keys if (t, s) not in _complete_keys(judge, run.mode)]
     gone = _gone(run.mode, [t for t, _ in missing])
     if set(missing) - {(t, s) for t, s in missing if t in gone}:
         raise JudgeError(f"Some answers of chunk {chunk.index + 1} are missing after it was written.")
     return {}
+
+
+def _judge_http_errors(work):
+    """An endpoint that may come back (no answer, 429, 5xx) is a transient error the task retries with
+    backoff; any other answer it refuses with fails the chunk with the endpoint's words."""
+    from .inference.errors import TransientGenerationError
+    from .judging.http import JudgeEndpointError
+
+    try:
+        return work()
+    except JudgeEndpointError as exc:
+        if exc.transient:
+            raise TransientGenerationError(str(exc)) from exc
+        raise JudgeError(str(exc)) from exc
 
 
 def _gone(mode: str, ids: list[int]) -> set[int]:

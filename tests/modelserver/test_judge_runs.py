@@ -3,6 +3,9 @@ answers and their provenance, idempotency (a second run, a chunk delivered again
 mid-chunk), pairs in both orders, and what is refused. A real worker killed mid-run is in
 tests/integration/test_celery_judging.py."""
 
+import threading
+from http.server import ThreadingHTTPServer
+
 import pytest
 from django.test import override_settings
 
@@ -20,6 +23,7 @@ from modelserver.models import SAFETY_KEY, JudgeAnswer, JudgeChunk, JudgeRun, Ru
 from raters import services
 
 from ..factories import ArmFactory, PromptFactory, ResponseFactory
+from .test_judging import _Endpoint
 from .workerlike import like_a_worker  # noqa: F401
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("like_a_worker")]
@@ -197,3 +201,44 @@ def test_no_response_no_run(study, researcher):
     with pytest.raises(JudgeError, match="no responses"):
         judge_run_create(judge=judge, user=researcher)
     assert not Response.objects.exists()
+
+
+@pytest.fixture
+def endpoint_judge(judged_study, researcher, settings):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Endpoint)
+    _Endpoint.script, _Endpoint.received = [], []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    settings.JUDGE_ENDPOINTS = {"lab": {"url": url, "model": "served-model", "logprobs": False}}
+    settings.JOB_RETRY_BACKOFF_SECONDS = 0
+    yield judge_create(study=judged_study, user=researcher, name="remote", kind="http", model="lab", safety=False,
+                       samples=2, temperature=0.7, seed=5), _Endpoint
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_http_judge_run_samples_k_times_and_counts_what_it_cannot_read(endpoint_judge, researcher,
+                                                                          django_capture_on_commit_callbacks):
+    judge, served = endpoint_judge
+    n = 10 * 2 * len(judge.study.rubric())
+    served.script = [{"text": "7"} for _ in range(n - 1)] + [{"text": "I'd rather not say"}]
+    done = run(judge, researcher, django_capture_on_commit_callbacks)
+    assert done.status == RunStatus.SUCCEEDED, done.error
+    answers = JudgeAnswer.objects.filter(judge=judge)
+    assert answers.count() == n and set(answers.values_list("sample", flat=True)) == {0, 1}
+    assert answers.filter(value__isnull=True).count() == 1
+    unread = answers.get(value__isnull=True)
+    assert unread.method == "http-text" and unread.raw_text == "I'd rather not say"
+    # Each sample has its own seed; the model name sent is the endpoint's, never a URL from a request.
+    assert {body["seed"] for _, body in served.received} == {5, 6}
+    assert {body["model"] for _, body in served.received} == {"served-model"}
+    assert {body["temperature"] for _, body in served.received} == {0.7}
+
+
+def test_an_endpoint_that_does_not_come_back_fails_the_run_after_retries(endpoint_judge, researcher,
+                                                                         django_capture_on_commit_callbacks):
+    judge, served = endpoint_judge
+    served.script = [{"status": 503} for _ in range(50)]
+    failed = run(judge, researcher, django_capture_on_commit_callbacks)
+    assert failed.status == RunStatus.FAILED and "gave up after 4 tries" in failed.error and "503" in failed.error
+    assert not JudgeAnswer.objects.exists()
