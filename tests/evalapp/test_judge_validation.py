@@ -37,8 +37,8 @@ GROUPS = {"psychologists": (4, 1.0), "students": (3, 2.0)}  # name: (raters, noi
 def make_study(owner, n_prompts, rubric=RUBRIC) -> tuple[Study, list]:
     study = StudyFactory(owner=owner, rubric=rubric, design_seed=SEED)
     arms = [ArmFactory(study=study, label=label) for label in ("fine-tuned", "baseline")]
-    responses = [ResponseFactory(prompt=prompt, arm=arm) for prompt in PromptFactory.create_batch(n_prompts, study=study)
-                 for arm in arms]
+    prompts = PromptFactory.create_batch(n_prompts, study=study)
+    responses = [ResponseFactory(prompt=prompt, arm=arm) for prompt in prompts for arm in arms]
     return study, responses
 
 
