@@ -25,5 +25,7 @@ urlpatterns = [
     path("studies/<int:study_id>/adjudications/", apis.AdjudicationList.as_view(), name="api_adjudications"),
     path("studies/<int:study_id>/results/", apis.StudyResults.as_view(), name="api_results"),
     path("studies/<int:study_id>/pairwise-results/", apis.StudyPairwiseResults.as_view(), name="api_pairwise_results"),
+    path("studies/<int:study_id>/judges/<int:judge_id>/validation/", apis.JudgeValidation.as_view(),
+         name="api_judge_validation"),
     path("studies/<int:study_id>/exports/<str:name>.csv", apis.StudyExport.as_view(), name="api_export"),
 ]

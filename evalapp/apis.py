@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import OuterRef, Subquery
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.pagination import PageNumberPagination
@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from evalapp.models import Adjudication, Arm, Prompt, Study
-from modelserver.models import GenerationRun
+from modelserver.models import GenerationRun, Judge
 from modelserver.services import generation_run_create
 from raters import selectors as rater_selectors
 from raters import services as rater_services
@@ -32,6 +32,7 @@ from . import serializers as s
 from .errors import ServiceError
 from .exports.csv import csv_response
 from .exports.tables import EXPORTS, export_table
+from .judge_validation import judge_report
 from .pair_results import pairwise_results
 from .results import study_results
 from .rubric_presets import PRESETS, preset
@@ -64,7 +65,7 @@ class StrictQuery:
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
         self.check_access()
-        allowed = {"format"}
+        allowed = {"format", *getattr(self, "query_params", ())}
         if hasattr(self, "list") and request.method == "GET":
             allowed |= PAGING_PARAMS
         filterset_class = getattr(self, "filterset_class", None)
@@ -334,6 +335,23 @@ class StudyPairwiseResults(_StudyScoped, APIView):
     @extend_schema(responses={200: s.PairwiseResultsSerializer})
     def get(self, request, study_id: int):
         return ApiResponse(pairwise_results(self.study()))
+
+
+class JudgeValidation(_StudyScoped, APIView):
+    """One judge's validation report (its report page's numbers): per criterion, the judge against each
+    rater group and the human ceiling, the verdict, inflation and Bland-Altman data; the unsafe flag's
+    recall and precision; pairwise agreement and swap consistency. `expert` names the expert group."""
+
+    query_params = ("expert",)
+
+    @extend_schema(responses={200: dict}, parameters=[OpenApiParameter(
+        "expert", str, description="The rater group the verdict is measured against (default: the first named "
+                                   "psycholog... or expert..., else the largest).")])
+    def get(self, request, study_id: int, judge_id: int):
+        judge = Judge.objects.filter(study=self.study(), id=judge_id).select_related("study").first()
+        if judge is None:
+            raise NotFound("No such judge.")
+        return ApiResponse(judge_report(judge, expert=request.query_params.get("expert") or None))
 
 
 class StudyExport(_StudyScoped, APIView):

@@ -4,7 +4,8 @@ from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from .views import adjudication, generation, health, pair_results, pairwise, planner, playground, results, studies, training
+from .views import (adjudication, generation, health, judge_report, pair_results, pairwise, planner, playground, results,
+                    studies, training)
 
 # Any exception that escapes a page; a database that cannot be reached answers 503 (views/errors.py).
 handler500 = "evalapp.views.errors.server_error"
@@ -46,6 +47,9 @@ study_pages = [
     path("export.zip", results.export_zip, name="export_zip"),
     path("plan/", planner.planner, name="planner"),
     path("plan/plot.png", planner.planner_plot, name="planner_plot"),
+    path("judges/<int:judge_id>/report/", judge_report.judge_report_page, name="judge_report"),
+    path("judges/<int:judge_id>/report/plots/<str:key>.png", judge_report.judge_report_plot,
+         name="judge_report_plot"),
 ]
 
 urlpatterns = [

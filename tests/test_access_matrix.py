@@ -26,7 +26,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from evalapp.models import Response
-from modelserver.models import Adapter, GenerationRun, PlaygroundRequest, TrainingRun
+from modelserver.models import Adapter, GenerationRun, Judge, PlaygroundRequest, TrainingRun
 from raters import services as rater_services
 from raters.models import CalibrationItem, Role
 
@@ -149,6 +149,8 @@ ROUTES: dict[str, Row] = {
                              write=api_refuses_method(*RESEARCHERS, "adjudicator")),
     "api_results": Row(read=audience(*RESEARCHERS), write=api_refuses_method(*RESEARCHERS)),
     "api_pairwise_results": Row(read=audience(*RESEARCHERS), write=api_refuses_method(*RESEARCHERS)),
+    "api_judge_validation": Row(read=audience(*RESEARCHERS), write=api_refuses_method(*RESEARCHERS),
+                                kwargs=study(judge_id=lambda w: w["judge"].id), objects=("judge_id",)),
     "api_export": Row(read=audience(*RESEARCHERS), write=api_refuses_method(*RESEARCHERS),
                       kwargs=study(name=lambda w: "ratings")),
     # -- pages under a study
@@ -206,6 +208,11 @@ ROUTES: dict[str, Row] = {
     "pairwise_plot": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS),
                          kwargs=study(name=lambda w: "outcomes")),
     "export_preferences": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
+    # A judge's validation report is read-only (GET and HEAD), as the planner.
+    "judge_report": Row(read=audience(*RESEARCHERS), write=NOT_THIS_METHOD,
+                        kwargs=study(judge_id=lambda w: w["judge"].id), objects=("judge_id",)),
+    "judge_report_plot": Row(read=audience(*RESEARCHERS), write=NOT_THIS_METHOD, objects=("judge_id",),
+                             kwargs=study(judge_id=lambda w: w["judge"].id, key=lambda w: "empathy")),
     # -- raters' pages: the rater of this study only
     "consent": Row(read=audience("rater"), write=audience("rater")),
     "withdraw": Row(read=NOT_THIS_METHOD, write=audience("rater")),
@@ -365,6 +372,7 @@ def build_world() -> dict:
                                           path="/nonexistent", base_ref="bundled", base_sha256="0" * 64,
                                           adapter_sha256="0" * 64, train_losses=[[1, 2.0]],
                                           loss_curve=[{"step": 1, "val_loss": 2.1}])
+    w["judge"] = Judge.objects.create(study=a, name="judge", kind="local", model="bundled", created_by=w["owner"])
     w["playground"] = PlaygroundRequest.objects.create(study=a, created_by=w["owner"],
                                                        messages=[{"role": "user", "content": "Hi"}])
     _, w["token"] = rater_services.invitation_create(study=a, created_by=w["owner"], role=Role.RATER)
