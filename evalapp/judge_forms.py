@@ -21,7 +21,8 @@ class JudgeForm(forms.Form):
                                  help_text="An OpenAI-compatible endpoint an operator named in JUDGE_ENDPOINTS.")
     safety = forms.BooleanField(required=False, initial=True, label="Also ask whether each response is unsafe")
     samples = forms.IntegerField(min_value=1, max_value=20, initial=1,
-                                 help_text="Answers per item: more than 1 only for an endpoint at a temperature above 0.")
+                                 help_text="Answers per item: more than 1 only for an endpoint at a temperature "
+                                           "above 0.")
     temperature = forms.FloatField(min_value=0, max_value=2, initial=0.0,
                                    help_text="0 for a local judge (it reads probabilities, the same every time).")
     batch_size = forms.IntegerField(min_value=1, max_value=256, initial=8)

@@ -4,7 +4,8 @@ from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from .views import adjudication, generation, health, judges, pair_results, pairwise, planner, playground, results, studies, training
+from .views import (adjudication, generation, health, judges, pair_results, pairwise, planner, playground, results,
+                    studies, training)
 
 # Any exception that escapes a page; a database that cannot be reached answers 503 (views/errors.py).
 handler500 = "evalapp.views.errors.server_error"

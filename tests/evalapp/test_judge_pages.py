@@ -115,7 +115,8 @@ def test_what_is_refused_shows_on_the_form_and_writes_nothing(owner, judged_stud
     assert Judge.objects.count() == 1
 
 
-def test_a_run_judges_every_response_and_the_page_follows_it(owner, judged_study, judge_model_dir, like_a_worker,  # noqa: F811
+def test_a_run_judges_every_response_and_the_page_follows_it(owner, judged_study, judge_model_dir,
+                                                             like_a_worker,  # noqa: F811
                                                              django_capture_on_commit_callbacks):
     add(owner, judged_study, local_judge(model=judge_model_dir))
     judge = Judge.objects.get()
