@@ -179,6 +179,9 @@ ROUTES: dict[str, Row] = {
     "training_resume": Row(read=NOT_THIS_METHOD, write=audience(*RESEARCHERS),
                            kwargs=study(run_id=lambda w: w["training_run"].id), objects=("run_id",)),
     "playground": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
+    # A playground request is its author's (the owner's here): a co-researcher gets 404 like anyone else.
+    "playground_item": Row(read=audience("owner"), write=audience("owner"),
+                           kwargs=study(request_id=lambda w: w["playground"].id), objects=("request_id",)),
     # -- LLM judges: an empty body is refused by the form (no judge, no run), which passes the check
     "judges": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
     "judges_fragment": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
@@ -186,9 +189,6 @@ ROUTES: dict[str, Row] = {
                            kwargs=study(judge_id=lambda w: w["judge"].id), objects=("judge_id",)),
     "judge_run_resume": Row(read=NOT_THIS_METHOD, write=audience(*RESEARCHERS),
                             kwargs=study(run_id=lambda w: w["judge_run"].id), objects=("run_id",)),
-    # A playground request is its author's (the owner's here): a co-researcher gets 404 like anyone else.
-    "playground_item": Row(read=audience("owner"), write=audience("owner"),
-                           kwargs=study(request_id=lambda w: w["playground"].id), objects=("request_id",)),
     "adjudication_queues": Row(read=audience(*ADJUDICATING), write=audience(*ADJUDICATING)),
     "adjudication_history": Row(read=audience(*ADJUDICATING), write=audience(*ADJUDICATING)),
     "adjudication_item": Row(read=audience(*ADJUDICATING), write=audience(*ADJUDICATING),
