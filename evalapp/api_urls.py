@@ -20,6 +20,7 @@ urlpatterns = [
         apis.GenerationRunDetail.as_view(),
         name="api_generation_run",
     ),
+    path("studies/<int:study_id>/judges/", apis.JudgeList.as_view(), name="api_judges"),
     path("studies/<int:study_id>/rating/next/", apis.RaterNextItem.as_view(), name="api_rating_next"),
     path("studies/<int:study_id>/rating/<str:public_id>/", apis.RaterSubmit.as_view(), name="api_rating_submit"),
     path("studies/<int:study_id>/adjudications/", apis.AdjudicationList.as_view(), name="api_adjudications"),

@@ -8,7 +8,7 @@ way) and a misspelt filter never silently returns everything.
 
 import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import OuterRef, Subquery
+from django.db.models import Count, OuterRef, Prefetch, Subquery
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from evalapp.models import Adjudication, Arm, Prompt, Study
-from modelserver.models import GenerationRun, Judge
+from modelserver.models import GenerationRun, Judge, JudgeRun
 from modelserver.services import generation_run_create
 from raters import selectors as rater_selectors
 from raters import services as rater_services
@@ -265,6 +265,18 @@ class GenerationRunDetail(_StudyScoped, generics.RetrieveAPIView):
         if run is None:
             raise NotFound("No such run.")
         return run
+
+
+class JudgeList(_StudyScoped, generics.ListAPIView):
+    """The study's LLM judges with their runs (read-only: judges are added and run on the judges page)."""
+
+    queryset = Judge.objects.none()
+    serializer_class = s.JudgeSerializer
+
+    def get_queryset(self):
+        runs = Prefetch("runs", queryset=JudgeRun.objects.order_by("-created_at", "-id"))
+        return (Judge.objects.filter(study=self.study()).annotate(n_answers=Count("answers"))
+                .prefetch_related(runs).order_by("id"))
 
 
 class RaterNextItem(_StudyScoped, APIView):

@@ -5,7 +5,7 @@ from evalapp.models import Adjudication, Arm, Prompt, Study
 from evalapp.prompt_import import upload_problem
 from evalapp.rubric_presets import PRESETS
 from raters.models import WithdrawalPolicy
-from modelserver.models import GenerationRun
+from modelserver.models import GenerationRun, Judge, JudgeRun
 
 
 class StudySerializer(serializers.ModelSerializer):
@@ -97,6 +97,28 @@ class GenerationRunSerializer(serializers.ModelSerializer):
         model = GenerationRun
         fields = ["id", "status", "arms", "samples_per_prompt", "seed", "batch_size", "total", "done", "error",
                   "attempts", "created_at", "started_at", "finished_at"]
+        read_only_fields = fields
+
+
+class JudgeRunSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = JudgeRun
+        fields = ["id", "mode", "status", "total", "done", "error", "attempts", "created_at", "started_at",
+                  "finished_at"]
+        read_only_fields = fields
+
+
+class JudgeSerializer(serializers.ModelSerializer):
+    """A judge's configuration, how many answers it has written, and its runs (newest first). The answers
+    themselves are not here: they are the validation's input, never ratings."""
+
+    n_answers = serializers.IntegerField(read_only=True)
+    runs = JudgeRunSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Judge
+        fields = ["id", "name", "kind", "model", "templates", "safety", "samples", "temperature", "batch_size", "seed",
+                  "created_at", "n_answers", "runs"]
         read_only_fields = fields
 
 

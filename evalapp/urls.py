@@ -4,8 +4,8 @@ from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from .views import (adjudication, generation, health, judge_report, pair_results, pairwise, planner, playground, results,
-                    studies, training)
+from .views import (adjudication, generation, health, judge_report, judges, pair_results, pairwise, planner, playground,
+                    results, studies, training)
 
 # Any exception that escapes a page; a database that cannot be reached answers 503 (views/errors.py).
 handler500 = "evalapp.views.errors.server_error"
@@ -45,6 +45,10 @@ study_pages = [
     path("export/preferences.jsonl", pair_results.preferences_export, name="export_preferences"),
     path("export/<str:name>.csv", results.export_csv, name="export_csv"),
     path("export.zip", results.export_zip, name="export_zip"),
+    path("judges/", judges.judges, name="judges"),
+    path("judges/list/", judges.judges_fragment, name="judges_fragment"),
+    path("judges/<int:judge_id>/runs/", judges.judge_run_start, name="judge_run_start"),
+    path("judges/runs/<int:run_id>/resume/", judges.judge_run_resume_view, name="judge_run_resume"),
     path("plan/", planner.planner, name="planner"),
     path("plan/plot.png", planner.planner_plot, name="planner_plot"),
     path("judges/<int:judge_id>/report/", judge_report.judge_report_page, name="judge_report"),

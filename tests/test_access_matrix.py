@@ -26,7 +26,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from evalapp.models import Response
-from modelserver.models import Adapter, GenerationRun, Judge, PlaygroundRequest, TrainingRun
+from modelserver.judge_services import judge_create
+from modelserver.models import Adapter, GenerationRun, JudgeRun, PlaygroundRequest, TrainingRun
 from raters import services as rater_services
 from raters.models import CalibrationItem, Role
 
@@ -141,6 +142,7 @@ ROUTES: dict[str, Row] = {
                                data=lambda w: {"seed": "not a number"}),
     "api_generation_run": Row(read=audience(*RESEARCHERS), write=api_refuses_method(*RESEARCHERS),
                               kwargs=study(run_id=lambda w: w["generation_run"].id), objects=("run_id",)),
+    "api_judges": Row(read=audience(*RESEARCHERS), write=api_refuses_method(*RESEARCHERS)),
     "api_rating_next": Row(read=audience("rater"), write=api_refuses_method("rater")),
     "api_rating_submit": Row(read=api_refuses_method("rater"), write=audience("rater"), json=True,
                              data=lambda w: {"answers": {"empathy": 5, "fluency": 5}},
@@ -182,6 +184,13 @@ ROUTES: dict[str, Row] = {
     # A playground request is its author's (the owner's here): a co-researcher gets 404 like anyone else.
     "playground_item": Row(read=audience("owner"), write=audience("owner"),
                            kwargs=study(request_id=lambda w: w["playground"].id), objects=("request_id",)),
+    # -- LLM judges: an empty body is refused by the form (no judge, no run), which passes the check
+    "judges": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
+    "judges_fragment": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
+    "judge_run_start": Row(read=NOT_THIS_METHOD, write=audience(*RESEARCHERS),
+                           kwargs=study(judge_id=lambda w: w["judge"].id), objects=("judge_id",)),
+    "judge_run_resume": Row(read=NOT_THIS_METHOD, write=audience(*RESEARCHERS),
+                            kwargs=study(run_id=lambda w: w["judge_run"].id), objects=("run_id",)),
     "adjudication_queues": Row(read=audience(*ADJUDICATING), write=audience(*ADJUDICATING)),
     "adjudication_history": Row(read=audience(*ADJUDICATING), write=audience(*ADJUDICATING)),
     "adjudication_item": Row(read=audience(*ADJUDICATING), write=audience(*ADJUDICATING),
@@ -372,9 +381,10 @@ def build_world() -> dict:
                                           path="/nonexistent", base_ref="bundled", base_sha256="0" * 64,
                                           adapter_sha256="0" * 64, train_losses=[[1, 2.0]],
                                           loss_curve=[{"step": 1, "val_loss": 2.1}])
-    w["judge"] = Judge.objects.create(study=a, name="judge", kind="local", model="bundled", created_by=w["owner"])
     w["playground"] = PlaygroundRequest.objects.create(study=a, created_by=w["owner"],
                                                        messages=[{"role": "user", "content": "Hi"}])
+    w["judge"] = judge_create(study=a, user=w["owner"], name="matrix-judge", kind="local", model="bundled")
+    w["judge_run"] = JudgeRun.objects.create(study=a, judge=w["judge"], created_by=w["owner"], status="failed")
     _, w["token"] = rater_services.invitation_create(study=a, created_by=w["owner"], role=Role.RATER)
     return w
 
