@@ -144,9 +144,10 @@ def main(argv=None) -> int:
     from evalapp.rubric_presets import DEFAULT_PRESET, PRESETS
     from modelserver.inference.cache import get_cached_model
 
-    torch.set_num_threads(args.threads or max(1, len(os.sched_getaffinity(0))))
-    # The copy a worker's judge_items loads (device auto: the CPU here), so both paths share it.
+    # The copy a worker's judge_items loads (device auto: the CPU here), so both paths share it; loading sets
+    # torch's threads to every CPU, so ours are set after it.
     loaded = get_cached_model("bundled")
+    torch.set_num_threads(args.threads or max(1, len(os.sched_getaffinity(0))))
     load_s = time.perf_counter() - t0
     items = make_items(args.n_items, args.response_chars)
     criteria = [*PRESETS[DEFAULT_PRESET]["criteria"], SAFETY]
@@ -184,6 +185,8 @@ def main(argv=None) -> int:
             row["max_p_diff"] = max(abs(p - q) for k, (d, _) in reference.items()
                                     for p, q in zip(results[config][k][0], d, strict=True))
             row["values_differ"] = sum(results[config][k][1] != v for k, (_, v) in reference.items())
+            print(f"repeat {rep + 1}: {config:8s} {row['ratio']:.2f}x batch 1; largest probability difference "
+                  f"{row['max_p_diff']:.1e}, answers that differ {row['values_differ']}", flush=True)
 
     total = time.perf_counter() - t0
     if chunk is not None:
