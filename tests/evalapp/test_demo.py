@@ -128,26 +128,25 @@ def test_demo_runs_with_every_other_preset(client, capsys, settings, tmp_path):
 # Real commits: the judge run is queued after commit, and run in the command's thread.
 @pytest.mark.django_db(transaction=True)
 def test_demo_judges_every_response_once_with_the_bundled_model(study, researcher, capsys):
-    """The demo's judge step on a small study (the full demo's 40 responses take a minute): every response
+    """The demo's judge step on a study of one response (the full demo's 40 take a minute): every response
     answered on every criterion and the unsafe question by the real bundled model, through the task; a second
     demo reuses the answers; templates changed since start the judge afresh."""
     arm = ArmFactory(study=study, label="baseline", base_model="bundled")
-    for prompt in PromptFactory.create_batch(2, study=study):
-        ResponseFactory(prompt=prompt, arm=arm, text="That sounds hard. What would help you most this week?")
+    ResponseFactory(prompt=PromptFactory(study=study), arm=arm, text="That sounds hard. What would help most?")
     rubric = {c["key"]: c for c in study.rubric()}
     demo = Demo()
     judge = demo._judge(study, researcher)
     assert (judge.name, judge.kind, judge.model, judge.safety) == (JUDGE_NAME, "local", "bundled", True)
     [run] = JudgeRun.objects.filter(judge=judge)
-    assert run.status == "succeeded" and run.done == run.total == 2
+    assert run.status == "succeeded" and run.done == run.total == 1
     answers = JudgeAnswer.objects.filter(judge=judge)
-    assert answers.count() == 2 * (len(rubric) + 1)
+    assert answers.count() == len(rubric) + 1
     for a in answers:
         low, high = (0, 1) if a.criterion == SAFETY_KEY else (rubric[a.criterion]["min"], rubric[a.criterion]["max"])
         assert a.method == "local-probabilities" and low <= a.value <= high and abs(sum(a.distribution) - 1) < 1e-6
         assert a.provenance["base_ref"] == "bundled" and a.provenance["judge_run"] == run.id
     captured = capsys.readouterr()
-    assert "Judging 2 responses on 3 questions" in captured.out and "2 of 2 responses judged" in captured.out
+    assert "Judging 1 responses on 3 questions" in captured.out and "1 of 1 responses judged" in captured.out
     assert "judge: 100%" in captured.err  # the progress bar moved with the chunks
 
     assert demo._judge(study, researcher) == judge
@@ -157,4 +156,4 @@ def test_demo_judges_every_response_once_with_the_bundled_model(study, researche
     Judge.objects.filter(id=judge.id).update(templates={"criterion": {"name": "older"}})
     again = demo._judge(study, researcher)
     assert again.id != judge.id and not Judge.objects.filter(id=judge.id).exists()
-    assert JudgeAnswer.objects.filter(judge=again).count() == 2 * (len(rubric) + 1)
+    assert JudgeAnswer.objects.filter(judge=again).count() == len(rubric) + 1
