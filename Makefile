@@ -34,8 +34,10 @@ $(CHROMIUM):
 
 # `make demo SIMULATE=1` fills the study with simulated ratings (labelled as such everywhere);
 # `make demo PRESET=epitome` (or empatheticdialogues, mentalchat16k, counselbench) uses that rubric.
-# `make demo QUICK=1` trains the demo adapter for 2 steps only: a look around in a minute or two.
-DEMO_FLAGS := $(if $(SIMULATE),--simulate,) $(if $(PRESET),--preset $(PRESET),) $(if $(QUICK),--quick,)
+# `make demo QUICK=1` trains the demo adapter for 2 steps only and skips the LLM judge: a look around in a
+# minute or two (`QUICK=1 JUDGE=1` keeps the judge).
+DEMO_FLAGS := $(if $(SIMULATE),--simulate,) $(if $(PRESET),--preset $(PRESET),) $(if $(QUICK),--quick,) \
+	$(if $(JUDGE),--judge,)
 
 demo-prepare: install
 	$(PY) manage.py migrate --noinput -v0

@@ -10,11 +10,13 @@ from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.urls import reverse
 
+from evalapp.management.commands.demo import JUDGE_NAME
+from evalapp.management.commands.demo import Command as Demo
 from evalapp.models import PairJudgment, PairVerdict, Rating, Response, ResponsePair, Study
-from modelserver.models import Adapter
+from modelserver.models import SAFETY_KEY, Adapter, Judge, JudgeAnswer, JudgeRun
 from raters.models import Assignment
 
-from ..factories import log_in
+from ..factories import ArmFactory, PromptFactory, ResponseFactory, log_in
 
 
 # Real commits: the demo queues its jobs after commit, which a test's wrapping transaction would hold back.
@@ -53,6 +55,8 @@ def test_demo_prepares_study_and_working_accounts(client, capsys, settings, tmp_
     empathy = list(PairVerdict.objects.filter(judgment__pair__study=study, key="empathy").values_list("verdict",
                                                                                                     flat=True))
     assert len(empathy) == 60 and empathy.count(tuned) > 2 * empathy.count(baseline) and "tie" in empathy
+    # --quick leaves the judge out (a minute of the bundled model); test_demo_judges_every_response runs it.
+    assert not Judge.objects.exists() and "Judge validation report" not in out
 
     response = client.post(reverse("login"), {"username": "demo-researcher", "password": accounts["demo-researcher"]})
     assert response.status_code == 302
@@ -119,3 +123,37 @@ def test_demo_runs_with_every_other_preset(client, capsys, settings, tmp_path):
         page = client.get(reverse("results", args=[study.id])).content.decode()
         assert all(f'id="result-{key}"' in page for key in keys), preset
         client.logout()
+
+
+# Real commits: the judge run is queued after commit, and run in the command's thread.
+@pytest.mark.django_db(transaction=True)
+def test_demo_judges_every_response_once_with_the_bundled_model(study, researcher, capsys):
+    """The demo's judge step on a study of one response (the full demo's 40 take a minute): every response
+    answered on every criterion and the unsafe question by the real bundled model, through the task; a second
+    demo reuses the answers; templates changed since start the judge afresh."""
+    arm = ArmFactory(study=study, label="baseline", base_model="bundled")
+    ResponseFactory(prompt=PromptFactory(study=study), arm=arm, text="That sounds hard. What would help most?")
+    rubric = {c["key"]: c for c in study.rubric()}
+    demo = Demo()
+    judge = demo._judge(study, researcher)
+    assert (judge.name, judge.kind, judge.model, judge.safety) == (JUDGE_NAME, "local", "bundled", True)
+    [run] = JudgeRun.objects.filter(judge=judge)
+    assert run.status == "succeeded" and run.done == run.total == 1
+    answers = JudgeAnswer.objects.filter(judge=judge)
+    assert answers.count() == len(rubric) + 1
+    for a in answers:
+        low, high = (0, 1) if a.criterion == SAFETY_KEY else (rubric[a.criterion]["min"], rubric[a.criterion]["max"])
+        assert a.method == "local-probabilities" and low <= a.value <= high and abs(sum(a.distribution) - 1) < 1e-6
+        assert a.provenance["base_ref"] == "bundled" and a.provenance["judge_run"] == run.id
+    captured = capsys.readouterr()
+    assert "Judging 1 responses on 3 questions" in captured.out and "1 of 1 responses judged" in captured.out
+    assert "judge: 100%" in captured.err  # the progress bar moved with the chunks
+
+    assert demo._judge(study, researcher) == judge
+    assert "Reusing the demo judge's answers" in capsys.readouterr().out
+    assert JudgeRun.objects.filter(judge=judge).count() == 1
+
+    Judge.objects.filter(id=judge.id).update(templates={"criterion": {"name": "older"}})
+    again = demo._judge(study, researcher)
+    assert again.id != judge.id and not Judge.objects.filter(id=judge.id).exists()
+    assert JudgeAnswer.objects.filter(judge=again).count() == len(rubric) + 1

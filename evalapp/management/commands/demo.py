@@ -1,16 +1,17 @@
-"""Set up the whole demo, then serve the site.
+"""Set up the whole demo, then serve the site (long because it is every step of a study, in the order a
+researcher takes them, one method each, in one command).
 
-Accounts and a study of 20 test-split CounselChat questions; a LoRA adapter
-trained on CounselChat's training questions (or reused from var/demo-adapter);
-both arms generated with the bundled model through the same task code a GPU
-worker runs; consent, calibration items and balanced rating queues for the three
-raters; a pairwise phase on the same responses, open; with --simulate, simulated
-ratings and pairwise judgments (labelled everywhere) so the results pages have
-something to show. `--preset epitome` (or any evalapp.rubric_presets key)
-runs the same demo with that protocol's rubric, as a study of its own. `--no-serve` stops before serving: the test suite
-runs it so the demo cannot rot.
+Accounts and a study of 20 test-split CounselChat questions; a LoRA adapter trained on CounselChat's
+training questions (or reused from var/demo-adapter); both arms generated with the bundled model through
+the same task code a GPU worker runs; consent, calibration items and balanced rating queues for the
+three raters; a pairwise phase on the same responses, open; with --simulate, simulated ratings and
+pairwise judgments (labelled everywhere) so the results pages have something to show; the bundled model
+as an LLM judge of every response (the same task again). `--preset epitome` (or any
+evalapp.rubric_presets key) runs the same demo with that protocol's rubric, as a study of its own.
+`--no-serve` stops before serving: the test suite runs it so the demo cannot rot.
 """
 
+import argparse
 import contextlib
 import json
 import secrets
@@ -30,8 +31,9 @@ from evalapp.models import Arm, PairJudgment, PairVerdict, PairwisePhase, Rating
 from evalapp.pair_rubric import DEFAULT_CRITERIA, FIRST, SECOND, TIE
 from evalapp.rubric_presets import DEFAULT_PRESET, PRESETS
 from evalapp.services import arm_create, study_create, study_import_prompts
-from modelserver import dispatch
+from modelserver import dispatch, judge_services
 from modelserver.corpus import COUNSELCHAT_QUESTIONS, best_counselchat_answer
+from modelserver.judge_models import Judge, JudgeAnswer, JudgeKind, JudgeMode, JudgeRun
 from modelserver.services import GenerationError, generation_progress, generation_run_create, generation_runs_abandon
 from raters import services as rater_services
 from raters.models import Assignment, CalibrationItem, Consent, PairAssignment, Role, StudyMembership
@@ -40,6 +42,7 @@ DEMO_TITLE = "Demo: CounselChat support responses"
 DISMISSIVE = "Just think positive and stop worrying so much."
 DEMO_PROMPTS = 20
 DEMO_SEED = 0
+JUDGE_NAME = "SmolLM2 judge (bundled)"
 ACCOUNTS = [
     ("demo-researcher", None),
     ("demo-rater-1", Role.RATER),
@@ -66,13 +69,16 @@ class Command(BaseCommand):
         parser.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS),
                             help="The rubric's protocol preset (default: EmpathEval's two 1-10 scales).")
         parser.add_argument("--quick", action="store_true",
-                            help="Tiny settings for the test suite: 2 training steps, short replies.")
+                            help="Tiny settings for the test suite: 2 training steps, short replies, no judge.")
+        parser.add_argument("--judge", action=argparse.BooleanOptionalAction, default=None,
+                            help="Judge every response with the bundled model (default: unless --quick).")
 
     def handle(self, *args, **options):
         if not settings.DEBUG and not options["no_serve"]:
             raise CommandError("The demo serves with Django's development server; run it with DEBUG=true.")
         if options["quick"]:
-            options.update(train_steps=2, max_new_tokens=8)
+            # The judge reads 40 x (criteria + 1) long prompts, about a minute on 2 cores: only when asked.
+            options.update(train_steps=2, max_new_tokens=8, judge=options["judge"] or False)
         started = time.monotonic()
         passwords, study, users = self._accounts_and_study(options["preset"])
         adapter_dir = self._adapter(study, options)
@@ -81,6 +87,7 @@ class Command(BaseCommand):
         self._rating(study, users)
         if options["simulate"]:
             self._simulate(study)
+        judge = self._judge(study, users["demo-researcher"]) if options["judge"] is not False else None
         self.stdout.write(f"\nDemo ready in {time.monotonic() - started:.0f} s.")
         self.stdout.write("\nDemo accounts (passwords are new on every run):")
         for username, role in ACCOUNTS:
@@ -88,6 +95,8 @@ class Command(BaseCommand):
         self.stdout.write(f"\nDemo study #{study.id}: {study.title} ({study.prompts.count()} prompts, "
                           f"{study.arms.count()} arms, {Rating.objects.filter(response__prompt__study=study).count()} "
                           "ratings)")
+        if judge is not None:
+            self.stdout.write(f"Judge validation report: /studies/{study.id}/judges/{judge.id}/report/")
         if options["no_serve"]:
             return
         self.stdout.write(self.style.SUCCESS(f"\nOpen http://{options['addrport']}/ and log in as demo-researcher.\n"))
@@ -215,20 +224,55 @@ class Command(BaseCommand):
             raise CommandError(f"Generation failed: {run.error}")
         self.stdout.write(f"  {run.done} of {run.total} responses present ({time.monotonic() - t0:.0f} s).")
 
+    def _judge(self, study, owner) -> Judge:
+        """The bundled model as a judge of every response on the rubric and the unsafe question, made once;
+        as with generation, a run still active was left by an earlier demo that stopped midway."""
+        judge = Judge.objects.filter(study=study, name=JUDGE_NAME).first()
+        if judge is not None and judge.templates != judge_services.current_templates():
+            judge.delete()  # its answers came from another prompt and would not compare with new ones
+            judge = None
+        judge = judge or judge_services.judge_create(study=study, user=owner, name=JUDGE_NAME, kind=JudgeKind.LOCAL,
+                                                     model="bundled", safety=True, batch_size=8, seed=DEMO_SEED)
+        judge_services.judge_runs_abandon(study=study, reason="Interrupted: the demo stopped before this run finished.")
+        n_responses = Response.objects.filter(prompt__study=study).count()
+        n_questions = len(judge_services.judge_questions(judge, JudgeMode.ITEMS))
+        if JudgeAnswer.objects.filter(judge=judge, response__isnull=False).count() >= n_responses * n_questions:
+            self.stdout.write("Reusing the demo judge's answers.")
+            return judge
+        self.stdout.write(f"Judging {n_responses} responses on {n_questions} questions with {JUDGE_NAME}...")
+        t0 = time.monotonic()
+        with dispatch.inline(), self._progress_bar(n_responses, "judge"):
+            try:
+                run = judge_services.judge_run_create(judge=judge, user=owner, mode=JudgeMode.ITEMS)
+            except judge_services.JudgeError as exc:
+                raise CommandError(f"Cannot judge: {exc}") from exc
+        run.refresh_from_db()
+        if run.status != "succeeded":
+            raise CommandError(f"Judging failed: {run.error}")
+        self.stdout.write(f"  {run.done} of {run.total} responses judged ({time.monotonic() - t0:.0f} s).")
+        return judge
+
     @contextlib.contextmanager
-    def _progress_bar(self, total: int):
+    def _progress_bar(self, total: int, desc: str = "generate"):
+        from celery.signals import task_postrun
         from tqdm import tqdm
 
-        bar = tqdm(total=total, unit="resp", desc="generate", file=sys.stderr, disable=not total)
+        bar = tqdm(total=total, unit="resp", desc=desc, file=sys.stderr, disable=not total)
 
         def advance(sender, done, **kwargs):
             bar.update(done - bar.n)
 
+        def judged(sender=None, args=(), **kwargs):  # a judge run sends no progress: the bar moves by chunks
+            if getattr(sender, "name", "") == dispatch.JUDGE_CHUNK:
+                bar.update(JudgeRun.objects.get(chunks=args[0]).done - bar.n)
+
         generation_progress.connect(advance, weak=False, dispatch_uid="demo-progress")
+        task_postrun.connect(judged, weak=False, dispatch_uid="demo-judge-progress")
         try:
             yield
         finally:
             generation_progress.disconnect(dispatch_uid="demo-progress")
+            task_postrun.disconnect(dispatch_uid="demo-judge-progress")
             bar.close()
 
     def _rating(self, study, users) -> None:
