@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import OuterRef, Subquery
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.pagination import PageNumberPagination
@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from evalapp.models import Adjudication, Arm, Prompt, Study
-from modelserver.models import GenerationRun
+from modelserver.models import GenerationRun, Judge
 from modelserver.services import generation_run_create
 from raters import selectors as rater_selectors
 from raters import services as rater_services
@@ -32,6 +32,7 @@ from . import serializers as s
 from .errors import ServiceError
 from .exports.csv import csv_response
 from .exports.tables import EXPORTS, export_table
+from .judge_results import judge_results
 from .pair_results import pairwise_results
 from .results import study_results
 from .rubric_presets import PRESETS, preset
@@ -319,12 +320,29 @@ class AdjudicationList(_StudyScoped, generics.ListAPIView):
                 .select_related("response", "adjudicator").order_by("id"))
 
 
-class StudyResults(_StudyScoped, APIView):
-    """Agreement and the model comparison per scale (the results page's numbers)."""
+class ResultsQuery(django_filters.FilterSet):
+    """The results' one query parameter (read by the view; StrictQuery allows what a filterset declares)."""
 
-    @extend_schema(responses={200: dict})
+    judge = django_filters.NumberFilter()
+
+
+class StudyResults(_StudyScoped, APIView):
+    """Agreement and the model comparison per scale (the results page's numbers); with `?judge=<id>`, also
+    that judge's arm comparison under `judge_comparison` (the judge as the only rater, never mixed in)."""
+
+    filterset_class = ResultsQuery
+
+    @extend_schema(responses={200: dict}, parameters=[OpenApiParameter(
+        "judge", int, description="A judge of the study: add its arm comparison under judge_comparison.")])
     def get(self, request, study_id: int):
-        return ApiResponse(study_results(self.study()))
+        study, data = self.study(), study_results(self.study())
+        wanted = request.query_params.get("judge")
+        if wanted is None:
+            return ApiResponse(data)
+        judge = Judge.objects.filter(study=study, id=int(wanted)).first() if wanted.isdigit() else None
+        if judge is None:
+            raise NotFound("No such judge in this study.")
+        return ApiResponse({**data, "judge_comparison": judge_results(study, judge)})
 
 
 class StudyPairwiseResults(_StudyScoped, APIView):

@@ -6,6 +6,7 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from modelserver.judge_models import Judge
 from raters.access import get_study_for, roles_in
 from raters.models import Role
 
@@ -16,6 +17,7 @@ from ..models import (Adjudication, AuditEvent, PairAdjudication, PairwisePhase,
                       SafetyClassification, SafetyReview, UnsafeCategory, Verdict)
 
 ADJUDICATORS = [Role.ADJUDICATOR, Role.RESEARCHER]
+TRIAGE_SHOWN = 100  # the triage list's longest stretch on one page: the rest wait for the top to be read
 
 
 def _study(request, study_id):
@@ -38,13 +40,27 @@ def queues(request, study_id: int):
         scale = None
     safety = adj.safety_queue(study=study, category=category, topic=topic)
     disagreements = adj.disagreement_queue(study=study, scale=scale, topic=topic)
+    judges = Judge.objects.filter(study=study).order_by("name")
+    wanted = request.GET.get("triage") or ""
+    judge, triage = None, None
+    if wanted:
+        judge = judges.filter(id=int(wanted)).first() if wanted.isdigit() else None
+        if judge is None:
+            raise Http404("No such judge.")
+        triage = adj.judge_triage(study=study, judge=judge, topic=topic)
+        if scale:
+            triage = [t for t in triage if t.criterion == scale]
+        disagreements = adj.triage_order(disagreements, triage)
     topics = sorted(set(study.prompts.exclude(topic="").values_list("topic", flat=True)))
     has_pairs = PairwisePhase.objects.filter(study=study).exclude(status=PairwisePhase.Status.DRAFT).exists()
     return render(request, "adjudication/queues.html", {
         "study": study, "safety": safety, "disagreements": disagreements, "topics": topics,
         "pair_queue": pair_adj.pair_queue(study=study) if has_pairs else None,
-        "categories": UnsafeCategory.choices, "scales": keys,
-        "filters": {"scale": scale or "", "topic": topic or "", "category": category or ""},
+        "categories": UnsafeCategory.choices, "scales": keys, "judges": judges, "judge": judge,
+        "triage": triage[:TRIAGE_SHOWN] if triage is not None else None,
+        "triage_total": len(triage) if triage is not None else 0,
+        "filters": {"scale": scale or "", "topic": topic or "", "category": category or "",
+                    "triage": str(judge.id) if judge else ""},
     })
 
 
