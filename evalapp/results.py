@@ -58,11 +58,13 @@ def _cache_key(study: Study, n_boot: int) -> str:
 def judge_cache_key(study: Study, judge_id: int, n_boot: int) -> str:
     """The key of one judge's arm comparison (evalapp.judge_results): an entry of its own, so nothing a
     judge answers can reach the human results' entry, keyed by the judge's answers and the exclusions."""
-    answers = JudgeAnswer.objects.filter(judge_id=judge_id, response__isnull=False).aggregate(n=Count("id"), m=Max("id"))
+    answers = JudgeAnswer.objects.filter(judge_id=judge_id, response__isnull=False).aggregate(n=Count("id"),
+                                                                                               m=Max("id"))
     parts = [study.id, judge_id, answers["n"], answers["m"],
              SafetyDecision.objects.filter(response__prompt__study=study).aggregate(m=Max("id"))["m"],
              [(c["key"], c["level"]) for c in study.rubric()]]
-    return f"judge-computed:{study.id}:{judge_id}:{hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]}:{n_boot}"
+    digest = hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+    return f"judge-computed:{study.id}:{judge_id}:{digest}:{n_boot}"
 
 
 def results_forget(study: Study) -> None:
