@@ -226,6 +226,8 @@ JUDGE_ANSWER_COLUMNS = [
     ("arm", "Label of the judged response's arm (unblinded; the judge's prompt never contains it)."),
     ("arm_blind_code", "Random code of that arm."),
     ("pair_id", "Public id of the judged pair (pair_judgments.csv); empty for a response."),
+    ("first_arm", "For a pair: label of the arm of its first response (as in pair_judgments.csv; unblinded)."),
+    ("second_arm", "For a pair: label of the arm of its second response."),
     ("order", "For a pair: AB (the pair's first response shown as A) or BA."),
     ("sample", "Sample index: an HTTP judge that samples answers each item this many times over."),
     ("method", "How the answer was read: local-probabilities, http-logprobs or http-text (parsed)."),
@@ -252,13 +254,14 @@ def judge_answer_rows(study: Study) -> Iterator[tuple]:
     """One row per JudgeAnswer of the study's judges, judge by judge, streamed."""
     answers = JudgeAnswer.objects.filter(judge__study=study).order_by("judge_id", "id").values_list(
         "judge__name", "judge__kind", "judge__model", "run_id", "criterion", "response__public_id",
-        "response__arm__label", "response__arm__blind_code", "pair__public_id", "order", "sample", "method", "value",
+        "response__arm__label", "response__arm__blind_code", "pair__public_id", "pair__first__arm__label",
+        "pair__second__arm__label", "order", "sample", "method", "value",
         "letter", "preferred", "expected", "distribution", "outside_mass", "raw_text", "provenance", "created_at")
-    for (name, kind, model, run, criterion, response, arm, code, pair, order, sample, method, value, letter,
-         preferred, expected, distribution, outside, raw, provenance, created) in answers.iterator(chunk_size=2000):
+    for (name, kind, model, run, criterion, response, arm, code, pair, first, second, order, sample, method, value,
+         letter, preferred, expected, distribution, outside, raw, provenance, created) in answers.iterator(2000):
         template = provenance.get("template") or {}
-        yield (study.id, name, kind, model, run, criterion, response or "", arm or "", code or "", pair or "", order,
-               sample, method, value, letter, preferred, expected,
+        yield (study.id, name, kind, model, run, criterion, response or "", arm or "", code or "", pair or "",
+               first or "", second or "", order, sample, method, value, letter, preferred, expected,
                "" if distribution is None else json.dumps(distribution), outside, raw, provenance.get("model_sha256"),
                template.get("name"), template.get("version"), template.get("sha256"), provenance.get("seed"),
                created.isoformat())

@@ -20,7 +20,7 @@ from evalapp import adjudication as adj
 from evalapp.analysis import analyze_long
 from evalapp.judge_results import judge_results
 from evalapp.results import N_BOOT, judge_cache_key, study_results
-from evalapp.models import Response
+from evalapp.models import Response, ResponsePair
 from modelserver.judge_services import current_templates
 from modelserver.models import SAFETY_KEY, Judge, JudgeAnswer, JudgeRun, RunStatus
 from raters.models import Role
@@ -140,7 +140,7 @@ def test_the_page_shows_the_judge_section_only_when_asked(client, researcher, ju
     for key in ("empathy", "advice"):
         section = plain.split(f'id="result-{key}"', 1)[1].split("</section>", 1)[0]
         assert section and page.split(f'id="result-{key}"', 1)[1].split("</section>", 1)[0] == section
-    for bad in ("999999", "x", str(add_judge(StudyFactory(owner=researcher), researcher).id)):
+    for bad in ("999999", "x", "-1", "9" * 30, str(add_judge(StudyFactory(owner=researcher), researcher).id)):
         assert client.get(url, {"judge": bad}).status_code == 404
 
 
@@ -157,7 +157,8 @@ def test_the_json_and_the_api_carry_the_judge_under_its_own_key_only_when_asked(
     url = reverse("api_results", args=[study.id])
     assert "judge_comparison" not in api.get(url).json()
     assert api.get(url, {"judge": judge.id}).json()["judge_comparison"]["judge"]["name"] == "lab judge"
-    assert api.get(url, {"judge": 999999}).status_code == 404
+    for bad in (999999, "x", "9" * 30):
+        assert api.get(url, {"judge": bad}).status_code == 404
     assert api.get(url, {"jduge": judge.id}).status_code == 400  # a misspelt parameter is still refused
 
 
@@ -210,7 +211,8 @@ def test_triage_ranks_by_the_distance_between_judge_and_raters(client, researche
         assert ids == [i.response.public_id for i in queue]
         plain = client.get(reverse("adjudication_queues", args=[study.id])).content.decode()
         assert 'id="triage"' not in plain and 'name="triage"' in plain
-    assert client.get(reverse("adjudication_queues", args=[study.id]), {"triage": "999999"}).status_code == 404
+    for bad in ("999999", "x", "9" * 30):
+        assert client.get(reverse("adjudication_queues", args=[study.id]), {"triage": bad}).status_code == 404
 
 
 def read_csv(response) -> list[dict]:
@@ -225,20 +227,31 @@ def test_the_judge_answers_export(client, researcher, judged):
     first.raw_text, first.outside_mass, first.expected = '=HYPERLINK("http://evil")', 0.125, 6.5
     first.provenance = {**first.provenance, "model_sha256": "ab" * 32}
     first.save()
+    prompt = study.prompts.first()
+    pair = ResponsePair.objects.create(study=study, prompt=prompt, first=prompt.responses.get(arm__label="fine-tuned"),
+                                       second=prompt.responses.get(arm__label="baseline"))
+    pairs_run = JudgeRun.objects.create(study=study, judge=judge, mode="pairs", created_by=researcher)
+    JudgeAnswer.objects.create(judge=judge, run=pairs_run, pair=pair, criterion="empathy", order="BA", letter="A",
+                               preferred="second", method="local-probabilities", provenance={"seed": 3})
     client.force_login(researcher)
     rows = read_csv(client.get(reverse("export_csv", args=[study.id, "judge_answers"])))
-    assert len(rows) == JudgeAnswer.objects.filter(judge=judge).count() == 16 * 2 * 3
+    assert len(rows) == JudgeAnswer.objects.filter(judge=judge).count() == 16 * 2 * 3 + 1
+    (paired,) = [r for r in rows if r["pair_id"]]
+    assert {k: paired[k] for k in ("pair_id", "first_arm", "second_arm", "order", "letter", "preferred", "response_id",
+                                   "arm", "value", "judge_run_id")} == {
+        "pair_id": pair.public_id, "first_arm": "fine-tuned", "second_arm": "baseline", "order": "BA", "letter": "A",
+        "preferred": "second", "response_id": "", "arm": "", "value": "", "judge_run_id": str(pairs_run.id)}
     row = rows[0]
     assert row["raw_text"] == "'=HYPERLINK(\"http://evil\")"  # formula neutralised
     response = first.response
     template = current_templates()["criterion"]
     assert {k: row[k] for k in ("judge", "judge_kind", "judge_model", "criterion", "response_id", "arm",
-                                "arm_blind_code", "pair_id", "sample", "method", "value", "outside_mass",
+                                "arm_blind_code", "pair_id", "first_arm", "sample", "method", "value", "outside_mass",
                                 "expected", "model_sha256", "template_name", "template_version",
                                 "template_sha256", "seed", "judge_run_id")} == {
         "judge": "lab judge", "judge_kind": "http", "judge_model": "lab-endpoint", "criterion": first.criterion,
         "response_id": response.public_id, "arm": response.arm.label, "arm_blind_code": response.arm.blind_code,
-        "pair_id": "", "sample": str(first.sample), "method": "http-text", "value": str(first.value),
+        "pair_id": "", "first_arm": "", "sample": str(first.sample), "method": "http-text", "value": str(first.value),
         "outside_mass": "0.125", "expected": "6.5", "model_sha256": "ab" * 32, "template_name": template["name"],
         "template_version": str(template["version"]), "template_sha256": template["sha256"], "seed": "11",
         "judge_run_id": str(first.run_id)}
