@@ -166,12 +166,12 @@ class TriageRow:
     gap: float
 
 
-def judge_triage(*, study: Study, judge, topic: str | None = None) -> list[TriageRow]:
+def judge_triage(*, study: Study, judge, scale: str | None = None, topic: str | None = None) -> list[TriageRow]:
     """|judge value - mean of counted human ratings| per response and scored criterion, largest first (then by
     response and rubric order). Choice criteria are left out: a mean of option indices is no answer. The
     judge's value is shown to adjudicators only (they are not blind raters); nothing here reaches a rater."""
     ratings = _by_response(counted_ratings(study))
-    criteria = [c for c in study.rubric() if c["level"] != "nominal"]
+    criteria = [c for c in study.rubric() if c["level"] != "nominal" and scale in (None, c["key"])]
     values = judge_values(judge, response_ids=list(ratings))
     responses = Response.objects.filter(prompt__study=study, id__in=list(ratings)).select_related("prompt")
     if topic:

@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from evalapp.models import Adjudication, Arm, Prompt, Study
-from modelserver.models import GenerationRun, Judge
+from modelserver.models import GenerationRun
 from modelserver.services import generation_run_create
 from raters import selectors as rater_selectors
 from raters import services as rater_services
@@ -32,7 +32,7 @@ from . import serializers as s
 from .errors import ServiceError
 from .exports.csv import csv_response
 from .exports.tables import EXPORTS, export_table
-from .judge_results import judge_results
+from .judge_results import judge_results, study_judge
 from .pair_results import pairwise_results
 from .results import study_results
 from .rubric_presets import PRESETS, preset
@@ -339,7 +339,7 @@ class StudyResults(_StudyScoped, APIView):
         wanted = request.query_params.get("judge")
         if wanted is None:
             return ApiResponse(data)
-        judge = Judge.objects.filter(study=study, id=int(wanted)).first() if wanted.isdigit() else None
+        judge = study_judge(study, wanted)
         if judge is None:
             raise NotFound("No such judge in this study.")
         return ApiResponse({**data, "judge_comparison": judge_results(study, judge)})

@@ -29,6 +29,11 @@ KEPT = ("level", "n_items", "comparison")
 LABEL = "Under judge {name} (not human ratings)"
 
 
+def study_judge(study: Study, wanted: str) -> Judge | None:
+    """The study's judge a query parameter names by id; None for anything else (the callers answer 404)."""
+    return Judge.objects.filter(study=study, id=int(wanted)).first() if str(wanted).isdigit() else None
+
+
 def judge_results(study: Study, judge: Judge, *, n_boot: int = N_BOOT) -> dict:
     """The judge's per-arm means and arm comparisons per criterion, cached until its answers change."""
     key = judge_cache_key(study, judge.id, n_boot)

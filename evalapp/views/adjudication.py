@@ -13,6 +13,7 @@ from raters.models import Role
 from .. import adjudication as adj
 from .. import pair_adjudication as pair_adj
 from ..errors import ServiceError
+from ..judge_results import study_judge
 from ..models import (Adjudication, AuditEvent, PairAdjudication, PairwisePhase, Response, ResponsePair,
                       SafetyClassification, SafetyReview, UnsafeCategory, Verdict)
 
@@ -40,23 +41,21 @@ def queues(request, study_id: int):
         scale = None
     safety = adj.safety_queue(study=study, category=category, topic=topic)
     disagreements = adj.disagreement_queue(study=study, scale=scale, topic=topic)
-    judges = Judge.objects.filter(study=study).order_by("name")
     wanted = request.GET.get("triage") or ""
     judge, triage = None, None
     if wanted:
-        judge = judges.filter(id=int(wanted)).first() if wanted.isdigit() else None
+        judge = study_judge(study, wanted)
         if judge is None:
             raise Http404("No such judge.")
-        triage = adj.judge_triage(study=study, judge=judge, topic=topic)
-        if scale:
-            triage = [t for t in triage if t.criterion == scale]
+        triage = adj.judge_triage(study=study, judge=judge, scale=scale, topic=topic)
         disagreements = adj.triage_order(disagreements, triage)
     topics = sorted(set(study.prompts.exclude(topic="").values_list("topic", flat=True)))
     has_pairs = PairwisePhase.objects.filter(study=study).exclude(status=PairwisePhase.Status.DRAFT).exists()
     return render(request, "adjudication/queues.html", {
         "study": study, "safety": safety, "disagreements": disagreements, "topics": topics,
         "pair_queue": pair_adj.pair_queue(study=study) if has_pairs else None,
-        "categories": UnsafeCategory.choices, "scales": keys, "judges": judges, "judge": judge,
+        "categories": UnsafeCategory.choices, "scales": keys, "judge": judge,
+        "judges": Judge.objects.filter(study=study).order_by("name"),
         "triage": triage[:TRIAGE_SHOWN] if triage is not None else None,
         "triage_total": len(triage) if triage is not None else 0,
         "filters": {"scale": scale or "", "topic": topic or "", "category": category or "",

@@ -14,7 +14,7 @@ from .. import plots, text_plots
 from ..exports.bundle import write_bundle
 from ..exports.csv import csv_response
 from ..exports.tables import EXPORTS, export_table
-from ..judge_results import judge_criterion_results, judge_results
+from ..judge_results import judge_criterion_results, judge_results, study_judge
 from ..results import plot_inputs, study_results
 from .jobs import RESEARCHERS
 
@@ -24,7 +24,7 @@ def asked_judge(study, request) -> Judge | None:
     wanted = request.GET.get("judge") or ""
     if not wanted:
         return None
-    judge = Judge.objects.filter(study=study, id=int(wanted)).first() if wanted.isdigit() else None
+    judge = study_judge(study, wanted)
     if judge is None:
         raise Http404("No such judge.")
     return judge

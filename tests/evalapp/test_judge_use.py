@@ -188,6 +188,8 @@ def test_triage_ranks_by_the_distance_between_judge_and_raters(client, researche
     expected.sort(key=lambda e: (-e[0], e[1]))
     rows = adj.judge_triage(study=study, judge=judge)
     assert {t.criterion for t in rows} == {"empathy"}  # the choice criterion is left out
+    assert adj.judge_triage(study=study, judge=judge, scale="empathy") == rows
+    assert adj.judge_triage(study=study, judge=judge, scale="advice") == []
     assert [(t.response.id, t.n_ratings) for t in rows] == [(e[1], 3) for e in expected]
     assert [t.gap for t in rows] == pytest.approx([e[0] for e in expected])
     assert [t.judge_value for t in rows] == pytest.approx([e[2] for e in expected])
