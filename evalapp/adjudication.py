@@ -18,6 +18,7 @@ from raters.services import design_rebalance, design_targets, eligible_raters
 
 from .audit import audit
 from .errors import ServiceError
+from .judge_results import judge_values
 from .mail import mail_on_commit
 from .models import (
     Adjudication,
@@ -150,6 +151,54 @@ def safety_queue(*, study: Study, category: str | None = None, topic: str | None
         queue.append(QueueItem(response=response, scales=[], ratings=_views(study, flagged[response.id], names),
                                categories=categories, reviews=reviews.get(response.id, 0)))
     return queue
+
+
+@dataclass
+class TriageRow:
+    """One response and criterion, ranked by how far a judge's value lies from the counted human ratings."""
+
+    response: Response
+    criterion: str
+    question: str
+    judge_value: float
+    human_mean: float
+    n_ratings: int
+    gap: float
+
+
+def judge_triage(*, study: Study, judge, scale: str | None = None, topic: str | None = None) -> list[TriageRow]:
+    """|judge value - mean of counted human ratings| per response and scored criterion, largest first (then by
+    response and rubric order). Choice criteria are left out: a mean of option indices is no answer. The
+    judge's value is shown to adjudicators only (they are not blind raters); nothing here reaches a rater."""
+    ratings = _by_response(counted_ratings(study))
+    criteria = [c for c in study.rubric() if c["level"] != "nominal" and scale in (None, c["key"])]
+    values = judge_values(judge, response_ids=list(ratings))
+    responses = Response.objects.filter(prompt__study=study, id__in=list(ratings)).select_related("prompt")
+    if topic:
+        responses = responses.filter(prompt__topic=topic)
+    rows = []
+    for response in responses:
+        scored = [_values(study, r) for r in ratings[response.id]]
+        for c in criteria:
+            humans = [v[c["key"]] for v in scored if v.get(c["key"]) is not None]
+            judged = values.get((response.id, c["key"]))
+            if humans and judged is not None:
+                mean = sum(humans) / len(humans)
+                rows.append(TriageRow(response, c["key"], c["question"], judged, mean, len(humans), abs(judged - mean)))
+    position = {c["key"]: i for i, c in enumerate(criteria)}
+    rows.sort(key=lambda t: (-t.gap, t.response.id, position[t.criterion]))
+    return rows
+
+
+def triage_order(queue: list[QueueItem], rows: list[TriageRow]) -> list[QueueItem]:
+    """The disagreement queue, items whose pending criteria the judge is furthest from first; items the judge
+    has no value for keep their order, after the others."""
+    gaps = {(t.response.id, t.criterion): t.gap for t in rows}
+
+    def largest(item: QueueItem) -> float:
+        return max((gaps[(item.response.id, s)] for s in item.scales if (item.response.id, s) in gaps), default=-1.0)
+
+    return sorted(queue, key=lambda item: -largest(item))
 
 
 def _views(study: Study, rows: list[Rating], names: dict[int, str]) -> list[RatingView]:

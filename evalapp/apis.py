@@ -32,6 +32,7 @@ from . import serializers as s
 from .errors import ServiceError
 from .exports.csv import csv_response
 from .exports.tables import EXPORTS, export_table
+from .judge_results import judge_results, study_judge
 from .judge_validation import judge_report
 from .pair_results import pairwise_results
 from .results import study_results
@@ -332,12 +333,29 @@ class AdjudicationList(_StudyScoped, generics.ListAPIView):
                 .select_related("response", "adjudicator").order_by("id"))
 
 
-class StudyResults(_StudyScoped, APIView):
-    """Agreement and the model comparison per scale (the results page's numbers)."""
+class ResultsQuery(django_filters.FilterSet):
+    """The results' one query parameter (read by the view; StrictQuery allows what a filterset declares)."""
 
-    @extend_schema(responses={200: dict})
+    judge = django_filters.NumberFilter()
+
+
+class StudyResults(_StudyScoped, APIView):
+    """Agreement and the model comparison per scale (the results page's numbers); with `?judge=<id>`, also
+    that judge's arm comparison under `judge_comparison` (the judge as the only rater, never mixed in)."""
+
+    filterset_class = ResultsQuery
+
+    @extend_schema(responses={200: dict}, parameters=[OpenApiParameter(
+        "judge", int, description="A judge of the study: add its arm comparison under judge_comparison.")])
     def get(self, request, study_id: int):
-        return ApiResponse(study_results(self.study()))
+        study, data = self.study(), study_results(self.study())
+        wanted = request.query_params.get("judge")
+        if wanted is None:
+            return ApiResponse(data)
+        judge = study_judge(study, wanted)
+        if judge is None:
+            raise NotFound("No such judge in this study.")
+        return ApiResponse({**data, "judge_comparison": judge_results(study, judge)})
 
 
 class StudyPairwiseResults(_StudyScoped, APIView):

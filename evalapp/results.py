@@ -14,9 +14,10 @@ from itertools import combinations
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Max
+from django.db.models import Count, Max
 from redis.exceptions import RedisError
 
+from modelserver.judge_models import JudgeAnswer
 from raters.models import StudyMembership
 
 from . import plots
@@ -54,11 +55,24 @@ def _cache_key(study: Study, n_boot: int) -> str:
     return f"computed:{study.id}:{_fingerprint(study)}:{n_boot}"
 
 
+def judge_cache_key(study: Study, judge_id: int, n_boot: int) -> str:
+    """The key of one judge's arm comparison (evalapp.judge_results): an entry of its own, so nothing a
+    judge answers can reach the human results' entry, keyed by the judge's answers and the exclusions."""
+    answers = JudgeAnswer.objects.filter(judge_id=judge_id, response__isnull=False).aggregate(n=Count("id"),
+                                                                                               m=Max("id"))
+    parts = [study.id, judge_id, answers["n"], answers["m"],
+             SafetyDecision.objects.filter(response__prompt__study=study).aggregate(m=Max("id"))["m"],
+             [(c["key"], c["level"]) for c in study.rubric()]]
+    digest = hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+    return f"judge-computed:{study.id}:{judge_id}:{digest}:{n_boot}"
+
+
 def results_forget(study: Study) -> None:
-    """Drop the study's cached results (a deleted study's numbers must not outlive it). Entries of
-    earlier states of the data are unreachable already and expire within the hour."""
+    """Drop the study's cached results, its judges' comparisons too (a deleted study's numbers must not
+    outlive it). Entries of earlier states of the data are unreachable already and expire within the hour."""
     try:
-        cache.delete(_cache_key(study, N_BOOT))
+        cache.delete_many([_cache_key(study, N_BOOT), *(judge_cache_key(study, judge_id, N_BOOT)
+                                                        for judge_id in study.judges.values_list("id", flat=True))])
     except RedisError as exc:
         # The entry is keyed by the study's data, which is gone: nothing will ask for it, and it expires.
         logger.warning("Results cache unavailable, not forgetting study %s's entry: %s", study.id, exc)

@@ -9,6 +9,8 @@ from typing import BinaryIO
 
 from django.utils import timezone
 
+from modelserver.judge_models import Judge, JudgeAnswer
+
 from ..audit import audit
 from ..models import PairwisePhase, Response, Study
 from ..pair_results import PAIR_JUDGMENT_COLUMNS
@@ -16,7 +18,7 @@ from ..text_report import TEXT_MEASURE_COLUMNS
 from .csv import csv_lines
 from .preferences import FILE as PREFERENCES_FILE
 from .preferences import PREFERENCE_FIELDS, preference_lines
-from .tables import EXPORT_ZIP_ACTION, EXPORTS, PAIRWISE_EXPORTS, RATINGS_COLUMNS
+from .tables import EXPORT_ZIP_ACTION, EXPORTS, JUDGE_ANSWER_COLUMNS, JUDGE_EXPORTS, PAIRWISE_EXPORTS, RATINGS_COLUMNS
 
 SOFTWARE = ("empatheval", "django", "numpy", "scipy", "statsmodels", "krippendorff", "torch", "transformers", "peft")
 
@@ -27,9 +29,13 @@ def write_bundle(study: Study, target: BinaryIO, *, actor) -> dict:
     audit(study=study, actor=actor, action=EXPORT_ZIP_ACTION, obj=study, after={"file": "export.zip"})
     manifest = _manifest(study)
     pairwise = manifest["pairwise"] is not None
+    judged = JudgeAnswer.objects.filter(judge__study=study).exists()
+    if judged:
+        manifest["judges"] = list(Judge.objects.filter(study=study).order_by("id").values(
+            "name", "kind", "model", "templates", "safety", "samples", "temperature", "batch_size", "seed"))
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, (header, rows) in EXPORTS.items():
-            if name in PAIRWISE_EXPORTS and not pairwise:
+            if (name in PAIRWISE_EXPORTS and not pairwise) or (name in JUDGE_EXPORTS and not judged):
                 continue
             digest, count = sha256(), [0]
 
@@ -49,7 +55,8 @@ def write_bundle(study: Study, target: BinaryIO, *, actor) -> dict:
         codebook = "".join(csv_lines(["file", "column", "meaning"], [
             *codebook_rows(RATINGS_COLUMNS, "ratings.csv"), *rubric_rows(study),
             *codebook_rows(TEXT_MEASURE_COLUMNS, "text_measures.csv"),
-            *(pairwise_codebook_rows(study) if pairwise else [])]))
+            *(pairwise_codebook_rows(study) if pairwise else []),
+            *(codebook_rows(JUDGE_ANSWER_COLUMNS, "judge_answers.csv") if judged else [])]))
         archive.writestr("codebook.csv", codebook)
         manifest["files"]["codebook.csv"] = {"sha256": sha256(codebook.encode()).hexdigest()}
         archive.writestr("manifest.json", json.dumps(manifest, indent=2, default=str))

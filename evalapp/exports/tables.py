@@ -1,4 +1,4 @@
-"""The rows of each export: ratings in long form, responses with provenance, the audit trail.
+"""The rows of each export: ratings in long form, responses with provenance, the audit trail, judges' answers.
 
 Rows come from the database a chunk at a time (memory stays flat however large the study), and
 `analysis_records` turns rating rows into what evalapp.analysis reads, so the results page is
@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from django.db import connection
 from django.db.models import CharField, F, Func
 
+from modelserver.judge_models import JudgeAnswer
 from raters.counting import left_out_raters
 from raters.models import RatingRevision, Role, StudyMembership
 
@@ -213,6 +214,59 @@ def audit_rows(study: Study) -> Iterator[tuple]:
                e.object_type, e.object_id, json.dumps(e.before, default=str), json.dumps(e.after, default=str))
 
 
+JUDGE_ANSWER_COLUMNS = [
+    ("study_id", "Study id."),
+    ("judge", "Name of the LLM judge (a model and prompt templates configured as a rater; not a person)."),
+    ("judge_kind", "local (a model run on the site's workers) or http (an allow-listed OpenAI-compatible endpoint)."),
+    ("judge_model", "The judge's model: a local model reference, or the endpoint's name in JUDGE_ENDPOINTS."),
+    ("judge_run_id", "Database id of the judge run that wrote the answer."),
+    ("criterion", "Key of the rubric criterion (or pairwise question) asked; _unsafe is the judge's safety "
+                  "question (value 1 unsafe, 0 safe)."),
+    ("response_id", "Public id of the judged response (responses.csv); empty for a pair."),
+    ("arm", "Label of the judged response's arm (unblinded; the judge's prompt never contains it)."),
+    ("arm_blind_code", "Random code of that arm."),
+    ("pair_id", "Public id of the judged pair (pair_judgments.csv); empty for a response."),
+    ("first_arm", "For a pair: label of the arm of its first response (as in pair_judgments.csv; unblinded)."),
+    ("second_arm", "For a pair: label of the arm of its second response."),
+    ("order", "For a pair: AB (the pair's first response shown as A) or BA."),
+    ("sample", "Sample index: an HTTP judge that samples answers each item this many times over."),
+    ("method", "How the answer was read: local-probabilities, http-logprobs or http-text (parsed)."),
+    ("value", "The answer as a rater's score is stored (a likert point, a choice's index); empty when it could "
+              "not be read."),
+    ("letter", "For a pair: A, B or S (about the same), as shown."),
+    ("preferred", "For a pair: first, second or tie, the letter mapped through order."),
+    ("expected", "Expected value of the judge's distribution over the valid answers, where it has one."),
+    ("distribution_json", "Probabilities over the valid answers in scale order (JSON), where read from "
+                          "probabilities."),
+    ("outside_mass", "Probability the model put outside the valid answers, before renormalising."),
+    ("raw_text", "The judge's text, where it answered in text."),
+    ("model_sha256", "sha256 of the judge model's weights, as loaded."),
+    ("template_name", "Name of the prompt template."),
+    ("template_version", "Version of the prompt template."),
+    ("template_sha256", "sha256 of the template's text."),
+    ("seed", "Seed of the judging (the judge's seed plus the sample index)."),
+    ("created_at", "When the answer was written (UTC, ISO 8601)."),
+]
+JUDGE_ANSWER_HEADER = [name for name, _ in JUDGE_ANSWER_COLUMNS]
+
+
+def judge_answer_rows(study: Study) -> Iterator[tuple]:
+    """One row per JudgeAnswer of the study's judges, judge by judge, streamed."""
+    answers = JudgeAnswer.objects.filter(judge__study=study).order_by("judge_id", "id").values_list(
+        "judge__name", "judge__kind", "judge__model", "run_id", "criterion", "response__public_id",
+        "response__arm__label", "response__arm__blind_code", "pair__public_id", "pair__first__arm__label",
+        "pair__second__arm__label", "order", "sample", "method", "value",
+        "letter", "preferred", "expected", "distribution", "outside_mass", "raw_text", "provenance", "created_at")
+    for (name, kind, model, run, criterion, response, arm, code, pair, first, second, order, sample, method, value,
+         letter, preferred, expected, distribution, outside, raw, provenance, created) in answers.iterator(2000):
+        template = provenance.get("template") or {}
+        yield (study.id, name, kind, model, run, criterion, response or "", arm or "", code or "", pair or "",
+               first or "", second or "", order, sample, method, value, letter, preferred, expected,
+               "" if distribution is None else json.dumps(distribution), outside, raw, provenance.get("model_sha256"),
+               template.get("name"), template.get("version"), template.get("sha256"), provenance.get("seed"),
+               created.isoformat())
+
+
 # name -> (header, rows of a study): each is one CSV download and one file of the zip bundle.
 EXPORTS = {
     "ratings": (RATING_HEADER, rating_rows),
@@ -221,9 +275,13 @@ EXPORTS = {
     "audit": (AUDIT_HEADER, audit_rows),
     # The pairwise phase's counted judgments, one row per question (header only without a phase).
     "pair_judgments": (PAIR_JUDGMENT_HEADER, pair_judgment_rows),
+    # LLM judges' answers, apart from the raters' (header only without a judge).
+    "judge_answers": (JUDGE_ANSWER_HEADER, judge_answer_rows),
 }
 # In the zip bundle only when the study has a pairwise phase: a 1-10 study's bundle stays as it was.
 PAIRWISE_EXPORTS = frozenset({"pair_judgments"})
+# In the zip bundle only when a judge of the study has answered: a study without judges' bundle stays as it was.
+JUDGE_EXPORTS = frozenset({"judge_answers"})
 
 
 def export_table(*, study: Study, name: str, actor) -> tuple[list[str], Iterator[tuple]]:

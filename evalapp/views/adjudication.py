@@ -6,16 +6,19 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from modelserver.judge_models import Judge
 from raters.access import get_study_for, roles_in
 from raters.models import Role
 
 from .. import adjudication as adj
 from .. import pair_adjudication as pair_adj
 from ..errors import ServiceError
+from ..judge_results import study_judge
 from ..models import (Adjudication, AuditEvent, PairAdjudication, PairwisePhase, Response, ResponsePair,
                       SafetyClassification, SafetyReview, UnsafeCategory, Verdict)
 
 ADJUDICATORS = [Role.ADJUDICATOR, Role.RESEARCHER]
+TRIAGE_SHOWN = 100  # the triage list's longest stretch on one page: the rest wait for the top to be read
 
 
 def _study(request, study_id):
@@ -38,13 +41,25 @@ def queues(request, study_id: int):
         scale = None
     safety = adj.safety_queue(study=study, category=category, topic=topic)
     disagreements = adj.disagreement_queue(study=study, scale=scale, topic=topic)
+    wanted = request.GET.get("triage") or ""
+    judge, triage = None, None
+    if wanted:
+        judge = study_judge(study, wanted)
+        if judge is None:
+            raise Http404("No such judge.")
+        triage = adj.judge_triage(study=study, judge=judge, scale=scale, topic=topic)
+        disagreements = adj.triage_order(disagreements, triage)
     topics = sorted(set(study.prompts.exclude(topic="").values_list("topic", flat=True)))
     has_pairs = PairwisePhase.objects.filter(study=study).exclude(status=PairwisePhase.Status.DRAFT).exists()
     return render(request, "adjudication/queues.html", {
         "study": study, "safety": safety, "disagreements": disagreements, "topics": topics,
         "pair_queue": pair_adj.pair_queue(study=study) if has_pairs else None,
-        "categories": UnsafeCategory.choices, "scales": keys,
-        "filters": {"scale": scale or "", "topic": topic or "", "category": category or ""},
+        "categories": UnsafeCategory.choices, "scales": keys, "judge": judge,
+        "judges": Judge.objects.filter(study=study).order_by("name"),
+        "triage": triage[:TRIAGE_SHOWN] if triage is not None else None,
+        "triage_total": len(triage) if triage is not None else 0,
+        "filters": {"scale": scale or "", "topic": topic or "", "category": category or "",
+                    "triage": str(judge.id) if judge else ""},
     })
 
 

@@ -7,22 +7,39 @@ from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import render
 
+from modelserver.judge_models import Judge
 from raters.access import get_study_for
 
 from .. import plots, text_plots
 from ..exports.bundle import write_bundle
 from ..exports.csv import csv_response
 from ..exports.tables import EXPORTS, export_table
+from ..judge_results import judge_criterion_results, judge_results, study_judge
 from ..results import plot_inputs, study_results
 from .jobs import RESEARCHERS
+
+
+def asked_judge(study, request) -> Judge | None:
+    """The study's judge named by ?judge=<id>, None when none is asked; 404 for one not of this study."""
+    wanted = request.GET.get("judge") or ""
+    if not wanted:
+        return None
+    judge = study_judge(study, wanted)
+    if judge is None:
+        raise Http404("No such judge.")
+    return judge
 
 
 @login_required
 def results(request, study_id: int):
     study = get_study_for(request.user, study_id, roles=RESEARCHERS)
     data = study_results(study)
-    return render(request, "evalapp/results.html", {"study": study, "data": data,
-                                                     "scales": criterion_results(study, data), "plots": PLOTS})
+    judge = asked_judge(study, request)
+    judged = judge_results(study, judge) if judge else None
+    return render(request, "evalapp/results.html", {
+        "study": study, "data": data, "scales": criterion_results(study, data), "plots": PLOTS,
+        "judges": Judge.objects.filter(study=study).order_by("name"), "judge": judge, "judged": judged,
+        "judge_scales": judge_criterion_results(study, judged) if judged else []})
 
 
 PLOTS = (*plots.PLOTS, "length_score")
@@ -59,7 +76,13 @@ def criterion_results(study, data: dict) -> list[dict]:
 @login_required
 def results_json(request, study_id: int):
     study = get_study_for(request.user, study_id, roles=RESEARCHERS)
-    return HttpResponse(json.dumps(study_results(study), default=str), content_type="application/json")
+    return HttpResponse(json.dumps(with_judge(study, study_results(study), asked_judge(study, request)),
+                                   default=str), content_type="application/json")
+
+
+def with_judge(study, data: dict, judge: Judge | None) -> dict:
+    """The human results, and beside them under their own key, only when asked, one judge's comparison."""
+    return data if judge is None else {**data, "judge_comparison": judge_results(study, judge)}
 
 
 @login_required
