@@ -58,7 +58,7 @@ def panel_enter(request, slug: str):
         logout(request)
     if not request.user.is_authenticated:
         login(request, participant.user, backend="django.contrib.auth.backends.ModelBackend")
-    if participant.status in (ParticipantStatus.COMPLETED, ParticipantStatus.SCREENED_OUT):
+    if panel_services.panel_outcome(participant)[0] is not None:  # finished, or screened out: their code
         return redirect("panel_done", slug=slug)
     return redirect("rate", study_id=link.study_id)
 

@@ -246,7 +246,7 @@ def test_an_excluded_participant_is_screened_out_on_return(client, link, open_st
     consent(client, open_study)
     user = PanelParticipant.objects.get().user
     services.rater_exclude(study=open_study, rater=user, reason="careless", actor=researcher)
-    assert enter(Client(), link, **prolific())["Location"] == reverse("rate", args=[open_study.id])
+    assert enter(Client(), link, **prolific())["Location"] == reverse("panel_done", args=[link.slug])
     assert "CSCREEN" in client.get(reverse("panel_done", args=[link.slug])).content.decode()
 
 
