@@ -284,7 +284,7 @@ def _leave(participant: PanelParticipant, status: str, *, withdraw: bool, actor)
 
 
 def last_activity(study: Study, participants: list[PanelParticipant]) -> dict[int, object]:
-    """user id -> the latest of entering, a rating, a judgment, a gold answer or a calibration answer."""
+    """user id -> the latest of entering, consenting, a rating, a judgment, a gold or a calibration answer."""
     users = [p.user_id for p in participants]
     latest = {p.user_id: p.last_seen_at for p in participants}
     sources = (
@@ -298,6 +298,8 @@ def last_activity(study: Study, participants: list[PanelParticipant]) -> dict[in
         .values("assignment__rater_id").annotate(t=Max("created_at")).values_list("assignment__rater_id", "t"),
         CalibrationAnswer.objects.filter(attempt__study=study, attempt__rater_id__in=users)
         .values("attempt__rater_id").annotate(t=Max("answered_at")).values_list("attempt__rater_id", "t"),
+        Consent.objects.filter(study=study, user_id__in=users).values("user_id")
+        .annotate(t=Max("accepted_at")).values_list("user_id", "t"),
     )
     for rows in sources:
         for user_id, when in rows:
