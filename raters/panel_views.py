@@ -1,9 +1,12 @@
 """Participant pools: the public entry link and completion page, and the researcher's panel pages."""
 
+from axes.helpers import get_client_ip_address
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -44,9 +47,26 @@ class PanelLinkForm(forms.ModelForm):
 # ----------------------------------------------------------------------------- participants
 
 
+def _too_many_entries(request, slug: str) -> bool:
+    """More than PANEL_ENTRIES_PER_MINUTE (default 120) follows of one link from one address this minute:
+    a script minting accounts, not a lab room behind one address. django-axes throttles logins only, and
+    the client's address is read as axes reads it (behind the deployment's trusted proxies)."""
+    limit = getattr(settings, "PANEL_ENTRIES_PER_MINUTE", 120)
+    key = f"panel-entry:{slug[:40]}:{get_client_ip_address(request) or 'unknown'}"
+    try:
+        cache.add(key, 0, timeout=60)
+        return cache.incr(key) > limit
+    except Exception:  # a cache that does not answer must not turn participants away
+        return False
+
+
 @require_GET
 def panel_enter(request, slug: str):
     """/p/<slug>/?PROLIFIC_PID=...: create or resume the participant's pseudonymous account and sign it in."""
+    if _too_many_entries(request, slug):
+        return render(request, "raters/panel_entry.html",
+                      {"error": "Too many requests from your network; wait a minute and open the link again."},
+                      status=429)
     try:
         link = panel_services.panel_link_for_slug(slug)
         participant = panel_services.panel_enter(link=link, query=request.GET)
@@ -179,8 +199,10 @@ def _number(request, name: str, *, required: bool) -> float | None:
     return value
 
 
+# active_seconds: the seconds each item was on screen, summed over items of at most break_over_seconds; a
+# longer item is left out whole (items_left_out_as_breaks), an item with no time counts 0 (items_without_time).
 PAY_HEADER = ["pseudonym", "participant_id", "status", "outcome_code", "items_done", "active_seconds",
-              "items_left_out_as_breaks", "items_without_time", "session_seconds", "calibration", "gold_answered",
+              "break_over_seconds", "items_left_out_as_breaks", "items_without_time", "session_seconds", "calibration", "gold_answered",
               "gold_right", "gold_accuracy", "hourly_rate", "pay", "effective_hourly", "below_minimum_wage",
               "bonus_eligible"]
 
@@ -189,7 +211,7 @@ PAY_HEADER = ["pseudonym", "participant_id", "status", "outcome_code", "items_do
 @require_GET
 def panel_payments(request, study_id: int):
     """The payment sheet: ?rate= (per hour of active time), &minimum= (the wage to check), &bonus= (gold
-    accuracy from 0 to 1). Active time is explained on the panel page and in the file's name of each column."""
+    accuracy from 0 to 1). How active time is counted: the panel page, and the columns named for each part."""
     study = get_study_for(request.user, study_id, roles=RESEARCHERS)
     try:
         rate = _number(request, "rate", required=True)
@@ -203,7 +225,7 @@ def panel_payments(request, study_id: int):
     audit(study=study, actor=request.user, action=PAY_ACTION, obj=study,
           after={"file": "panel-payments.csv", "rate": rate, "minimum": minimum, "bonus": bonus})
     body = [[r.pseudonym, r.participant.participant_id, r.participant.status, r.participant.outcome_code, r.items,
-             round(r.active_seconds, 1), r.left_out, r.untimed,
+             round(r.active_seconds, 1), r.participant.link.gap_minutes * 60, r.left_out, r.untimed,
              None if r.session_seconds is None else round(r.session_seconds), r.calibration, r.gold_answered,
              r.gold_right, None if r.gold_accuracy is None else round(r.gold_accuracy, 3), rate, f"{r.pay:.2f}",
              r.effective_hourly, "yes" if r.below_minimum else "", "yes" if r.bonus else ""] for r in rows]

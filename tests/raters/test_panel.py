@@ -159,6 +159,15 @@ def test_an_id_never_reaches_another_study(client, link, open_study, researcher)
     assert client.get(reverse("panel_done", args=[other_link.slug])).status_code == 404
 
 
+def test_one_address_following_a_link_too_often_is_told_to_wait(client, link, settings):
+    settings.PANEL_ENTRIES_PER_MINUTE = 2
+    assert enter(client, link, **prolific()).status_code == 302
+    assert enter(Client(), link, **prolific(PID2)).status_code == 302
+    refused = enter(Client(), link, **prolific("70aabbccddeeff0011223344"))
+    assert refused.status_code == 429 and "wait a minute" in refused.content.decode()
+    assert PanelParticipant.objects.count() == 2
+
+
 def test_a_study_without_consent_text_takes_no_one(client, study, researcher):
     link = make_link(study, researcher)
     assert enter(client, link, **prolific()).status_code == 409 and not PanelParticipant.objects.exists()
@@ -416,7 +425,7 @@ def test_the_payment_sheet_by_hand(client, link, open_study, researcher):
     assert (row["items_done"], row["active_seconds"], row["items_left_out_as_breaks"], row["items_without_time"]) == (
         "6", "600.0", "1", "1")
     assert (row["pay"], row["effective_hourly"], row["below_minimum_wage"]) == ("2.00", "4.0", "yes")
-    assert row["session_seconds"] == "1800" and row["participant_id"] == PID and row["gold_accuracy"] == ""
+    assert row["break_over_seconds"] == "300" and row["session_seconds"] == "1800" and row["participant_id"] == PID and row["gold_accuracy"] == ""
     assert row["bonus_eligible"] == ""  # no gold answered: no bonus
     assert AuditEvent.objects.filter(study=open_study, action="export.panel_payments", actor=researcher).count() == 1
     fine = next(csv.DictReader(io.StringIO(b"".join(
@@ -458,8 +467,10 @@ def test_the_panel_page_creates_a_link_and_shows_the_url(client, open_study, res
     assert response.status_code == 302
     link = open_study.panel_links.get()
     assert (link.id_param, link.idle_minutes, link.enabled) == ("PROLIFIC_PID", 45, True)
+    services.panel_enter(link=link, query=prolific())
     page = client.get(reverse("panel_page", args=[open_study.id])).content.decode()
     assert f"/p/{link.slug}/?PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}" in page
+    assert PID in page.split('id="panel-participants"')[1] and "Active" in page
     assert reverse("panel_page", args=[open_study.id]) in client.get(
         reverse("raters_page", args=[open_study.id])).content.decode()
     bad = client.post(reverse("panel_page", args=[open_study.id]), {
