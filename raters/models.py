@@ -281,3 +281,6 @@ class PairGoldAnswer(models.Model):
     @property
     def correct(self) -> bool:
         return bool(self.verdicts) and all(v == "first" for v in self.verdicts.values())
+
+
+from .panel_models import PanelLink, PanelParticipant, ParticipantStatus, Preset  # noqa: E402,F401

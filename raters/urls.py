@@ -1,9 +1,14 @@
 from django.urls import path
 
-from . import pair_views, researcher_views, views
+from . import pair_views, panel_views, researcher_views, views
 
 urlpatterns = [
     path("invite/<str:token>/", views.invitation_accept, name="invitation_accept"),
+    path("p/<str:slug>/", panel_views.panel_enter, name="panel_enter"),
+    path("p/<str:slug>/done/", panel_views.panel_done, name="panel_done"),
+    path("studies/<int:study_id>/panel/", panel_views.panel_page, name="panel_page"),
+    path("studies/<int:study_id>/panel/reconcile/", panel_views.panel_reconcile, name="panel_reconcile"),
+    path("studies/<int:study_id>/panel/payments.csv", panel_views.panel_payments, name="panel_payments"),
     path("staff/researchers/", researcher_views.staff_researchers, name="staff_researchers"),
     path("studies/<int:study_id>/researchers/", researcher_views.study_researchers, name="study_researchers"),
     path("studies/<int:study_id>/researchers/change/", researcher_views.study_researcher_change,

@@ -115,6 +115,10 @@ ROUTES: dict[str, Row] = {
     "api_docs": Row(read=everyone(), write=everyone(NO_METHOD), kwargs=lambda w: {}),
     "api_presets": Row(read=LOGGED_IN_ONLY, write=NOT_THIS_METHOD, kwargs=lambda w: {}),
     "invitation_accept": Row(read=everyone(), write=everyone(), kwargs=lambda w: {"token": w["token"]}),
+    # A pool's entry link is public (the link is the credential); without a participant id it is a 400 for
+    # anyone and writes nothing, and only GET follows it. Its completion page is the participant's own.
+    "panel_enter": Row(read=everyone(), write=everyone(NO_METHOD), kwargs=lambda w: {"slug": w["panel_link"].slug}),
+    "panel_done": Row(read=audience(), write=audience(), kwargs=lambda w: {"slug": w["panel_link"].slug}),
     # -- global roles: a refusal names no study, so 403 leaks nothing
     "api_studies": Row(read=LOGGED_IN_ONLY, write=audience(*RESEARCHER_ROLE, others=FORBIDDEN), kwargs=lambda w: {},
                        json=True),
@@ -248,6 +252,11 @@ ROUTES: dict[str, Row] = {
     "rater_decide": Row(read=NOT_THIS_METHOD, write=audience(*RESEARCHERS), data=lambda w: {"action": "approve"},
                         kwargs=study(user_id=lambda w: w["rater"].id), objects=("user_id",)),
     "open_for_rating": Row(read=NOT_THIS_METHOD, write=audience(*RESEARCHERS), data=lambda w: {"confirm": "yes"}),
+    # -- participant pools: an empty body is refused by the form (no link saved, no file read)
+    "panel_page": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
+    "panel_reconcile": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
+    # The payment sheet is a download (GET, audited as an export); without ?rate= it is a 400.
+    "panel_payments": Row(read=audience(*RESEARCHERS), write=NOT_THIS_METHOD),
 }
 
 # Django's admin: 100-odd generated routes behind one gate (admin_view: is_staff, then Django's model
@@ -386,6 +395,8 @@ def build_world() -> dict:
     w["judge"] = judge_create(study=a, user=w["owner"], name="matrix-judge", kind="local", model="bundled")
     w["judge_run"] = JudgeRun.objects.create(study=a, judge=w["judge"], created_by=w["owner"], status="failed")
     _, w["token"] = rater_services.invitation_create(study=a, created_by=w["owner"], role=Role.RATER)
+    w["panel_link"] = rater_services.panel_link_save(study=a, actor=w["owner"], values={
+        "preset": "prolific", "code_completed": "C1", "code_screened_out": "S1"})
     return w
 
 

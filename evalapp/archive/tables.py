@@ -39,9 +39,12 @@ from raters.models import (
     Invitation,
     PairAssignment,
     PairGoldAnswer,
+    PanelLink,
+    PanelParticipant,
     RatingRevision,
     StudyMembership,
 )
+from raters.panel_models import new_slug as new_panel_slug
 
 from ..models import (
     Adjudication,
@@ -117,6 +120,8 @@ TABLES: tuple[Table, ...] = (
     Table("invitations", Invitation, lambda s: Invitation.objects.filter(study=s),
           fresh=(("token_sha256", _new_token_sha256),)),
     Table("consents", Consent, lambda s: Consent.objects.filter(study=s)),
+    Table("panel_links", PanelLink, lambda s: PanelLink.objects.filter(study=s), fresh=(("slug", new_panel_slug),)),
+    Table("panel_participants", PanelParticipant, lambda s: PanelParticipant.objects.filter(study=s)),
     Table("calibration_attempts", CalibrationAttempt, lambda s: CalibrationAttempt.objects.filter(study=s)),
     Table("calibration_answers", CalibrationAnswer, lambda s: CalibrationAnswer.objects.filter(attempt__study=s)),
     Table("responses", Response, lambda s: Response.objects.filter(prompt__study=s),

@@ -3,7 +3,8 @@
 invitations (links, accept once), accounts (pseudonymous codes in bulk), consent (publish, accept,
 withdraw), calibration (attempts, the researcher's decision), design (the stored rating design and
 its targets), ratings (submit, skip), exclusion (a researcher's quality decision), researchers (the
-role that may create studies, granted by an administrator). Every area that
+role that may create studies, granted by an administrator), panel (participant pools: entry, codes,
+idle and returned participants, pay). Every area that
 changes who may rate calls design.design_rebalance(); none imports evalapp's views, API or
 adjudication (those sit above raters).
 """
@@ -28,6 +29,14 @@ from .invitations import (
     invitations_create_from_list,
     new_pseudonym,
 )
+from .panel import (
+    panel_complete,
+    panel_enter,
+    panel_link_save,
+    panel_release_idle,
+    panel_submissions_import,
+)
+from .panel_pay import panel_pay_rows
 from .ratings import Submission, assignment_skip, rating_submit
 from .pairwise import (
     PairSubmission,
@@ -56,4 +65,6 @@ __all__ = [
     "new_pseudonym", "rater_accounts_bulk_create", "rater_exclude", "rating_submit", "researcher_add", "researcher_grant",
     "researcher_revoke", "study_open_for_rating", "PairSubmission", "gold_pair_add", "pair_design_rebalance",
     "pair_judgment_submit", "pair_phase_close", "pair_phase_open", "pair_phase_save", "pair_skip",
+    "panel_complete", "panel_enter", "panel_link_save", "panel_pay_rows", "panel_release_idle",
+    "panel_submissions_import",
 ]

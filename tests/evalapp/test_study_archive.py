@@ -200,6 +200,11 @@ def _pairwise_phase(study, researcher, adjudicator, raters):
                                    provenance={"judge_run": judge_run.id, "seed": 0},
                                    **({"response": target, "value": 7.0, "distribution": [0.1, 0.9]} if mode == "items"
                                       else {"pair": target, "order": "AB", "letter": "A", "preferred": "first"}))
+    # A participant pool's link and one participant who entered by it (a pseudonymous account of its own).
+    link = rs.panel_link_save(study=study, actor=researcher, values={
+        "preset": "prolific", "code_completed": "C0MPLETE", "code_screened_out": "SCREEN",
+        "redirect_completed": "https://app.prolific.com/submissions/complete?cc={code}"})
+    rs.panel_enter(link=link, query={"PROLIFIC_PID": "5f0c" + "a" * 20, "STUDY_ID": "s1", "SESSION_ID": "x1"})
 
 
 class Canon:
@@ -332,7 +337,7 @@ def test_a_moved_study_arrives_row_for_row(full_study, tmp_path):
 
 
 def test_a_copy_beside_its_original_has_new_public_ids_and_the_same_rows(full_study, tmp_path):
-    generated = ("public_id", "token_sha256")
+    generated = ("public_id", "token_sha256", "slug")
     original, copied = set(), set()
     before = snapshot(full_study, drop=generated, seen=original)
     export(full_study, tmp_path / "study.zip")

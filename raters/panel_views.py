@@ -1,0 +1,232 @@
+"""Participant pools: the public entry link and completion page, and the researcher's panel pages."""
+
+from axes.helpers import get_client_ip_address
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login, logout
+from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
+from django.http import Http404, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods
+
+from evalapp.audit import audit
+from evalapp.exports.csv import csv_response
+from evalapp.prompt_import import upload_problem
+
+from .access import get_study_for
+from .models import Role
+from .panel_import import SUBMISSIONS_MAX_BYTES
+from .panel_models import PLACEHOLDERS, PRESET_PARAMS, PanelLink, PanelParticipant, ParticipantStatus
+from .services import panel as panel_services
+from .services.panel_pay import panel_pay_rows
+from .services.common import RatingError
+
+RESEARCHERS = [Role.RESEARCHER]
+PAY_ACTION = "export.panel_payments"
+
+
+class PanelLinkForm(forms.ModelForm):
+    class Meta:
+        model = PanelLink
+        fields = list(panel_services.LINK_FIELDS)
+        help_texts = {
+            "id_param": "Custom links only: the query parameter that carries the participant id.",
+            "redirect_completed": "e.g. https://app.prolific.com/submissions/complete?cc={code}",
+            "idle_minutes": "No activity for this long: timed out, unfinished items go to others.",
+            "gap_minutes": "An item on screen longer than this counts as a break, not as paid time.",
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["id_param"].required = False  # a preset names it; panel_link_save checks a custom one
+
+
+# ----------------------------------------------------------------------------- participants
+
+
+def _too_many_entries(request, slug: str) -> bool:
+    """More than PANEL_ENTRIES_PER_MINUTE (default 120) follows of one link from one address this minute:
+    a script minting accounts, not a lab room behind one address. django-axes throttles logins only, and
+    the client's address is read as axes reads it (behind the deployment's trusted proxies)."""
+    limit = getattr(settings, "PANEL_ENTRIES_PER_MINUTE", 120)
+    key = f"panel-entry:{slug[:40]}:{get_client_ip_address(request) or 'unknown'}"
+    try:
+        cache.add(key, 0, timeout=60)
+        return cache.incr(key) > limit
+    except Exception:  # a cache that does not answer must not turn participants away
+        return False
+
+
+@require_GET
+def panel_enter(request, slug: str):
+    """/p/<slug>/?PROLIFIC_PID=...: create or resume the participant's pseudonymous account and sign it in."""
+    if _too_many_entries(request, slug):
+        return render(request, "raters/panel_entry.html",
+                      {"error": "Too many requests from your network; wait a minute and open the link again."},
+                      status=429)
+    try:
+        link = panel_services.panel_link_for_slug(slug)
+        participant = panel_services.panel_enter(link=link, query=request.GET)
+    except RatingError as exc:
+        return render(request, "raters/panel_entry.html", {"error": str(exc)}, status=exc.status)
+    if request.user.is_authenticated and request.user.id != participant.user_id:
+        # The link is the credential: whoever was signed in on this browser is signed out first, so the
+        # participant never rates under (or sees the studies of) someone else's account.
+        logout(request)
+    if not request.user.is_authenticated:
+        login(request, participant.user, backend="django.contrib.auth.backends.ModelBackend")
+    if panel_services.panel_outcome(participant)[0] is not None:  # finished, or screened out: their code
+        return redirect("panel_done", slug=slug)
+    return redirect("rate", study_id=link.study_id)
+
+
+def _participant_or_404(request, slug: str) -> PanelParticipant:
+    link = PanelLink.objects.filter(slug=slug).first()
+    participant = panel_services.participant_for(request.user, link) if link else None
+    if participant is None:
+        raise Http404("No such study.")
+    return participant
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def panel_done(request, slug: str):
+    """The outcome's code and the way back to the pool; a participant still rating is told what is left."""
+    participant = _participant_or_404(request, slug)
+    if request.method == "POST" and request.POST.get("action") == "return":
+        try:
+            completion = panel_services.panel_return(participant=participant)
+        except RatingError as exc:
+            messages.error(request, str(exc))
+            return redirect("panel_done", slug=slug)
+        logout(request)  # their account no longer signs in; the code is on this response
+        return render(request, "raters/panel_done.html", {"completion": completion, "study": participant.study})
+    if participant.status in panel_services.LEFT:
+        raise Http404("No such study.")
+    completion = panel_services.panel_complete(participant=participant)
+    _, open_items = panel_services.panel_outcome(participant)
+    return render(request, "raters/panel_done.html", {
+        "completion": completion, "open_items": open_items, "study": participant.study,
+        "participant": participant, "can_return": bool(participant.link.code_returned)})
+
+
+# ----------------------------------------------------------------------------- researchers
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def panel_page(request, study_id: int):
+    study = get_study_for(request.user, study_id, roles=RESEARCHERS)
+    links = list(study.panel_links.all())
+    editing = None
+    if request.GET.get("link") or request.POST.get("link"):
+        editing = get_object_or_404(PanelLink, study=study, id=request.GET.get("link") or request.POST.get("link"))
+    form = PanelLinkForm(request.POST or None, instance=editing)
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                link = panel_services.panel_link_save(study=study, actor=request.user, values=form.cleaned_data,
+                                                      link=editing)
+            except RatingError as exc:
+                messages.error(request, str(exc))
+            else:
+                messages.success(request, "Saved the panel link.")
+                return redirect(f"{reverse('panel_page', args=[study.id])}?link={link.id}")
+        else:
+            messages.error(request, "Check the link's settings: " + " ".join(
+                f"{name}: {' '.join(errors)}" for name, errors in form.errors.items()))
+    participants = list(study.panel_participants.select_related("link", "user").order_by("created_at"))
+    seen = panel_services.last_activity(study, participants) if participants else {}
+    return render(request, "raters/panel.html", {
+        "study": study, "form": form, "editing": editing, "placeholders": PLACEHOLDERS,
+        "links": [{"link": link, "url": _entry_url(request, link)} for link in links],
+        "participants": [{"p": p, "last_seen": seen.get(p.user_id)} for p in participants],
+        "statuses": ParticipantStatus.choices, "has_consent": study.consent_versions.exists(),
+    })
+
+
+def _entry_url(request, link: PanelLink) -> str:
+    base = request.build_absolute_uri(reverse("panel_enter", args=[link.slug]))
+    if link.preset == "prolific":
+        return base + "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
+    if link.preset == "sona":
+        return base + "?id=%SURVEY_CODE%"
+    params = PRESET_PARAMS.get(link.preset) or (link.id_param, link.study_param, link.session_param,
+                                                link.assignment_param)
+    return base + "?" + "&".join(f"{p}=…" for p in params if p)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def panel_reconcile(request, study_id: int):
+    """Upload the pool's submissions file: all rows applied or none, with the two lists side by side."""
+    study = get_study_for(request.user, study_id, roles=RESEARCHERS)
+    links = list(study.panel_links.all())
+    report = None
+    status = 200
+    if request.method == "POST":
+        link = next((lk for lk in links if str(lk.id) == request.POST.get("link", str(links[0].id) if links else "")),
+                    None)
+        upload = request.FILES.get("file")
+        problem = ("Create a panel link first." if link is None else "Choose the pool's submissions CSV."
+                   if upload is None else upload_problem(upload, max_bytes=SUBMISSIONS_MAX_BYTES))
+        if problem:
+            messages.error(request, f"The file {problem}." if upload is not None and link is not None else problem)
+            status = 400
+        else:
+            report = panel_services.panel_submissions_import(link=link, data=upload.read(), actor=request.user)
+            status = 400 if report.errors else 200
+    participants = study.panel_participants.select_related("link").order_by("participant_id")
+    return render(request, "raters/panel_reconcile.html",
+                  {"study": study, "links": links, "report": report, "participants": participants}, status=status)
+
+
+def _number(request, name: str, *, required: bool) -> float | None:
+    raw = request.GET.get(name, "").strip()
+    if not raw:
+        if required:
+            raise ValueError(f"Give {name}.")
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number.") from None
+    if not 0 <= value <= 100_000:
+        raise ValueError(f"{name} must be between 0 and 100000.")
+    return value
+
+
+# active_seconds: the seconds each item was on screen, summed over items of at most break_over_seconds; a
+# longer item is left out whole (items_left_out_as_breaks), an item with no time counts 0 (items_without_time).
+PAY_HEADER = ["pseudonym", "participant_id", "status", "outcome_code", "items_done", "active_seconds",
+              "break_over_seconds", "items_left_out_as_breaks", "items_without_time", "session_seconds", "calibration", "gold_answered",
+              "gold_right", "gold_accuracy", "hourly_rate", "pay", "effective_hourly", "below_minimum_wage",
+              "bonus_eligible"]
+
+
+@login_required
+@require_GET
+def panel_payments(request, study_id: int):
+    """The payment sheet: ?rate= (per hour of active time), &minimum= (the wage to check), &bonus= (gold
+    accuracy from 0 to 1). How active time is counted: the panel page, and the columns named for each part."""
+    study = get_study_for(request.user, study_id, roles=RESEARCHERS)
+    try:
+        rate = _number(request, "rate", required=True)
+        minimum = _number(request, "minimum", required=False)
+        bonus = _number(request, "bonus", required=False)
+        if bonus is not None and bonus > 1:
+            raise ValueError("bonus is a gold accuracy between 0 and 1.")
+    except ValueError as exc:
+        return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
+    rows = panel_pay_rows(study=study, hourly_rate=rate, minimum_wage=minimum, bonus_accuracy=bonus)
+    audit(study=study, actor=request.user, action=PAY_ACTION, obj=study,
+          after={"file": "panel-payments.csv", "rate": rate, "minimum": minimum, "bonus": bonus})
+    body = [[r.pseudonym, r.participant.participant_id, r.participant.status, r.participant.outcome_code, r.items,
+             round(r.active_seconds, 1), r.participant.link.gap_minutes * 60, r.left_out, r.untimed,
+             None if r.session_seconds is None else round(r.session_seconds), r.calibration, r.gold_answered,
+             r.gold_right, None if r.gold_accuracy is None else round(r.gold_accuracy, 3), rate, f"{r.pay:.2f}",
+             r.effective_hourly, "yes" if r.below_minimum else "", "yes" if r.bonus else ""] for r in rows]
+    return csv_response(PAY_HEADER, body, f"study-{study.id}-panel-payments.csv")

@@ -1,0 +1,104 @@
+"""Time and pay of a study's pool participants: active time from the seconds each item was on screen,
+pay at an hourly rate, the effective rate over the whole session, gold accuracy and bonus eligibility."""
+
+from dataclasses import dataclass
+
+from evalapp.models import PairJudgment, Rating, Study
+from evalapp.rubric import answer_errors
+
+from ..models import GoldAnswer, PairGoldAnswer, Role, StudyMembership
+from ..panel_models import PanelParticipant
+from ..selectors import rater_status
+from .panel import last_activity
+
+
+
+
+def active_seconds(seconds: list[float | None], gap_seconds: float) -> tuple[float, int, int]:
+    """(active seconds, items left out as breaks, items with no time). An item's time on screen counts
+    whole when it is at most `gap_seconds`; a longer one is left out entirely (a break, not work)."""
+    total, gaps, untimed = 0.0, 0, 0
+    for value in seconds:
+        if value is None:
+            untimed += 1
+        elif value > gap_seconds:
+            gaps += 1
+        else:
+            total += value
+    return total, gaps, untimed
+
+
+@dataclass(frozen=True)
+class PayRow:
+    participant: PanelParticipant
+    pseudonym: str
+    items: int
+    active_seconds: float
+    left_out: int
+    untimed: int
+    session_seconds: float | None
+    calibration: str
+    gold_answered: int
+    gold_right: int
+    pay: float
+    effective_hourly: float | None
+    below_minimum: bool
+    bonus: bool
+
+    @property
+    def gold_accuracy(self) -> float | None:
+        return self.gold_right / self.gold_answered if self.gold_answered else None
+
+
+def panel_pay_rows(*, study: Study, hourly_rate: float, minimum_wage: float | None = None,
+                   bonus_accuracy: float | None = None) -> list[PayRow]:
+    """One row per panel participant: pay = hourly_rate x active hours; the effective rate is that pay over
+    their whole session (the pool's time taken, else entry to last activity), flagged under `minimum_wage`."""
+    participants = list(PanelParticipant.objects.filter(study=study).select_related("link", "user"))
+    if not participants:
+        return []
+    users = [p.user_id for p in participants]
+    times: dict[int, list] = {u: [] for u in users}
+    for source in (
+        Rating.objects.filter(response__prompt__study=study, rater_id__in=users).values_list("rater_id",
+                                                                                              "seconds_on_item"),
+        PairJudgment.objects.filter(pair__study=study, rater_id__in=users).values_list("rater_id", "seconds_on_item"),
+        GoldAnswer.objects.filter(assignment__study=study, assignment__rater_id__in=users)
+        .values_list("assignment__rater_id", "seconds_on_item"),
+        PairGoldAnswer.objects.filter(assignment__study=study, assignment__rater_id__in=users)
+        .values_list("assignment__rater_id", "seconds_on_item"),
+    ):
+        for user_id, seconds in source:
+            times[user_id].append(seconds)
+    gold = {u: [0, 0] for u in users}
+    rubric, tolerance = study.rubric(), study.calibration_max_mae
+    for user_id, values, references in GoldAnswer.objects.filter(
+            assignment__study=study, assignment__rater_id__in=users).values_list(
+            "assignment__rater_id", "values", "assignment__gold_item__references"):
+        errors = answer_errors(rubric, values, references)
+        gold[user_id][0] += 1
+        # Right when the mean error is within the study's calibration tolerance (the same rule as calibration).
+        gold[user_id][1] += bool(errors) and sum(errors) / len(errors) <= tolerance
+    for answer in PairGoldAnswer.objects.filter(assignment__study=study, assignment__rater_id__in=users
+                                                ).select_related("assignment"):
+        gold[answer.assignment.rater_id][0] += 1
+        gold[answer.assignment.rater_id][1] += answer.correct
+    pseudonyms = dict(StudyMembership.objects.filter(study=study, user_id__in=users, role=Role.RATER)
+                      .values_list("user_id", "pseudonym"))
+    seen = last_activity(study, participants)
+    rows = []
+    for p in participants:
+        active, left_out, untimed = active_seconds(times[p.user_id], p.link.gap_minutes * 60)
+        session = p.pool_seconds if p.pool_seconds is not None else (seen[p.user_id] - p.created_at).total_seconds()
+        pay = round(hourly_rate * active / 3600, 2)
+        effective = pay / (session / 3600) if session and session > 0 else None
+        answered, right = gold[p.user_id]
+        rows.append(PayRow(
+            participant=p, pseudonym=pseudonyms.get(p.user_id, ""), items=len(times[p.user_id]),
+            active_seconds=active, left_out=left_out, untimed=untimed, session_seconds=session,
+            calibration=rater_status(study=study, user=p.user).calibration, gold_answered=answered, gold_right=right,
+            pay=pay, effective_hourly=None if effective is None else round(effective, 2),
+            below_minimum=minimum_wage is not None and effective is not None and effective < minimum_wage,
+            bonus=bonus_accuracy is not None and answered > 0 and right / answered >= bonus_accuracy,
+        ))
+    return rows

@@ -1,0 +1,20 @@
+"""{% panel_participant study as panel %}: the signed-in rater's pool link in this study, or None.
+
+The rater pages show a pool participant the way to their completion code without their views knowing
+about pools (raters/views.py stays as it is).
+"""
+
+from django import template
+
+from ..panel_models import PanelParticipant
+
+register = template.Library()
+
+
+@register.simple_tag(takes_context=True)
+def panel_participant(context, study):
+    request = context.get("request")
+    user = getattr(request, "user", None)
+    if study is None or not getattr(user, "is_authenticated", False):
+        return None
+    return PanelParticipant.objects.select_related("link").filter(user=user, study=study).first()

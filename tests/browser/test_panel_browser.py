@@ -1,0 +1,88 @@
+"""A pool participant's whole path in a real browser, for each pool: in by the link, consent,
+calibration where the study has it, rate everything, the completion code and the way back."""
+
+import pytest
+from django.urls import reverse
+
+from evalapp.models import Rating
+from raters import services
+from raters.models import Assignment, CalibrationItem, PanelParticipant
+
+from ..factories import ArmFactory, PromptFactory, ResponseFactory, StudyFactory
+from .conftest import wait_until
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+POOLS = {
+    "prolific": ({"PROLIFIC_PID": "5f0c1a2b3c4d5e6f7a8b9c0d", "STUDY_ID": "st1", "SESSION_ID": "se1"},
+                 "https://app.prolific.com/submissions/complete?cc={code}",
+                 "https://app.prolific.com/submissions/complete?cc=PROCODE"),
+    "sona": ({"id": "40123"}, "https://uni.sona-systems.com/webstudy_credit.aspx?survey_code={participant_id}&c={code}",
+             "https://uni.sona-systems.com/webstudy_credit.aspx?survey_code=40123&c=SONACODE"),
+    "mturk": ({"workerId": "A1B2C3D4E5F6G7", "assignmentId": "3XYZ", "hitId": "H9"},
+              "https://www.mturk.com/mturk/externalSubmit?assignmentId={assignment_id}&code={code}",
+              "https://www.mturk.com/mturk/externalSubmit?assignmentId=3XYZ&code=MTURKCODE"),
+}
+
+
+def pool_study(researcher, preset: str, calibration: bool):
+    study = StudyFactory(owner=researcher, title=f"{preset} study", ratings_per_response=1, gold_rate=0)
+    arms = [ArmFactory(study=study, label="fine-tuned"), ArmFactory(study=study, label="baseline")]
+    for prompt in PromptFactory.create_batch(2, study=study):
+        for arm in arms:
+            ResponseFactory(prompt=prompt, arm=arm, text=f"Answer to {prompt.external_id}")
+    services.consent_publish(study=study, text="We study chatbot replies.", withdrawal_policy="exclude")
+    if calibration:
+        CalibrationItem.objects.create(
+            study=study, messages=[{"role": "user", "content": "I failed my exam."}],
+            response_text="That must be disappointing.", references={"empathy": 8, "fluency": 9},
+            rationale="Validates.", created_by=researcher)
+    services.study_open_for_rating(study=study)
+    return study
+
+
+@pytest.mark.parametrize("preset", list(POOLS))
+def test_a_pool_participant_rates_everything_and_gets_the_code(live_server, page, researcher, preset):
+    query, template, expected_url = POOLS[preset]
+    study = pool_study(researcher, preset, calibration=preset == "prolific")
+    code = f"{preset.upper()}CODE" if preset != "prolific" else "PROCODE"
+    link = services.panel_link_save(study=study, actor=researcher, values={
+        "preset": preset, "code_completed": code, "code_screened_out": "OUT", "redirect_completed": template})
+    params = "&".join(f"{k}={v}" for k, v in query.items())
+    page.goto(f"{live_server.url}{reverse('panel_enter', args=[link.slug])}?{params}")
+
+    page.wait_for_selector("#consent-text")
+    page.check("#agree")
+    page.click("#consent-accept")
+    if preset == "prolific":
+        page.wait_for_selector("html[data-rating-ready=true] #rating-form")
+        page.keyboard.press("8")
+        page.keyboard.press("Tab")
+        page.keyboard.press("9")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#calibration-feedback")
+        page.click("#calibration-next")
+        page.wait_for_selector("#calibration-result")
+        page.click("text=Start rating")
+
+    page.wait_for_selector("html[data-rating-ready=true] #rating-form")
+    participant = PanelParticipant.objects.get(study=study)
+    total = Assignment.objects.filter(study=study, rater=participant.user).count()
+    assert total == 4
+    for expected in range(2, total + 2):
+        page.keyboard.press("7")
+        page.keyboard.press("Tab")
+        page.keyboard.press("6")
+        page.keyboard.press("Enter")
+        if expected <= total:
+            wait_until(page, f"document.querySelector('#progress-text').innerText === '{expected} of {total}'")
+    page.wait_for_selector("#all-done")
+    assert Rating.objects.filter(rater=participant.user).count() == total
+
+    page.click("#panel-done-link")
+    page.wait_for_selector("#panel-code")
+    assert page.inner_text("#panel-code") == code
+    assert page.get_attribute("#panel-redirect", "href") == expected_url
+    participant.refresh_from_db()
+    assert (participant.status, participant.outcome_code) == ("completed", code)
+    assert page.js_errors == []
