@@ -27,10 +27,11 @@ from modelserver.inference.prompts import render_prompt
 from modelserver.inference.provenance import library_versions, sha256_hex
 
 from .answers import PAIR_SPACE, AnswerSpace, answer_space, check_criterion
-from .scoring import JudgeScore, answer_token_ids, score_batch
+from .scoring import JudgeScore, answer_token_ids, score_batch, split_prefix
 from .templates import CRITERION_TEMPLATE, PAIR_TEMPLATE, JudgeTemplate, render_criterion, render_pair
 
-SCORING_RULE = ("local-probabilities/1: one forward pass over the left-padded prompts; each valid answer's "
+SCORING_RULE = ("local-probabilities/1: one forward pass over the left-padded prompts (ending before the answer "
+                "prefix's trailing space where the answers carry it, scoring.split_prefix); each valid answer's "
                 "tokens teacher-forced over its KV cache; P(v) = P(tokens of v) x P(next token does not start "
                 "with a letter or digit); renormalised over valid values, the rest reported as outside mass")
 ORDERS = ("AB", "BA")
@@ -103,10 +104,11 @@ def _provenance(loaded: LoadedModel, template: JudgeTemplate, seed: int, batch_s
     }
 
 
-def encode_judge_prompt(tok, messages: list[dict], template: JudgeTemplate) -> tuple[str, list[int]]:
+def encode_judge_prompt(tok, messages: list[dict], prefix: str) -> tuple[str, list[int]]:
     """The rendered messages (system first) through the chat template, the judge's turn opened and its
-    answer prefix written: the text and its ids."""
-    text = render_prompt(tok, messages[1:], messages[0]["content"]) + template.answer_prefix
+    answer prefix written (``scoring.split_prefix``: the template's, perhaps without its trailing space):
+    the text and its ids."""
+    text = render_prompt(tok, messages[1:], messages[0]["content"]) + prefix
     return text, list(tok(text, add_special_tokens=False)["input_ids"])
 
 
@@ -116,8 +118,9 @@ def _run(loaded: LoadedModel, prompts: list[list[dict]], template: JudgeTemplate
     import torch
 
     tok = loaded.tokenizer
-    encoded = [encode_judge_prompt(tok, p, template) for p in prompts]
-    answers = answer_token_ids(loaded, space, template.answer_prefix)
+    prefix, lead = split_prefix(loaded, space, template.answer_prefix)
+    encoded = [encode_judge_prompt(tok, p, prefix) for p in prompts]
+    answers = answer_token_ids(loaded, space, prefix, lead)
     out: list[dict | None] = [None] * len(prompts)
     for batch in plan_batches([len(ids) for _, ids in encoded], batch_size, padding_budget(loaded.model)):
         started = time.perf_counter()
@@ -132,6 +135,7 @@ def _run(loaded: LoadedModel, prompts: list[list[dict]], template: JudgeTemplate
         for i, result in zip(batch, results, strict=True):
             text, ids = encoded[i]
             result["provenance"] = {**common, "prompt_sha256": sha256_hex(text), "prompt_tokens": len(ids),
+                                    "answer_lead": lead,
                                     "batch_rows": len(batch), "seconds": round(seconds, 4)}
             out[i] = result
         done[0] += len(batch)

@@ -111,7 +111,24 @@ def continues_mask(loaded):
     return mask
 
 
-def answer_token_ids(loaded, space: AnswerSpace, context: str = "") -> list[list[int]]:
+def split_prefix(loaded, space: AnswerSpace, prefix: str) -> tuple[str, str]:
+    """(the prompt's end, the answers' lead): the template's answer prefix as it is, unless an answer
+    merges with its trailing space (" A" is one token to SmolLM2's tokenizer, so "Answer: A" is
+    "Answer", ":", " A"); then the prompt ends before the space and every answer is read with it (" A",
+    " B", " S"), the tokens a model writes there. The template's text and hash do not change."""
+    try:
+        answer_token_ids(loaded, space, prefix)
+        return prefix, ""
+    except ValueError:
+        stripped = prefix.rstrip()
+        if stripped == prefix:
+            raise
+        lead = prefix[len(stripped):]
+        answer_token_ids(loaded, space, stripped, lead)
+        return stripped, lead
+
+
+def answer_token_ids(loaded, space: AnswerSpace, context: str = "", lead: str = "") -> list[list[int]]:
     """Each answer's token ids as they follow ``context`` (the template's answer prefix), checked to make
     disjoint events under the read-out rule. ValueError where the prefix and an answer merge into other
     tokens (a tokenizer with " 7" as one token after a prefix that ends in a space): that template does
@@ -120,7 +137,7 @@ def answer_token_ids(loaded, space: AnswerSpace, context: str = "") -> list[list
     before = list(tok(context, add_special_tokens=False)["input_ids"]) if context else []
     seqs = []
     for text in space.texts:
-        ids = list(tok(context + text, add_special_tokens=False)["input_ids"])
+        ids = list(tok(context + lead + text, add_special_tokens=False)["input_ids"])
         if ids[: len(before)] != before or len(ids) == len(before):
             raise ValueError(f"The answer {text!r} does not tokenize apart from the answer prefix {context!r}.")
         seqs.append(ids[len(before):])

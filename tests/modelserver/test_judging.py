@@ -386,3 +386,23 @@ def test_bundled_model_as_judge():
         assert 1 <= b.expected <= 10 and b.provenance["model_sha256"] == loaded.base_sha256
         # after the template's "Answer: " the model writes a valid value with most of its mass
         assert b.outside_mass < 0.5, b.top_tokens
+
+
+def test_bundled_model_judges_pairs_in_both_orders():
+    # SmolLM2's tokenizer has " A" as one token, so after "Answer: " the letters cannot be read apart from
+    # the space: the prompt ends at "Answer:" and the answers are read as " A", " B", " S" (split_prefix).
+    from modelserver.inference import get_cached_model
+    from modelserver.judging.scoring import split_prefix
+
+    loaded = get_cached_model("bundled", device="cpu")
+    with pytest.raises(ValueError, match="does not tokenize apart"):
+        answer_token_ids(loaded, PAIR_SPACE, PAIR_TEMPLATE.answer_prefix)
+    assert split_prefix(loaded, PAIR_SPACE, PAIR_TEMPLATE.answer_prefix) == ("Answer:", " ")
+    assert split_prefix(loaded, answer_space(TEN), CRITERION_TEMPLATE.answer_prefix) == ("Answer: ", "")
+    pair = PairItem("p1", CONVERSATION, "That sounds really hard; what is worrying you most?", "Just study more.")
+    ab, ba = judge_pairs("bundled", [pair], [{"key": "empathy", "question": "Which reply is kinder?"}], device="cpu")
+    for score in (ab, ba):
+        assert score.value in ("A", "B", "S") and math.isclose(sum(score.distribution), 1.0)
+        assert score.outside_mass < 0.5, score.top_tokens
+        assert score.provenance["answer_lead"] == " "
+    assert (ab.order, ba.order) == ("AB", "BA")
