@@ -47,6 +47,8 @@ def render(key: str, report: dict) -> bytes:
         ax.set_ylabel(f"judge - expert mean (group: {expert})")
         ax.set_title(f"{key}: Bland-Altman, judge {report['judge']['name']} vs {expert}")
         ax.legend(fontsize=8, loc="best")
+    if report.get("simulated"):
+        fig.text(0.99, 0.01, "SIMULATED RATERS", ha="right", va="bottom", color="#a3302a", fontsize=9, weight="bold")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight", dpi=110)
     plt.close(fig)

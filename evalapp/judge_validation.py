@@ -156,7 +156,11 @@ def _analyse(study: Study, judge, expert: str | None, sizes: dict[str, int], n_b
                                            "model": judge.model, "samples": judge.samples},
               "expert": expert, "expert_chosen_by": chosen_by, "groups": dict(sorted(sizes.items())),
               "n_boot": n_boot, "seed": seed, "verdict_rule": VERDICT_RULE, "consensus_note": CONSENSUS_NOTE,
-              "criteria": []}
+              "criteria": [],
+              # Validated against simulated raters (the demo's), the verdicts mean nothing: labelled as
+              # the results are, on the page, its JSON and every plot.
+              "simulated": counted_ratings(study).filter(simulated=True).exists()
+              or counted_pair_judgments(study).filter(simulated=True).exists()}
     answers = _item_answers(judge)
     humans = _human_scores(study, groups)
     for criterion in study.rubric():

@@ -147,6 +147,12 @@ def judge_run_create(*, judge: Judge, user, mode: str = JudgeMode.ITEMS) -> Judg
         Judge.objects.select_for_update().filter(id=judge.id).first()
         if JudgeRun.objects.filter(judge=judge, status__in=ACTIVE).exists():
             raise JudgeError("A run of this judge is already queued or running.", status=409)
+        complete = _complete_keys(judge, mode)
+        if all((t, s) in complete for t in targets for s in range(judge.samples)):
+            # No empty run in the list: a second click after a short run finished lands here too.
+            what = "pairs" if mode == JudgeMode.PAIRS else "responses"
+            raise JudgeError(f"Nothing to judge: “{judge.name}” has already answered every one of the study's "
+                             f"{what}.", status=409)
         run = JudgeRun.objects.create(study=judge.study, judge=judge, mode=mode, created_by=user,
                                       total=len(targets) * judge.samples)
         _split(run, targets)

@@ -12,7 +12,7 @@ from modelserver.models import Judge
 from raters.access import get_study_for
 
 from .. import judge_plots
-from ..judge_validation import JudgeReportError, judge_report
+from ..judge_validation import EXPERT_PREFIXES, JudgeReportError, judge_report
 from .jobs import RESEARCHERS
 
 ALLOWED = {"expert", "format"}
@@ -55,6 +55,7 @@ def judge_report_page(request, study_id: int, judge_id: int):
         return HttpResponse(json.dumps(report), content_type="application/json")
     return render(request, "evalapp/judge_report.html", {
         "study": study, "judge": judge, "report": report, "expert_asked": expert,
+        "expert_named": any(str(name).lower().startswith(EXPERT_PREFIXES) for name in report["groups"]),
         "criteria": [criterion_tables(c, report["expert"]) for c in report["criteria"]]})
 
 

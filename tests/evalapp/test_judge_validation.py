@@ -380,3 +380,25 @@ def test_a_judge_of_another_study_is_not_found(simulated, client, researcher):
     client.force_login(researcher)
     assert client.get(reverse("judge_report", args=[other.id, judge.id])).status_code == 404
     assert client.get(reverse("api_judge_validation", args=[other.id, judge.id])).status_code == 404
+
+
+def test_simulated_raters_and_a_missing_expert_group_are_said_plainly(study, researcher, client):
+    from django.core.cache import cache
+
+    from evalapp.models import Rating
+    from modelserver.models import Judge
+
+    from ..factories import ArmFactory, PromptFactory, RatingFactory, ResponseFactory
+
+    arm = ArmFactory(study=study, label="a")
+    judge = Judge.objects.create(study=study, name="j", kind="local", model="bundled", created_by=researcher)
+    for prompt in PromptFactory.create_batch(3, study=study):
+        RatingFactory(response=ResponseFactory(prompt=prompt, arm=arm))
+    client.force_login(researcher)
+    url = reverse("judge_report", args=[study.id, judge.id])
+    page = client.get(url).content.decode()
+    assert "simulated-banner" not in page and "No rater group is named as experts" in page
+    Rating.objects.update(simulated=True)
+    cache.clear()  # the flag is written with the rating; updating it in place is this test's shortcut
+    page = client.get(url).content.decode()
+    assert "SIMULATED RATERS" in page and client.get(url + "?format=json").json()["simulated"] is True

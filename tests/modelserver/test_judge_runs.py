@@ -80,8 +80,9 @@ def test_a_second_run_judges_only_what_is_missing(judged_study, researcher, tiny
     judge = make_judge(judged_study, researcher, str(tiny_model_dir))
     run(judge, researcher, django_capture_on_commit_callbacks)
     first = set(JudgeAnswer.objects.values_list("id", flat=True))
-    again = run(judge, researcher, django_capture_on_commit_callbacks)
-    assert again.status == RunStatus.SUCCEEDED and not again.chunks.exists() and again.done == again.total
+    with pytest.raises(JudgeError, match="Nothing to judge"):
+        run(judge, researcher, django_capture_on_commit_callbacks)
+    assert JudgeRun.objects.filter(judge=judge).count() == 1
     assert set(JudgeAnswer.objects.values_list("id", flat=True)) == first
     # A new response is judged by the next run, and only it.
     prompt = judged_study.prompts.first()
