@@ -66,3 +66,22 @@ def study_researcher_change(request, study_id: int):
             raise PermissionDenied(str(exc)) from exc
         messages.error(request, str(exc))
     return redirect("study_researchers", study_id=study.id)
+
+
+@login_required
+def rater_groups(request, study_id: int):
+    """Each rater's group (students, psychologists, ...): the judge validation report's expert group and the
+    subgroup results read it. A POST sets them all at once."""
+    study = get_study_for(request.user, study_id, roles=[Role.RESEARCHER])
+    members = StudyMembership.objects.filter(study=study, role=Role.RATER).order_by("pseudonym", "id")
+    if request.method == "POST":
+        wanted = {m.user_id: request.POST.get(f"group-{m.user_id}", m.group) for m in members}
+        try:
+            changed = services.rater_groups_set(study=study, groups=wanted, actor=request.user)
+        except services.RatingError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"{changed} rater group{'s' if changed != 1 else ''} changed.")
+        return redirect("rater_groups", study_id=study.id)
+    names = sorted({m.group for m in members if m.group})
+    return render(request, "raters/rater_groups.html", {"study": study, "members": members, "names": names})

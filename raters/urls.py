@@ -27,6 +27,7 @@ urlpatterns = [
     path("studies/<int:study_id>/raters/calibration/", views.calibration_item_add, name="calibration_item_add"),
     path("studies/<int:study_id>/raters/calibration/<str:public_id>/remove/", views.calibration_item_remove,
          name="calibration_item_remove"),
+    path("studies/<int:study_id>/raters/groups/", researcher_views.rater_groups, name="rater_groups"),
     path("studies/<int:study_id>/raters/<int:user_id>/decide/", views.rater_decide, name="rater_decide"),
     path("studies/<int:study_id>/open/", views.open_for_rating, name="open_for_rating"),
 ]

@@ -244,6 +244,7 @@ ROUTES: dict[str, Row] = {
     "raters_page": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
     "raters_invite": Row(read=NOT_THIS_METHOD, write=audience(*RESEARCHERS)),
     "raters_bulk_codes": Row(read=NOT_THIS_METHOD, write=audience(*RESEARCHERS)),
+    "rater_groups": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
     "consent_publish": Row(read=NOT_THIS_METHOD, write=audience(*RESEARCHERS)),
     "calibration_item_add": Row(read=NOT_THIS_METHOD, write=audience(*RESEARCHERS, "adjudicator")),
     "calibration_item_remove": Row(read=NOT_THIS_METHOD, write=audience(*RESEARCHERS),

@@ -22,6 +22,7 @@ from .common import RatingError, parse_answers
 from .consent import consent_accept, consent_publish, consent_withdraw
 from .design import DesignTargets, design_rebalance, design_targets, study_open_for_rating
 from .exclusion import rater_exclude
+from .groups import rater_groups_set
 from .invitations import (
     invitation_accept,
     invitation_create,
@@ -62,7 +63,7 @@ __all__ = [
     "calibration_answer", "calibration_item_remove", "calibration_pool", "coresearcher_add", "coresearcher_remove", "calibration_attempt_start", "calibration_decide", "parse_answers", "consent_accept",
     "consent_publish", "consent_withdraw", "design_rebalance", "design_targets", "eligible_raters",
     "invitation_accept", "invitation_create", "invitation_for_token", "invitations_create_from_list", "is_researcher",
-    "new_pseudonym", "rater_accounts_bulk_create", "rater_exclude", "rating_submit", "researcher_add", "researcher_grant",
+    "new_pseudonym", "rater_accounts_bulk_create", "rater_exclude", "rater_groups_set", "rating_submit", "researcher_add", "researcher_grant",
     "researcher_revoke", "study_open_for_rating", "PairSubmission", "gold_pair_add", "pair_design_rebalance",
     "pair_judgment_submit", "pair_phase_close", "pair_phase_open", "pair_phase_save", "pair_skip",
     "panel_complete", "panel_enter", "panel_link_save", "panel_pay_rows", "panel_release_idle",
