@@ -35,12 +35,16 @@ def test_training_message_held_by_a_live_worker_comes_back_after_the_lease(
     run = TrainingRun.objects.create(created_by=researcher, name="held", config=config, out_dir=str(tmp_path / "out"),
                                      status=RunStatus.RUNNING, worker="vanished@gpu", attempts=1,
                                      heartbeat_at=timezone.now())
-    worker = worker_factory(lease=3)
+    worker = worker_factory(lease=5)
+    # The other worker's lease starts once this one is ready: on a loaded machine a worker can take a
+    # minute to start, and would then find the lease long lapsed and never wait (CI failed so once).
+    wait_for(lambda: "ready." in worker.output(), 180, interval=0.2, message=worker.output)
+    TrainingRun.objects.filter(id=run.id).update(heartbeat_at=timezone.now())
     tasks.train_adapter.delay(run.id)  # the redelivered message
     state = wait_for(lambda: finished(TrainingRun, run.id), 180, interval=0.2, message=worker.output)
     assert state["status"] == RunStatus.SUCCEEDED, (state, worker.output())
     assert state["worker"].startswith("itest-") and state["attempts"] == 2
-    assert "held by a live worker" in worker.output()
+    assert "held by a live worker" in worker.output(), worker.output()[-3000:]
 
 
 def test_worker_answers_a_playground_request(study, researcher, integration_model_dirs, worker_factory):
