@@ -281,3 +281,6 @@ class PairGoldAnswer(models.Model):
     @property
     def correct(self) -> bool:
         return bool(self.verdicts) and all(v == "first" for v in self.verdicts.values())
+
+
+from .welfare_models import DistressReport, WelfareBreak, WelfareNoticeSeen, WelfareSettings  # noqa: E402, F401

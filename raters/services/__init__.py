@@ -2,7 +2,8 @@
 
 invitations (links, accept once), accounts (pseudonymous codes in bulk), consent (publish, accept,
 withdraw), calibration (attempts, the researcher's decision), design (the stored rating design and
-its targets), ratings (submit, skip), exclusion (a researcher's quality decision), researchers (the
+its targets), ratings (submit, skip), welfare and distress (the settings, the notice shown at consent,
+breaks, caps, skipping a distressing item), exclusion (a researcher's quality decision), researchers (the
 role that may create studies, granted by an administrator). Every area that
 changes who may rate calls design.design_rebalance(); none imports evalapp's views, API or
 adjudication (those sit above raters).
@@ -39,6 +40,18 @@ from .pairwise import (
     pair_phase_save,
     pair_skip,
 )
+from .distress import distress_report
+from .notice import consent_accept_noticed, notice_record
+from .welfare import (
+    DISTRESS_SKIP,
+    break_taken,
+    cap_message,
+    distress_summary,
+    notice_topics,
+    rater_state,
+    welfare_save,
+    welfare_settings,
+)
 from .researchers import (
     coresearcher_add,
     coresearcher_remove,
@@ -56,4 +69,6 @@ __all__ = [
     "new_pseudonym", "rater_accounts_bulk_create", "rater_exclude", "rating_submit", "researcher_add", "researcher_grant",
     "researcher_revoke", "study_open_for_rating", "PairSubmission", "gold_pair_add", "pair_design_rebalance",
     "pair_judgment_submit", "pair_phase_close", "pair_phase_open", "pair_phase_save", "pair_skip",
+    "DISTRESS_SKIP", "break_taken", "cap_message", "distress_report", "distress_summary", "notice_record", "consent_accept_noticed",
+    "notice_topics", "rater_state", "welfare_save", "welfare_settings",
 ]

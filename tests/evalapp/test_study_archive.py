@@ -33,7 +33,8 @@ from modelserver.models import (
     TrainingRun,
 )
 from raters import services as rs
-from raters.models import CalibrationAnswer, CalibrationItem, Consent, GoldAnswer, PairAssignment, PairGoldAnswer, Role
+from raters.models import (CalibrationAnswer, CalibrationItem, Consent, DistressReport, GoldAnswer, PairAssignment,
+                           PairGoldAnswer, Role, WelfareBreak)
 from raters.selectors import next_item
 from raters.services import Submission
 
@@ -200,6 +201,14 @@ def _pairwise_phase(study, researcher, adjudicator, raters):
                                    provenance={"judge_run": judge_run.id, "seed": 0},
                                    **({"response": target, "value": 7.0, "distribution": [0.1, 0.9]} if mode == "items"
                                       else {"pair": target, "order": "AB", "letter": "A", "preferred": "first"}))
+    # Welfare: the settings changed while open (audited), the notice a rater saw, distress on a response and a
+    # pair, a break taken.
+    rs.welfare_save(study=study, actor=researcher, cap_per_day=40,
+                    crisis_links=[{"label": "Campus counselling", "url": "tel:+15550100"}])
+    rs.notice_record(study=study, user=raters[1], consent_version=1)
+    DistressReport.objects.create(study=study, rater=raters[1], response=response, topic="Bereavement and loss")
+    DistressReport.objects.create(study=study, rater=raters[2], pair=pair)
+    WelfareBreak.objects.create(study=study, rater=raters[0])
 
 
 class Canon:
