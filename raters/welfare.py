@@ -38,6 +38,7 @@ class State:
     items_since_break: int
     minutes_since_break: float
     resume_at: datetime | None  # when a session cap lifts (the session gap after the last item)
+    limit: int = 0  # the cap reached
 
 
 def welfare_state(limits: Limits, done: Iterable[datetime], breaks: Iterable[datetime], *, now: datetime,
@@ -67,7 +68,8 @@ def welfare_state(limits: Limits, done: Iterable[datetime], breaks: Iterable[dat
         cap = "session"
     return State(break_due=break_due and cap is None, cap=cap, items_today=items_today,
                  items_in_session=len(session), items_since_break=len(stretch), minutes_since_break=minutes,
-                 resume_at=session[-1] + SESSION_GAP if cap == "session" else None)
+                 resume_at=session[-1] + SESSION_GAP if cap == "session" else None,
+                 limit={"day": limits.cap_per_day, "session": limits.cap_per_session}.get(cap, 0))
 
 
 def _last_run(times: Sequence[datetime], gap: timedelta, now: datetime, inclusive: bool = False) -> list[datetime]:

@@ -1,7 +1,7 @@
 """Rater welfare, the rows: settings (audited), the notice shown at consent, distress skips, breaks, caps."""
 
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Q
@@ -84,7 +84,7 @@ def rater_state(study: Study, rater, now: datetime | None = None) -> rules.State
     limits = rules.Limits(break_every_items=settings.break_every_items,
                           break_every_minutes=settings.break_every_minutes,
                           cap_per_day=settings.cap_per_day, cap_per_session=settings.cap_per_session)
-    since = now - max(rules.SESSION_GAP, rules.REST) * 48  # a day and more: enough for every rule
+    since = now - timedelta(days=1, hours=1)  # the day so far, DST included; a session rarely runs longer
     done = [*Assignment.objects.filter(study=study, rater=rater, completed_at__gte=since)
             .values_list("completed_at", flat=True),
             *PairAssignment.objects.filter(study=study, rater=rater, completed_at__gte=since)
@@ -96,9 +96,9 @@ def rater_state(study: Study, rater, now: datetime | None = None) -> rules.State
 
 def cap_message(state: rules.State) -> str:
     if state.cap == "day":
-        return f"You have reached today's limit of {state.items_today} items. Thank you: come back tomorrow."
+        return f"You have reached today's limit of {state.limit} items. Thank you: come back tomorrow."
     when = timezone.localtime(state.resume_at).strftime("%H:%M") if state.resume_at else "later"
-    return (f"You have reached this session's limit of {state.items_in_session} items. Thank you: take a rest "
+    return (f"You have reached this session's limit of {state.limit} items. Thank you: take a rest "
             f"and come back later (from {when}).")
 
 

@@ -70,7 +70,7 @@ def test_the_day_cap_counts_todays_items_and_lifts_at_midnight():
     state = rules.welfare_state(limits, yesterday + today, [], now=at(3), day_start=DAY)
     assert state.cap is None and state.items_today == 3
     state = rules.welfare_state(limits, [*yesterday, *today, at(3)], [], now=at(4), day_start=DAY)
-    assert state.cap == "day" and not state.break_due
+    assert state.cap == "day" and not state.break_due and state.limit == 4
     tomorrow = DAY + timedelta(days=1)
     assert rules.welfare_state(limits, [*today, at(3)], [], now=tomorrow + timedelta(hours=8),
                                day_start=tomorrow).cap is None
@@ -80,7 +80,7 @@ def test_the_session_cap_lifts_after_the_session_gap():
     limits = rules.Limits(cap_per_session=3)
     done = [at(0), at(1), at(2)]
     state = rules.welfare_state(limits, done, [], now=at(3), day_start=DAY)
-    assert state.cap == "session" and state.resume_at == at(2) + rules.SESSION_GAP
+    assert state.cap == "session" and state.resume_at == at(2) + rules.SESSION_GAP and state.limit == 3
     assert rules.welfare_state(limits, done, [], now=at(2) + rules.SESSION_GAP + timedelta(seconds=1),
                                day_start=DAY).cap is None
     # Items before a long pause belong to an earlier session.
