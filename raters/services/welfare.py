@@ -4,11 +4,11 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from evalapp.audit import audit
-from evalapp.models import Response, ResponsePair, Study
+from evalapp.models import PairJudgment, Rating, Response, ResponsePair, Study
 
 from .. import welfare as rules
 from ..models import (
@@ -85,10 +85,13 @@ def rater_state(study: Study, rater, now: datetime | None = None) -> rules.State
                           break_every_minutes=settings.break_every_minutes,
                           cap_per_day=settings.cap_per_day, cap_per_session=settings.cap_per_session)
     since = now - timedelta(days=1, hours=1)  # the day so far, DST included; a session rarely runs longer
+    # Simulated answers (the demo's, evalapp/management/commands/demo.py) were read by nobody.
+    simulated = Rating.objects.filter(response_id=OuterRef("response_id"), rater=rater, simulated=True)
+    simulated_pair = PairJudgment.objects.filter(pair_id=OuterRef("pair_id"), rater=rater, simulated=True)
     done = [*Assignment.objects.filter(study=study, rater=rater, completed_at__gte=since)
-            .values_list("completed_at", flat=True),
+            .exclude(Exists(simulated)).values_list("completed_at", flat=True),
             *PairAssignment.objects.filter(study=study, rater=rater, completed_at__gte=since)
-            .values_list("completed_at", flat=True)]
+            .exclude(Exists(simulated_pair)).values_list("completed_at", flat=True)]
     breaks = WelfareBreak.objects.filter(study=study, rater=rater, at__gte=since).values_list("at", flat=True)
     day_start = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
     return rules.welfare_state(limits, done, breaks, now=now, day_start=day_start)

@@ -335,3 +335,14 @@ def test_who_may_see_the_welfare_pages(client, open_study, outsider):
     assert client.post(reverse("welfare_break", args=[study.id])).status_code == 404
     assert client.post(reverse("rate_distress", args=[study.id, current(study, rita)])).status_code == 404
     assert not DistressReport.objects.exists() and not WelfareBreak.objects.exists()
+
+
+def test_simulated_ratings_were_read_by_nobody_and_count_towards_no_break(open_study):
+    study, (rita, *_) = open_study
+    services.welfare_save(study=study, actor=study.owner, break_every_items=2, break_every_minutes=0)
+    rate_one(study, rita)
+    rate_one(study, rita)
+    assert services.rater_state(study, rita).break_due
+    Rating.objects.filter(rater=rita).update(simulated=True)  # as the demo's are
+    state = services.rater_state(study, rita)
+    assert not state.break_due and state.items_today == 0
