@@ -284,3 +284,4 @@ class PairGoldAnswer(models.Model):
 
 
 from .panel_models import PanelLink, PanelParticipant, ParticipantStatus, Preset  # noqa: E402,F401
+from .welfare_models import DistressReport, WelfareBreak, WelfareNoticeSeen, WelfareSettings  # noqa: E402, F401

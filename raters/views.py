@@ -97,7 +97,8 @@ def consent(request, study_id: int):
             messages.error(request, "Tick the box to agree to the current consent text.")
         else:
             try:
-                services.consent_accept(study=study, user=request.user, version=version)
+                services.consent_accept_noticed(study=study, user=request.user, version=version,
+                                                shown=request.POST.get("welfare_notice") == "shown")
             except services.RatingError as exc:
                 messages.error(request, str(exc))
             else:

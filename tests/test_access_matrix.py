@@ -50,7 +50,8 @@ GHOST_STUDY_ID = 10**9
 # Raters of study A who withdrew ("they see nothing more", raters.services.consent_withdraw: they stand
 # where an outsider stands), or whom its researcher excluded (turned away from rating, free to withdraw).
 FORMER_RATERS = ("withdrawn_rater", "excluded_rater")
-RATING_ROUTES = ("rate", "rate_submit", "api_rating_next", "api_rating_submit", "compare", "compare_submit")
+RATING_ROUTES = ("rate", "rate_submit", "api_rating_next", "api_rating_submit", "compare", "compare_submit",
+                 "rate_distress", "compare_distress", "welfare_break")
 
 
 def audience(*allowed, others=NOT_FOUND, anonymous=LOGIN) -> dict:
@@ -236,6 +237,15 @@ ROUTES: dict[str, Row] = {
     "compare": Row(read=audience("rater"), write=audience("rater")),
     "compare_submit": Row(read=NOT_THIS_METHOD, write=audience("rater"), data=pair_body,
                           kwargs=study(public_id=lambda w: w["pair"].public_id), objects=("public_id",)),
+    # -- rater welfare (raters/welfare_views.py): the distress skip and the break are the rater's; the support
+    # page any member's; the settings and distress reports the researchers'
+    "rate_distress": Row(read=NOT_THIS_METHOD, write=audience("rater"),
+                         kwargs=study(public_id=lambda w: w["assigned"].public_id), objects=("public_id",)),
+    "compare_distress": Row(read=NOT_THIS_METHOD, write=audience("rater"),
+                            kwargs=study(public_id=lambda w: w["pair"].public_id), objects=("public_id",)),
+    "welfare_break": Row(read=NOT_THIS_METHOD, write=audience("rater")),
+    "support": Row(read=audience(*MEMBERS), write=audience(*MEMBERS)),
+    "welfare_page": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
     # -- the researcher's pairwise phase: an empty body is refused by the form, which passes the check
     "pairwise_design": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
     "pairwise_gold_add": Row(read=NOT_THIS_METHOD, write=audience(*RESEARCHERS)),

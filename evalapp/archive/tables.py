@@ -34,6 +34,7 @@ from raters.models import (
     CalibrationItem,
     Consent,
     ConsentVersion,
+    DistressReport,
     GoldAnswer,
     GoldPair,
     Invitation,
@@ -43,6 +44,9 @@ from raters.models import (
     PanelParticipant,
     RatingRevision,
     StudyMembership,
+    WelfareBreak,
+    WelfareNoticeSeen,
+    WelfareSettings,
 )
 from raters.panel_models import new_slug as new_panel_slug
 
@@ -144,6 +148,10 @@ TABLES: tuple[Table, ...] = (
     Table("pair_judgments", PairJudgment, lambda s: PairJudgment.objects.filter(pair__study=s)),
     Table("pair_verdicts", PairVerdict, lambda s: PairVerdict.objects.filter(judgment__pair__study=s)),
     Table("pair_adjudications", PairAdjudication, lambda s: PairAdjudication.objects.filter(pair__study=s)),
+    Table("welfare_settings", WelfareSettings, lambda s: WelfareSettings.objects.filter(study=s)),
+    Table("welfare_notices_seen", WelfareNoticeSeen, lambda s: WelfareNoticeSeen.objects.filter(study=s)),
+    Table("distress_reports", DistressReport, lambda s: DistressReport.objects.filter(study=s)),
+    Table("welfare_breaks", WelfareBreak, lambda s: WelfareBreak.objects.filter(study=s)),
     Table("judges", Judge, lambda s: Judge.objects.filter(study=s)),
     Table("judge_runs", JudgeRun, lambda s: JudgeRun.objects.filter(study=s)),
     Table("judge_chunks", JudgeChunk, lambda s: JudgeChunk.objects.filter(run__study=s)),

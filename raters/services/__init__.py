@@ -2,7 +2,8 @@
 
 invitations (links, accept once), accounts (pseudonymous codes in bulk), consent (publish, accept,
 withdraw), calibration (attempts, the researcher's decision), design (the stored rating design and
-its targets), ratings (submit, skip), exclusion (a researcher's quality decision), researchers (the
+its targets), ratings (submit, skip), welfare and distress (the settings, the notice shown at consent,
+breaks, caps, skipping a distressing item), exclusion (a researcher's quality decision), researchers (the
 role that may create studies, granted by an administrator), panel (participant pools: entry, codes,
 idle and returned participants, pay). Every area that
 changes who may rate calls design.design_rebalance(); none imports evalapp's views, API or
@@ -49,6 +50,18 @@ from .pairwise import (
     pair_phase_save,
     pair_skip,
 )
+from .distress import distress_report
+from .notice import consent_accept_noticed, notice_record
+from .welfare import (
+    DISTRESS_SKIP,
+    break_taken,
+    cap_message,
+    distress_summary,
+    notice_topics,
+    rater_state,
+    welfare_save,
+    welfare_settings,
+)
 from .researchers import (
     coresearcher_add,
     coresearcher_remove,
@@ -68,4 +81,6 @@ __all__ = [
     "pair_judgment_submit", "pair_phase_close", "pair_phase_open", "pair_phase_save", "pair_skip",
     "panel_complete", "panel_enter", "panel_link_save", "panel_pay_rows", "panel_release_idle",
     "panel_submissions_import",
+    "DISTRESS_SKIP", "break_taken", "cap_message", "distress_report", "distress_summary", "notice_record", "consent_accept_noticed",
+    "notice_topics", "rater_state", "welfare_save", "welfare_settings",
 ]

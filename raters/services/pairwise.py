@@ -25,6 +25,7 @@ from ..counting import left_out_rater_ids
 from ..models import GoldPair, PairAssignment, PairGoldAnswer
 from ..selectors import eligible_raters, rater_status
 from .common import RatingError
+from .welfare import check_cap
 
 # What a rater's keys and buttons send: the response on the left (A), on the right (B), or about the same.
 SHOWN = {"a": "left", "b": "right", "same": TIE}
@@ -233,6 +234,7 @@ def pair_judgment_submit(*, study: Study, rater, item_public_id: str, submission
     Returns "created", "unchanged" or "revised"."""
     phase = _open_phase(study)
     assignment = _pair_assignment_for(study, rater, item_public_id, status)
+    check_cap(study, rater, assignment.completed_at)
     verdicts = parse_pair_answers(phase, submission.answers, assignment.first_on_left)
     reason = submission.reason.strip() if phase.reason == "optional" else ""
     if "\x00" in reason:
@@ -280,6 +282,7 @@ def pair_skip(*, study: Study, rater, item_public_id: str, reason: str) -> None:
         raise RatingError("Say why you can't compare these responses.")
     _open_phase(study)
     assignment = _pair_assignment_for(study, rater, item_public_id)
+    check_cap(study, rater, assignment.completed_at)
     PairAssignment.objects.filter(id=assignment.id, completed_at__isnull=True).update(
         completed_at=timezone.now(), skip_reason=reason.strip()[:500])
 

@@ -12,6 +12,7 @@ from evalapp.models import Rating, Score, Study, UnsafeCategory
 from ..models import Assignment, GoldAnswer, RatingRevision
 from ..selectors import rater_status
 from .common import RatingError, parse_answers, stored_values
+from .welfare import check_cap
 
 
 @dataclass
@@ -43,6 +44,7 @@ def rating_submit(*, study: Study, rater, item_public_id: str, submission: Submi
     if study.status != Study.Status.RATING:
         raise RatingError("This study is not open for rating.", status=409)
     assignment = _assignment_for(study, rater, item_public_id, status)
+    check_cap(study, rater, assignment.completed_at)
     with transaction.atomic():
         if assignment.gold_item_id:
             _, created = GoldAnswer.objects.get_or_create(
@@ -110,6 +112,7 @@ def assignment_skip(*, study: Study, rater, item_public_id: str, reason: str) ->
     if study.status != Study.Status.RATING:
         raise RatingError("This study is not open for rating.", status=409)
     assignment = _assignment_for(study, rater, item_public_id)
+    check_cap(study, rater, assignment.completed_at)
     Assignment.objects.filter(id=assignment.id, completed_at__isnull=True).update(
         completed_at=timezone.now(), skip_reason=reason.strip()[:500]
     )

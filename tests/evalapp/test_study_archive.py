@@ -33,7 +33,8 @@ from modelserver.models import (
     TrainingRun,
 )
 from raters import services as rs
-from raters.models import CalibrationAnswer, CalibrationItem, Consent, GoldAnswer, PairAssignment, PairGoldAnswer, Role
+from raters.models import (CalibrationAnswer, CalibrationItem, Consent, DistressReport, GoldAnswer, PairAssignment,
+                           PairGoldAnswer, Role, WelfareBreak)
 from raters.selectors import next_item
 from raters.services import Submission
 
@@ -205,6 +206,14 @@ def _pairwise_phase(study, researcher, adjudicator, raters):
         "preset": "prolific", "code_completed": "C0MPLETE", "code_screened_out": "SCREEN",
         "redirect_completed": "https://app.prolific.com/submissions/complete?cc={code}"})
     rs.panel_enter(link=link, query={"PROLIFIC_PID": "5f0c" + "a" * 20, "STUDY_ID": "s1", "SESSION_ID": "x1"})
+    # Welfare: the settings changed while open (audited), the notice a rater saw, distress on a response and a
+    # pair, a break taken.
+    rs.welfare_save(study=study, actor=researcher, cap_per_day=40,
+                    crisis_links=[{"label": "Campus counselling", "url": "tel:+15550100"}])
+    rs.notice_record(study=study, user=raters[1], consent_version=1)
+    DistressReport.objects.create(study=study, rater=raters[1], response=response, topic="Bereavement and loss")
+    DistressReport.objects.create(study=study, rater=raters[2], pair=pair)
+    WelfareBreak.objects.create(study=study, rater=raters[0])
 
 
 class Canon:

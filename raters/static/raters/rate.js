@@ -1,13 +1,15 @@
 // Keyboard rating and submission without a full page reload (the 1-10 page and the pairwise page).
 // Each answer carries its key in data-key: digits for scale points (0 is 10 on a 1-10 scale),
 // letters for named options, n for "not sure". Tab moves to the next question, Enter submits,
-// ? shows each question's keys (evalapp.rubric.key_hints says the same in words).
+// ? shows each question's keys (evalapp.rubric.key_hints says the same in words), ! presses
+// "this one is distressing" (every letter may name an option, so the key is not a letter).
 (function () {
   var root = document.getElementById("rate-item") || document;
 
   function setup() {
     var form = document.getElementById("rating-form");
-    if (!form) return;
+    // A break prompt or a cap in place of the item: no keys answer anything.
+    if (!form) { document.onkeydown = null; return; }
     var scales = Array.prototype.slice.call(form.querySelectorAll("fieldset.scale"));
     var active = 0;
     var shownAt = Date.now();
@@ -24,7 +26,10 @@
     document.onkeydown = function (e) {
       var tag = (e.target.tagName || "").toLowerCase();
       if (tag === "textarea" || (tag === "input" && e.target.type === "text") || tag === "select") return;
-      if (e.key === "?") {
+      if (e.key === "!" && form.querySelector("#distress")) {
+        e.preventDefault();
+        form.requestSubmit(form.querySelector("#distress"));
+      } else if (e.key === "?") {
         form.classList.toggle("show-keys");
         Array.prototype.forEach.call(form.querySelectorAll(".hint"), function (h) { h.hidden = !form.classList.contains("show-keys"); });
         e.preventDefault();
@@ -57,8 +62,9 @@
     };
 
     form.addEventListener("submit", function (e) {
-      // getAttribute: form.action would be the skip button, which is named "action".
-      var action = form.getAttribute("action") || "";
+      // getAttribute: form.action would be the skip button, which is named "action". The distress
+      // button posts to its own address (formaction).
+      var action = (e.submitter && e.submitter.getAttribute("formaction")) || form.getAttribute("action") || "";
       if (!window.fetch || (action.indexOf("/rate/") < 0 && action.indexOf("/compare/") < 0)) return;
       e.preventDefault();
       var error = document.getElementById("rate-error");

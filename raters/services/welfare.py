@@ -1,0 +1,147 @@
+"""Rater welfare, the rows: settings (audited), the notice shown at consent, distress skips, breaks, caps."""
+
+from collections import Counter
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+
+from evalapp.audit import audit
+from evalapp.models import PairJudgment, Rating, Response, ResponsePair, Study
+
+from .. import welfare as rules
+from ..models import (
+    Assignment,
+    DistressReport,
+    PairAssignment,
+    WelfareBreak,
+    WelfareSettings,
+)
+from .common import RatingError
+
+# A skip for distress: `skip_reason` holds this, the DistressReport row says the rest. Anything that
+# counts a rater's skips must leave these out (none does today: raters.quality reads no skips).
+DISTRESS_SKIP = "distressing"
+EDITABLE = ("topics", "other_topics", "notice", "break_every_items", "break_every_minutes", "cap_per_day",
+            "cap_per_session", "crisis_text", "crisis_links", "flag_min_reports", "flag_min_percent")
+
+
+def welfare_settings(study: Study) -> WelfareSettings:
+    """The study's settings; the defaults, unsaved, until a researcher saves them (a read never writes)."""
+    try:
+        return study.welfare
+    except WelfareSettings.DoesNotExist:
+        return WelfareSettings(study=study)
+
+
+def welfare_save(*, study: Study, actor, **values) -> WelfareSettings:
+    """Change the settings, open study or not (they protect raters, they don't shape the data); audited."""
+    unknown = set(values) - set(EDITABLE)
+    if unknown:
+        raise RatingError(f"Unknown welfare settings: {', '.join(sorted(unknown))}.")
+    if "topics" in values:
+        bad = set(values["topics"]) - set(rules.PRESET_TOPICS)
+        if bad:
+            raise RatingError(f"Unknown topics: {', '.join(sorted(bad))}.")
+        values["topics"] = [key for key in rules.PRESET_TOPICS if key in set(values["topics"])]
+    if "crisis_links" in values:
+        try:
+            values["crisis_links"] = [rules.check_link(link.get("label", ""), link.get("url", ""))
+                                      for link in values["crisis_links"]]
+        except (ValueError, AttributeError) as exc:
+            raise RatingError(str(exc) if isinstance(exc, ValueError) else "A link is a label and an address.") from exc
+    if "flag_min_percent" in values and not 0 <= values["flag_min_percent"] <= 100:
+        raise RatingError("The share of readers is a percentage, 0 to 100.")
+    with transaction.atomic():
+        current = WelfareSettings.objects.select_for_update().filter(study=study).first()
+        row = current or WelfareSettings(study=study)
+        before = {name: getattr(row, name) for name in EDITABLE} if current else None
+        for name, value in values.items():
+            setattr(row, name, value)
+        row.full_clean(exclude=["study"])
+        row.save()
+        after = {name: getattr(row, name) for name in EDITABLE}
+        if before != after:
+            audit(study=study, actor=actor, action="welfare.update", obj=row, before=before, after=after)
+    study.welfare = row
+    return row
+
+
+def notice_topics(settings: WelfareSettings) -> list[str]:
+    return rules.topic_labels(settings.topics, settings.other_topics)
+
+
+def break_taken(*, study: Study, rater) -> WelfareBreak:
+    return WelfareBreak.objects.create(study=study, rater=rater)
+
+
+def rater_state(study: Study, rater, now: datetime | None = None) -> rules.State:
+    """Where the rater stands on breaks and caps, from the items they finished in this study (1-10 and
+    pairwise together) and the breaks they took; the day is the server's (settings.TIME_ZONE)."""
+    now = now or timezone.now()
+    settings = welfare_settings(study)
+    limits = rules.Limits(break_every_items=settings.break_every_items,
+                          break_every_minutes=settings.break_every_minutes,
+                          cap_per_day=settings.cap_per_day, cap_per_session=settings.cap_per_session)
+    since = now - timedelta(days=1, hours=1)  # the day so far, DST included; a session rarely runs longer
+    # Simulated answers (the demo's, evalapp/management/commands/demo.py) were read by nobody.
+    simulated = Rating.objects.filter(response_id=OuterRef("response_id"), rater=rater, simulated=True)
+    simulated_pair = PairJudgment.objects.filter(pair_id=OuterRef("pair_id"), rater=rater, simulated=True)
+    done = [*Assignment.objects.filter(study=study, rater=rater, completed_at__gte=since)
+            .exclude(Exists(simulated)).values_list("completed_at", flat=True),
+            *PairAssignment.objects.filter(study=study, rater=rater, completed_at__gte=since)
+            .exclude(Exists(simulated_pair)).values_list("completed_at", flat=True)]
+    breaks = WelfareBreak.objects.filter(study=study, rater=rater, at__gte=since).values_list("at", flat=True)
+    day_start = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    return rules.welfare_state(limits, done, breaks, now=now, day_start=day_start)
+
+
+def cap_message(state: rules.State) -> str:
+    if state.cap == "day":
+        return f"You have reached today's limit of {state.limit} items. Thank you: come back tomorrow."
+    when = timezone.localtime(state.resume_at).strftime("%H:%M") if state.resume_at else "later"
+    return (f"You have reached this session's limit of {state.limit} items. Thank you: take a rest "
+            f"and come back later (from {when}).")
+
+
+def check_cap(study: Study, rater, completed_at) -> None:
+    """Refuse a new item past a cap (a revision of a finished one is not more reading): nothing is written."""
+    if completed_at is not None:
+        return
+    state = rater_state(study, rater)
+    if state.cap is not None:
+        raise RatingError(cap_message(state), status=409)
+
+
+def distress_summary(study: Study) -> dict:
+    """Reports per topic and per item, each item's readers (raters who finished it), and which are flagged."""
+    settings = welfare_settings(study)
+    reports = list(DistressReport.objects.filter(study=study).values_list(
+        "response_id", "pair_id", "gold_item_id", "gold_pair_id", "topic"))
+    by_topic = Counter(topic or "(no topic given)" for *_, topic in reports)
+    per = Counter()
+    for response_id, pair_id, gold_item_id, gold_pair_id, _ in reports:
+        key = (("response", response_id) if response_id else ("pair", pair_id) if pair_id
+               else ("gold_item", gold_item_id) if gold_item_id else ("gold_pair", gold_pair_id))
+        per[key] += 1
+    readers = Counter()
+    for kind, model, field in (("response", Assignment, "response_id"), ("gold_item", Assignment, "gold_item_id"),
+                               ("pair", PairAssignment, "pair_id"), ("gold_pair", PairAssignment, "gold_pair_id")):
+        ids = [pk for k, pk in per if k == kind]
+        if ids:
+            for pk in model.objects.filter(Q(**{f"{field}__in": ids}), completed_at__isnull=False).values_list(
+                    field, flat=True):
+                readers[kind, pk] += 1
+    responses = Response.objects.select_related("arm", "prompt").in_bulk([pk for k, pk in per if k == "response"])
+    pairs = ResponsePair.objects.select_related("prompt", "first__arm", "second__arm").in_bulk(
+        [pk for k, pk in per if k == "pair"])
+    items = []
+    for (kind, pk), count in per.most_common():
+        n = max(readers[kind, pk], count)
+        items.append({"kind": kind, "reports": count, "readers": n, "response": responses.get(pk) if kind == "response"
+                      else None, "pair": pairs.get(pk) if kind == "pair" else None,
+                      "flagged": rules.flagged(count, n, min_reports=settings.flag_min_reports,
+                                               min_percent=settings.flag_min_percent)})
+    return {"total": len(reports), "by_topic": by_topic.most_common(), "items": items,
+            "flagged": sum(item["flagged"] for item in items)}
