@@ -16,6 +16,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 from scipy import stats
 
+from evalapp.exports.csv import neutralise  # a public id may start with "-", which any CSV cell escapes
 from evalapp import adjudication as adj
 from evalapp.analysis import analyze_long
 from evalapp.judge_results import judge_results
@@ -241,7 +242,7 @@ def test_the_judge_answers_export(client, researcher, judged):
     (paired,) = [r for r in rows if r["pair_id"]]
     assert {k: paired[k] for k in ("pair_id", "first_arm", "second_arm", "order", "letter", "preferred", "response_id",
                                    "arm", "value", "judge_run_id")} == {
-        "pair_id": pair.public_id, "first_arm": "fine-tuned", "second_arm": "baseline", "order": "BA", "letter": "A",
+        "pair_id": neutralise(pair.public_id), "first_arm": "fine-tuned", "second_arm": "baseline", "order": "BA", "letter": "A",
         "preferred": "second", "response_id": "", "arm": "", "value": "", "judge_run_id": str(pairs_run.id)}
     row = rows[0]
     assert row["raw_text"] == "'=HYPERLINK(\"http://evil\")"  # formula neutralised
@@ -252,7 +253,7 @@ def test_the_judge_answers_export(client, researcher, judged):
                                 "expected", "model_sha256", "template_name", "template_version",
                                 "template_sha256", "seed", "judge_run_id")} == {
         "judge": "lab judge", "judge_kind": "http", "judge_model": "lab-endpoint", "criterion": first.criterion,
-        "response_id": response.public_id, "arm": response.arm.label, "arm_blind_code": response.arm.blind_code,
+        "response_id": neutralise(response.public_id), "arm": response.arm.label, "arm_blind_code": response.arm.blind_code,
         "pair_id": "", "first_arm": "", "sample": str(first.sample), "method": "http-text", "value": str(first.value),
         "outside_mass": "0.125", "expected": "6.5", "model_sha256": "ab" * 32, "template_name": template["name"],
         "template_version": str(template["version"]), "template_sha256": template["sha256"], "seed": "11",
