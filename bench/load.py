@@ -52,7 +52,7 @@ from django.db.models import Count  # noqa: E402
 from evalapp import services as study_services  # noqa: E402
 from evalapp.models import Arm, Prompt, Rating, Response, Score  # noqa: E402
 from raters import services  # noqa: E402
-from raters.models import Consent, Role, StudyMembership  # noqa: E402
+from raters.models import Consent, Role, StudyMembership, WelfareSettings  # noqa: E402
 
 KINDS = ("trivial", "next item", "submit")
 _ITEM = re.compile(r'action="(/studies/\d+/rate/([^/"]+)/)"')
@@ -74,6 +74,9 @@ def build_site(*, n_raters: int, n_responses: int, tag: str = "load") -> Site:
     User = get_user_model()
     owner = User.objects.create_user(f"owner-{tag}", password=None)
     study = study_services.study_create(owner=owner, title=f"load {tag}", ratings_per_response=3, gold_rate=0)
+    # These raters rate as fast as the server answers for minutes: the welfare break prompt (by default every
+    # 20 items) would stand in for their next item. The bench measures the rating path, so breaks are off.
+    WelfareSettings.objects.create(study=study, break_every_items=0, break_every_minutes=0)
     arms = [Arm.objects.create(study=study, label="a"), Arm.objects.create(study=study, label="b")]
     prompts = Prompt.objects.bulk_create(
         Prompt(study=study, external_id=f"q{i}", messages=[{"role": "user", "content": f"Question {i}?"}])
