@@ -20,7 +20,7 @@ from evalapp.models import Response, ResponsePair, Study
 
 from . import dispatch
 from .judge_models import SAFETY_KEY, Judge, JudgeAnswer, JudgeChunk, JudgeKind, JudgeMode, JudgeRun
-from .leases import ACTIVE, RunStatus
+from .leases import ACTIVE
 
 logger = logging.getLogger(__name__)
 
@@ -148,33 +148,29 @@ def judge_run_create(*, judge: Judge, user, mode: str = JudgeMode.ITEMS) -> Judg
         if JudgeRun.objects.filter(judge=judge, status__in=ACTIVE).exists():
             raise JudgeError("A run of this judge is already queued or running.", status=409)
         complete = _complete_keys(judge, mode)
-        if all((t, s) in complete for t in targets for s in range(judge.samples)):
+        keys = [[t, s] for t in targets for s in range(judge.samples) if (t, s) not in complete]
+        if not keys:
             # No empty run in the list: a second click after a short run finished lands here too.
             what = "pairs" if mode == JudgeMode.PAIRS else "responses"
             raise JudgeError(f"Nothing to judge: “{judge.name}” has already answered every one of the study's "
                              f"{what}.", status=409)
         run = JudgeRun.objects.create(study=judge.study, judge=judge, mode=mode, created_by=user,
                                       total=len(targets) * judge.samples)
-        _split(run, targets)
+        _split(run, keys)
         audit(study=judge.study, actor=user, action="judge.run", obj=run, after={"judge": judge.name, "mode": mode})
     run.refresh_from_db()
     return run
 
 
-def _split(run: JudgeRun, targets: list[int]) -> None:
+def _split(run: JudgeRun, keys: list[list[int]]) -> None:
+    """Cut the run's missing (target, sample) keys into chunks and queue one message each after commit."""
     judge = run.judge
-    complete = _complete_keys(judge, run.mode)
-    keys = [[t, s] for t in targets for s in range(judge.samples) if (t, s) not in complete]
     size = max(judge.batch_size * settings.GENERATION_CHUNK_BATCHES, 1)
     chunks = [JudgeChunk(run=run, mode=run.mode, index=i, queue=_queue(judge), keys=keys[start:start + size],
                          size=len(keys[start:start + size])) for i, start in enumerate(range(0, len(keys), size))]
     JudgeChunk.objects.bulk_create(chunks)
-    done = run.total - len(keys)
-    if chunks:
-        JudgeRun.objects.filter(id=run.id).update(done=done)
-        dispatch.queue_all_after_commit(dispatch.JUDGE_CHUNK, [(c.id, c.queue) for c in chunks])
-    else:
-        JudgeRun.objects.filter(id=run.id).update(status=RunStatus.SUCCEEDED, done=done, finished_at=run.created_at)
+    JudgeRun.objects.filter(id=run.id).update(done=run.total - len(keys))
+    dispatch.queue_all_after_commit(dispatch.JUDGE_CHUNK, [(c.id, c.queue) for c in chunks])
 
 
 def judge_run_resume(*, run: JudgeRun) -> JudgeRun:

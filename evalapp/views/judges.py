@@ -89,14 +89,11 @@ def judge_run_start(request, study_id: int, judge_id: int):
     else:
         what = "pairs" if run.mode == JudgeMode.PAIRS else "responses"
         # Counted from the chunks, not the run's status or progress: a worker may already have started.
+        # (The service refuses a run with nothing to judge, so there is always a chunk.)
         pending = run.chunks.aggregate(n=Sum("size"))["n"]
-        if pending:
-            messages.success(request, f"Judge run {run.id} of “{judge.name}” queued: {pending} to judge ({what}"
-                                      f"{', each in both orders' if run.mode == JudgeMode.PAIRS else ''}"
-                                      f"{', counted once per sample' if judge.samples > 1 else ''}).")
-        else:
-            messages.success(request, f"Nothing to judge: “{judge.name}” has already answered every one of the "
-                                      f"study's {what}.")
+        messages.success(request, f"Judge run {run.id} of “{judge.name}” queued: {pending} to judge ({what}"
+                                  f"{', each in both orders' if run.mode == JudgeMode.PAIRS else ''}"
+                                  f"{', counted once per sample' if judge.samples > 1 else ''}).")
     return redirect("judges", study_id=study.id)
 
 

@@ -1,7 +1,9 @@
 """The judge validation report from rows: judges as noisy as an expert and much noisier against simulated
 raters (experts = truth + N(0, s), rounded), the rows turned into the same arrays the statistics would get
 by hand, samples and unread answers, the unsafe flag and pairwise swap consistency counted by hand, the
-expert group's choice, the cache following new data, and the page, its JSON, plot and API."""
+expert group's choice, the cache following new data, and the page, its JSON, plot and API.
+
+Long because one simulated study, built once for the module, serves every check of the report."""
 
 import json
 

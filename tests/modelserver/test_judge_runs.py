@@ -3,9 +3,6 @@ answers and their provenance, idempotency (a second run, a chunk delivered again
 mid-chunk), pairs in both orders, and what is refused. A real worker killed mid-run is in
 tests/integration/test_celery_judging.py."""
 
-import threading
-from http.server import ThreadingHTTPServer
-
 import pytest
 from django.test import override_settings
 
@@ -23,7 +20,7 @@ from modelserver.models import SAFETY_KEY, JudgeAnswer, JudgeChunk, JudgeRun, Ru
 from raters import services
 
 from ..factories import ArmFactory, PromptFactory, ResponseFactory
-from .test_judging import _Endpoint
+from .test_judging import _Endpoint, endpoint  # noqa: F401 (the scripted endpoint and its fixture)
 from .workerlike import like_a_worker  # noqa: F401
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("like_a_worker")]
@@ -205,17 +202,11 @@ def test_no_response_no_run(study, researcher):
 
 
 @pytest.fixture
-def endpoint_judge(judged_study, researcher, settings):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Endpoint)
-    _Endpoint.script, _Endpoint.received = [], []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    settings.JUDGE_ENDPOINTS = {"lab": {"url": url, "model": "served-model", "logprobs": False}}
+def endpoint_judge(judged_study, researcher, settings, endpoint):
+    settings.JUDGE_ENDPOINTS = {"lab": {"url": endpoint, "model": "served-model", "logprobs": False}}
     settings.JOB_RETRY_BACKOFF_SECONDS = 0
-    yield judge_create(study=judged_study, user=researcher, name="remote", kind="http", model="lab", safety=False,
-                       samples=2, temperature=0.7, seed=5), _Endpoint
-    server.shutdown()
-    server.server_close()
+    return judge_create(study=judged_study, user=researcher, name="remote", kind="http", model="lab", safety=False,
+                        samples=2, temperature=0.7, seed=5), _Endpoint
 
 
 def test_an_http_judge_run_samples_k_times_and_counts_what_it_cannot_read(endpoint_judge, researcher,

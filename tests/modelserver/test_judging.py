@@ -1,5 +1,9 @@
 """LLM judges, the model-library part: answers and parsing, blind templates, the probability read-out
-on tiny random models (and once on the bundled SmolLM2), an HTTP judge against a real local server, the CLI."""
+on tiny random models (and on the bundled SmolLM2, items and pairs), an HTTP judge against a scripted local
+endpoint (a real one, llama.cpp's, is tests/integration/test_llama_cpp_judge.py), the CLI.
+
+Long because it is the whole library's tests, sharing its tiny models and the scripted endpoint; the Django
+side is in test_judge_runs.py."""
 
 from __future__ import annotations
 

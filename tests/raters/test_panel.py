@@ -1,4 +1,7 @@
-"""Participant pools: entering by link, completion codes, idle and returned participants, time and pay."""
+"""Participant pools: entering by link, completion codes, idle and returned participants, time and pay.
+
+Long because the pool's whole path (link, entry, completion, time-out, the pool's file, pay) shares its
+fixtures: a study with a link and participants part way through."""
 
 import csv
 import io
