@@ -109,14 +109,7 @@ def _analyse(study: Study, records: list[dict], n_boot: int) -> dict:
         rows = [{"item": r["item"], "rater": r["rater"], "scale": r["scale"], "score": r["score"], "arm": r["arm"],
                  "prompt": r["prompt"], "level": r["level"], "not_sure": r["not_sure"]} for r in records]
         arms = {r["arm"] for r in rows}
-        # statsmodels' crossed-effects MixedLM grows super-linearly with prompts (about 11 min a
-        # scale at 2,500 prompts on 2 cores, bench/RESULTS.md): past the limit the page leaves it
-        # out and says so; `manage.py analyze_ratings` on the export still fits it.
-        n_prompts = len({r["prompt"] for r in records})
-        fit_mixed = n_prompts <= settings.RESULTS_MIXED_MODEL_MAX_PROMPTS
-        result["mixed_model_note"] = None if fit_mixed else (
-            f"Mixed model not fitted on this page: {n_prompts} prompts is over the limit of "
-            f"{settings.RESULTS_MIXED_MODEL_MAX_PROMPTS}; run analyze_ratings on the export for it.")
+        fit_mixed = True  # evalapp.stats.mixed fits any study's size in seconds (bench/RESULTS.md)
         if len(arms) == 2:
             result["agreement"] = analyze_long(rows, n_boot=n_boot, seed=seed, fit_mixed=fit_mixed)
             if any(r["comparison_score"] != r["score"] for r in records):

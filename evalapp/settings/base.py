@@ -176,8 +176,6 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 # The lease of every job kind (generation, playground, training), named when only generation had one.
 GENERATION_LEASE_SECONDS = env_int("GENERATION_LEASE_SECONDS", 1800)
-# The results page fits the mixed model only up to this many prompts (it is slow beyond).
-RESULTS_MIXED_MODEL_MAX_PROMPTS = env_int("RESULTS_MIXED_MODEL_MAX_PROMPTS", 300)
 # Where training runs write adapters and checkpoints.
 EMPATHEVAL_ADAPTER_DIR = env_str("EMPATHEVAL_ADAPTER_DIR", str(VAR_DIR / "adapters"))
 # A job's transient error (CUDA out of memory) is retried after this many seconds, doubling each try
