@@ -5,10 +5,13 @@
 The study has EmpathEval's default rubric (two 1-10 criteria, empathy and fluency), so each
 rating is two Score rows and two export rows: --ratings 500000 exports a million rows. Builds a
 throwaway test database, fills ratings and their scores with COPY, then times (a) the product's
-streamed export (evalapp.exports.tables.rating_rows -> csv_lines, drained as a client would read
-it) and (b) COPY of the same joined rows (one per score) in CSV, in the same process; and
-measures the Python heap peak (tracemalloc) of the export at a tenth and at the full size, to
-show memory stays flat as rows grow.
+streamed export on PostgreSQL (evalapp.exports.copy_export.rating_csv_chunks: one COPY of the
+export's own SELECT, means by window function, exclusions, adjudications, labels and formula
+neutralising in SQL), drained as a client would read it, (b) the baseline: COPY of the same joined
+rows (one per score) in CSV, no export logic, in the same process, and (c) the Python path SQLite
+keeps (rating_rows -> csv_lines) at a tenth of the size (--python-full: at full size too); and
+measures the Python heap peak (tracemalloc) of the export at a tenth and at the full size, to show
+memory stays flat as rows grow.
 """
 
 import argparse
@@ -30,6 +33,7 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.db import connection  # noqa: E402
 
 from bench.testdb import throwaway_database  # noqa: E402
+from evalapp.exports.copy_export import rating_csv_chunks  # noqa: E402
 from evalapp.exports.csv import csv_lines  # noqa: E402
 from evalapp.exports.tables import RATING_HEADER, rating_rows  # noqa: E402
 from evalapp.models import Arm, Criterion, Prompt, Rating, Response, Study  # noqa: E402
@@ -99,6 +103,15 @@ def fill(n_ratings: int, tag: str) -> Study:
 
 def drain_export(study: Study) -> tuple[int, float]:
     start = time.perf_counter()
+    counted: list[int] = []
+    size = 0
+    for chunk in rating_csv_chunks(study, rows=counted):
+        size += len(chunk)
+    return counted[0], time.perf_counter() - start
+
+
+def drain_python(study: Study) -> tuple[int, float]:
+    start = time.perf_counter()
     lines = 0
     for chunk in csv_lines(RATING_HEADER, rating_rows(study)):
         lines += chunk.count("\n")
@@ -129,6 +142,7 @@ def main() -> None:
     parser.add_argument("--analyze", action="store_true",
                         help="ANALYZE the tables after filling them (default: time on the fresh, unanalysed tables, "
                              "as before the rubric rework)")
+    parser.add_argument("--python-full", action="store_true", help="also time the Python path at full size")
     args = parser.parse_args()
     with throwaway_database():
         connection.ensure_connection()
@@ -143,16 +157,25 @@ def main() -> None:
         rows_export2, t_export2 = drain_export(big)
         rows_copy2, t_copy2 = drain_copy(big)
         heap_small, heap_big = peak_heap(small), peak_heap(big)
+        rows_py_small, t_py_small = drain_python(small)
+        rows_small, t_small = drain_export(small)
+        rows_py_big, t_py_big = drain_python(big) if args.python_full else (0, float("nan"))
     best_export, best_copy = min(t_export, t_export2), min(t_copy, t_copy2)
     assert rows_export == rows_copy == 2 * args.ratings, (rows_export, rows_copy)
     print(f"rows: {rows_export:,} (ratings {args.ratings:,} x 2 criteria = {rows_export:,} score rows)"
           + ("; tables ANALYZEd after the fill" if args.analyze else ""))
     print("| path | best of 2 (s) | rows/s |")
     print("|---|---|---|")
-    print(f"| product export (rating_rows -> csv_lines) | {best_export:.2f} | {rows_export / best_export:,.0f} |")
+    print(f"| product export on PostgreSQL (copy_export.rating_csv_chunks) | {best_export:.2f} | "
+          f"{rows_export / best_export:,.0f} |")
     print(f"| PostgreSQL COPY ... TO STDOUT (same join over evalapp_score) | {best_copy:.2f} | "
           f"{rows_copy / best_copy:,.0f} |")
+    if args.python_full:
+        print(f"| Python path (rating_rows -> csv_lines, SQLite's), one run | {t_py_big:.2f} | "
+              f"{rows_py_big / t_py_big:,.0f} |")
     print(f"\nexport / COPY rows per second: {best_copy / best_export:.2f} (goal >= 0.5)")
+    print(f"at {rows_small:,} rows, one run each: COPY export {t_small:.2f} s, Python path {t_py_small:.2f} s -> "
+          f"{t_py_small / t_small:.1f}x")
     print(f"Python heap peak of the export: {heap_small:.1f} MiB at {rows_export // 10:,} rows, "
           f"{heap_big:.1f} MiB at {rows_export:,} rows")
 

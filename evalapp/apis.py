@@ -30,8 +30,9 @@ from raters.models import Role, StudyMembership
 
 from . import serializers as s
 from .errors import ServiceError
-from .exports.csv import csv_response
-from .exports.tables import EXPORTS, export_table
+from .exports.copy_export import export_chunks
+from .exports.csv import stream_response
+from .exports.tables import EXPORTS
 from .judge_results import judge_results, study_judge
 from .judge_validation import judge_report
 from .pair_results import pairwise_results
@@ -391,5 +392,5 @@ class StudyExport(_StudyScoped, APIView):
     def get(self, request, study_id: int, name: str):
         if name not in EXPORTS:
             raise NotFound("No such export: use ratings, responses or audit.")
-        header, rows = export_table(study=self.study(), name=name, actor=request.user)
-        return csv_response(header, rows, f"study-{study_id}-{name}.csv")
+        return stream_response(export_chunks(study=self.study(), name=name, actor=request.user),
+                               f"study-{study_id}-{name}.csv")

@@ -15,6 +15,7 @@ from ..audit import audit
 from ..models import PairwisePhase, Response, Study
 from ..pair_results import PAIR_JUDGMENT_COLUMNS
 from ..text_report import TEXT_MEASURE_COLUMNS
+from .copy_export import copy_available, rating_csv_chunks
 from .csv import csv_lines
 from .preferences import FILE as PREFERENCES_FILE
 from .preferences import PREFERENCE_FIELDS, preference_lines
@@ -44,11 +45,18 @@ def write_bundle(study: Study, target: BinaryIO, *, actor) -> dict:
                     count[0] += 1
                     yield row
 
+            if name == "ratings" and copy_available():
+                copied: list[int] = []  # COPY's row count, once it is done (a cell may hold a line break)
+                chunks = rating_csv_chunks(study, rows=copied)
+            else:
+                copied, chunks = [], csv_lines(header, counted(rows(study)))
             with archive.open(f"{name}.csv", "w") as handle:
-                for chunk in csv_lines(header, counted(rows(study))):
-                    data = chunk.encode("utf-8")
+                for chunk in chunks:
+                    data = chunk if isinstance(chunk, bytes) else chunk.encode("utf-8")
                     digest.update(data)
                     handle.write(data)
+            if copied:
+                count[0] = copied[0]
             manifest["files"][f"{name}.csv"] = {"rows": count[0], "sha256": digest.hexdigest()}
         if pairwise:
             manifest["files"][PREFERENCES_FILE] = _write_preferences(study, archive)

@@ -12,8 +12,9 @@ from raters.access import get_study_for
 
 from .. import plots, text_plots
 from ..exports.bundle import write_bundle
-from ..exports.csv import csv_response
-from ..exports.tables import EXPORTS, export_table
+from ..exports.copy_export import export_chunks
+from ..exports.csv import stream_response
+from ..exports.tables import EXPORTS
 from ..judge_results import judge_criterion_results, judge_results, study_judge
 from ..results import plot_inputs, study_results
 from .jobs import RESEARCHERS
@@ -105,8 +106,7 @@ def export_csv(request, study_id: int, name: str):
     study = get_study_for(request.user, study_id, roles=RESEARCHERS)
     if name not in EXPORTS:
         raise Http404("No such export.")
-    header, rows = export_table(study=study, name=name, actor=request.user)
-    return csv_response(header, rows, f"study-{study.id}-{name}.csv")
+    return stream_response(export_chunks(study=study, name=name, actor=request.user), f"study-{study.id}-{name}.csv")
 
 
 @login_required
