@@ -1,4 +1,5 @@
-"""The KV cache of one decoding batch: each prompt prefilled on its own, then packed, left-padded,
+"""The KV cache of one decoding batch: each prompt prefilled on its own (its shared system-turn prefix
+from :class:`PrefixCaches`, computed once, then the rest of the prompt), then packed, left-padded,
 into preallocated buffers, one buffer layer per model layer of the kind transformers builds for the
 model's config (``DynamicCache(config=...)``).
 
@@ -235,6 +236,8 @@ def _prefill_row(model, prompt, prefix_length: int, prefixes: PrefixCaches | Non
     import torch
 
     if prefix_length:
+        # A sliding layer of the copy holds only the prefix's last window - 1 columns but counts all of
+        # them (cumulative_length), so the suffix's mask and its window are those of a one-shot prefill.
         row_cache = prefixes.row_cache(model, tuple(prompt[:prefix_length]), device)
     else:
         row_cache = _new_cache(model)
