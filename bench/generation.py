@@ -13,6 +13,10 @@ In the first repeat our loop also runs at batch 1 (reported, not used for the ra
 texts are the reference for batch invariance: the table counts how many responses of each
 batched run are identical to the batch-of-one response (CPU fp32).  With --greedy, the naive
 HF texts must equal the batch-of-one texts too (greedy is HF-exact).
+
+Our loop prefills each prompt's system turn once per call and only the rest per row (the default of
+``generate``); --full-prefill measures the one-shot prefill of every prompt instead.  Each batched run
+also reports its prefill time (from the responses' provenance) and its share of the run.
 """
 
 from __future__ import annotations
@@ -70,12 +74,15 @@ def naive_run(loaded, requests, params, stops):
     return time.perf_counter() - start, n_tokens, texts
 
 
-def batched_run(loaded, requests, params, batch_size):
+def batched_run(loaded, requests, params, batch_size, prefix_cache=True):
     from modelserver.inference.generation import generate
 
     start = time.perf_counter()
-    outs = generate(loaded, requests, params, batch_size=batch_size)
-    return time.perf_counter() - start, sum(o.output_tokens for o in outs), [o.text for o in outs]
+    outs = generate(loaded, requests, params, batch_size=batch_size, prefix_cache=prefix_cache)
+    seconds = time.perf_counter() - start
+    # every row of a batch records its batch's prefill time
+    prefill = sum(o.provenance["prefill_seconds"] / o.provenance["batch_rows"] for o in outs)
+    return seconds, sum(o.output_tokens for o in outs), [o.text for o in outs], prefill
 
 
 def fmt(values):
@@ -94,6 +101,8 @@ def main(argv=None) -> int:
                          "over the length-sorted prompts (tokens/s is a rate); 0 = all")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all CPUs in the affinity mask)")
     ap.add_argument("--greedy", action="store_true", help="greedy decoding instead of the default sampling params")
+    ap.add_argument("--full-prefill", action="store_true",
+                    help="our loop prefills every prompt in one forward (no system-prefix cache)")
     ap.add_argument("--json", type=Path, help="also write the raw measurements here")
     args = ap.parse_args(argv)
 
@@ -128,7 +137,9 @@ def main(argv=None) -> int:
           f"cpus {len(os.sched_getaffinity(0))}; model loaded in {load_s:.1f}s")
     print(f"{len(requests)} prompts (prompt tokens median {statistics.median(lengths):.0f}, "
           f"max {max(lengths)}, total {sum(lengths)}); naive loop and batch-1 reference on {len(subset)} of them "
-          f"(prompt tokens median {statistics.median(lengths[i] for i in subset):.0f}); {params}")
+          f"(prompt tokens median {statistics.median(lengths[i] for i in subset):.0f}); {params}; "
+          f"prefill: {'one forward per prompt' if args.full_prefill else 'system-prefix cache'}")
+    prefix_cache = not args.full_prefill
 
     runs: dict[str, list[dict]] = {"naive": [], "batch1": [], **{f"batch{b}": [] for b in sizes}}
     reference = None
@@ -137,23 +148,24 @@ def main(argv=None) -> int:
         runs["naive"].append({"seconds": seconds, "tokens": n_tok, "tok_s": n_tok / seconds})
         print(f"repeat {rep + 1}: naive {n_tok} tok in {seconds:.1f}s = {n_tok / seconds:.1f} tok/s", flush=True)
         if reference is None:
-            seconds, n_tok, reference = batched_run(loaded, naive_requests, params, 1)
+            seconds, n_tok, reference, prefill = batched_run(loaded, naive_requests, params, 1, prefix_cache)
             same_hf = sum(x == y for x, y in zip(reference, texts))
             runs["batch1"].append({"seconds": seconds, "tokens": n_tok, "tok_s": n_tok / seconds,
+                                   "prefill_seconds": prefill,
                                    "ratio": (n_tok / seconds) / runs["naive"][-1]["tok_s"],
                                    "same_as_naive_hf": same_hf})
             print(f"repeat {rep + 1}: batch  1 {n_tok} tok in {seconds:.1f}s = {n_tok / seconds:.1f} tok/s "
                   f"(reference; texts identical to naive HF: {same_hf}/{len(subset)})", flush=True)
         for b in sizes:
-            seconds, n_tok, btexts = batched_run(loaded, requests, params, b)
+            seconds, n_tok, btexts, prefill = batched_run(loaded, requests, params, b, prefix_cache)
             same = sum(btexts[i] == ref for i, ref in zip(subset, reference))
             runs[f"batch{b}"].append({
-                "seconds": seconds, "tokens": n_tok, "tok_s": n_tok / seconds,
+                "seconds": seconds, "tokens": n_tok, "tok_s": n_tok / seconds, "prefill_seconds": prefill,
                 "ratio": (n_tok / seconds) / runs["naive"][-1]["tok_s"], "same_as_batch1": same,
             })
             print(f"repeat {rep + 1}: batch {b:2d} {n_tok} tok in {seconds:.1f}s = {n_tok / seconds:.1f} tok/s "
-                  f"({runs[f'batch{b}'][-1]['ratio']:.1f}x), texts identical to batch-of-one: {same}/{len(subset)}",
-                  flush=True)
+                  f"({runs[f'batch{b}'][-1]['ratio']:.1f}x), texts identical to batch-of-one: {same}/{len(subset)}; "
+                  f"prefill {prefill:.1f}s ({100 * prefill / seconds:.0f}% of the run)", flush=True)
 
     total = time.perf_counter() - t0
     print()
@@ -169,7 +181,12 @@ def main(argv=None) -> int:
               f"{statistics.median(r['ratio'] for r in rs):.1f}x [{min(r['ratio'] for r in rs):.1f}-"
               f"{max(r['ratio'] for r in rs):.1f}] | "
               f"{', '.join(str(r['same_as_batch1']) for r in rs)} of {len(subset)} |")
-    print(f"\ntotal wall time {total:.0f}s")
+    shares = ", ".join(
+        f"batch {b}: {statistics.median(100 * r['prefill_seconds'] / r['seconds'] for r in runs[f'batch{b}']):.0f}%"
+        for b in sizes
+    )
+    print(f"\nprefill share of the batched runs' time (median over repeats): {shares}")
+    print(f"total wall time {total:.0f}s")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "runs": runs,
                                          "total_seconds": total}, indent=1))

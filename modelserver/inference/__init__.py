@@ -30,7 +30,13 @@ but, for the same seed, draws different tokens than HF ``generate``.  Greedy dec
 Batching: prompts are sorted by token length and cut into batches of at most ``batch_size``; a
 much longer prompt starts its own batch when it would add more padded KV-cache cells than half the
 model's weights (``plan_batches`` / ``padding_budget``).  Each prompt is prefilled on its own (no
-padding: exactly what a batch of one computes) and the per-row caches are packed, left-padded,
+padding: exactly what a batch of one computes): its system turn (``prompts.system_prefix_length``, the
+longest common prefix with the system message rendered alone, a property of the prompt only) from a
+cache computed once per ``generate`` call, then the rest of the prompt in one forward on a copy of it
+(``kvcache.PrefixCaches``; ``prefix_cache=False`` prefills the whole prompt in one forward, as before).
+Rows whose suffixes have equal length are not prefilled together: on SmolLM2-135M a (k, S) forward
+differs from k (1, S) forwards by up to ~1e-4 in the logits, which would break batch invariance.  The
+per-row caches are packed, left-padded,
 into one preallocated KV buffer, so decoding appends in place instead of re-concatenating the
 cache every step.  Each layer keeps what transformers' ``DynamicCache(config=...)`` would keep: all
 columns for full attention, the last ``window - 1`` for a sliding-window layer (Mistral, Gemma 2/3);
@@ -44,8 +50,9 @@ What is and is not bit-identical
 --------------------------------
 * Same device/dtype, same request, same batch composition: identical text.
 * CPU float32, different batch composition (other rows, batch size, amount of left padding, rows
-  dropping out): the prefill is computed per row, so the first token's logits are exactly those of
-  a batch of one; each later decoding step runs batched with left padding, where BLAS kernel
+  dropping out): the prefill is computed per row and split at the same place in any batch, so the
+  first token's logits are exactly those of a batch of one (the split prefill differs from a one-shot
+  prefill by ~3e-5 in the logits on SmolLM2-135M, so the provenance records which was used, ``prefill``); each later decoding step runs batched with left padding, where BLAS kernel
   choice by matrix shape and masked padding columns can move logits by ~1e-6 relative.  Since a
   row's random draws do not depend on the batch, a token changes only when such a tiny difference
   flips a near tie (greedy) or a draw lands within ~1e-6 of a boundary between two tokens'
@@ -54,8 +61,9 @@ What is and is not bit-identical
   identical at batch 8/16/32 to batch 1 (see bench/RESULTS.md).
 * GPU bfloat16: not batch-invariant (reduced-precision accumulation order depends on the batch
   shape); expect drift after some tokens between batch layouts.
-* :func:`regenerate` re-runs one response from its provenance alone (as a batch of one); on CPU
-  fp32 this reproduces the original text whenever the bullet above holds for it (tested).
+* :func:`regenerate` re-runs one response from its provenance alone (as a batch of one, with the
+  prefill the provenance records; none recorded: one-shot, as every response was made before); on
+  CPU fp32 this reproduces the original text whenever the bullet above holds for it (tested).
 """
 
 import os

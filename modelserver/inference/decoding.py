@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from .kvcache import prefill_rows, trim_left_padding
+from .kvcache import PrefixCaches, prefill_rows, trim_left_padding
 from .params import GenerationParams
 
 TOP_P_CANDIDATES = 256
@@ -78,8 +78,14 @@ def decode_batch(
     stop_ids: Sequence[int],
     device: str,
     on_row_done: Callable[[int], None] | None = None,
+    prefix_lengths: Sequence[int] | None = None,
+    prefixes: PrefixCaches | None = None,
+    timings: dict | None = None,
 ) -> list[tuple[list[int], str, float]]:
-    """Generate for one batch; returns (token ids, finish reason, seconds) per prompt, in prompt order."""
+    """Generate for one batch; returns (token ids, finish reason, seconds) per prompt, in prompt order.
+
+    ``prefix_lengths`` (default: none) are the rows' cached prefixes (``kvcache.prefill_rows``);
+    ``timings``, if given, receives ``prefill_seconds``."""
     import torch
 
     started = time.perf_counter()
@@ -101,7 +107,11 @@ def decode_batch(
             g.manual_seed(int(s))
             generators.append(g)
     stop = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
-    cache, attention_mask, first_logits = prefill_rows(model, prompts, device, params.max_new_tokens)
+    cache, attention_mask, first_logits = prefill_rows(
+        model, prompts, device, params.max_new_tokens, prefix_lengths=prefix_lengths, prefixes=prefixes
+    )
+    if timings is not None:
+        timings["prefill_seconds"] = time.perf_counter() - started
 
     results: list[tuple[list[int], str, float] | None] = [None] * n
     generated: list[list[int]] = [[] for _ in range(n)]

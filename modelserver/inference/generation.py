@@ -3,6 +3,13 @@ response again, from its provenance alone).
 
 The module is called ``generation`` rather than ``generate`` so that the package's ``generate``
 function and a submodule of the same name never shadow each other.
+
+Prefill: by default (``prefix_cache=True``) each prompt's system turn (``prompts.system_prefix_length``)
+is prefilled once per call and every row prefills only the rest of its prompt on a copy of that cache,
+in every batch, a batch of one included, so batch invariance holds as before.  The mode is recorded in
+each response's provenance (``prefill``, ``prefix_tokens``): split prefill can differ from a one-shot
+prefill in the last bits, so :func:`regenerate` uses the mode a response was made with, and a response
+recorded before the key existed is remade with the one-shot prefill it was made with.
 """
 
 from __future__ import annotations
@@ -13,11 +20,20 @@ from typing import Any
 from .adapters import use_adapter
 from .batching import padding_budget, plan_batches
 from .decoding import decode_batch
+from .kvcache import PrefixCaches
 from .errors import TransientGenerationError
 from .loading import LoadedModel
 from .params import GenerationOutput, GenerationParams, GenerationRequest, ProgressFn
-from .prompts import encode_prompt, render_prompt, stop_token_ids
-from .provenance import ProvenanceMismatch, mismatches, run_provenance, sha256_hex
+from .prompts import encode_prompt, render_prompt, stop_token_ids, system_prefix_length, system_turn_ids
+from .provenance import (
+    PREFILL_FULL,
+    PREFILL_MODES,
+    PREFILL_SYSTEM_PREFIX,
+    ProvenanceMismatch,
+    mismatches,
+    run_provenance,
+    sha256_hex,
+)
 
 __all__ = ["ProvenanceMismatch", "generate", "regenerate"]
 
@@ -29,8 +45,12 @@ def generate(
     adapter: str | None = None,
     batch_size: int = 16,
     progress: ProgressFn | None = None,
+    prefix_cache: bool = True,
 ) -> list[GenerationOutput]:
     """Generate one response per request; ``adapter=None`` is the baseline (adapters disabled).
+
+    ``prefix_cache``: prefill the shared system turn once (see the module docstring); ``False`` prefills
+    each prompt in one forward, as responses made before the option existed were.
 
     ``progress(done, total)`` is called each time a row finishes.  Outputs are in input order.
     Raises ``ValueError`` for bad requests and :class:`TransientGenerationError` on CUDA OOM.
@@ -46,8 +66,16 @@ def generate(
     tok = loaded.tokenizer
     stops = stop_token_ids(loaded)
     encoded = [encode_prompt(tok, r.messages, params.system_prompt) for r in requests]
+    if prefix_cache:
+        system_ids = system_turn_ids(tok, params.system_prompt)
+        prefix_lengths = [system_prefix_length(ids, system_ids) for _, ids in encoded]
+    else:
+        prefix_lengths = [0] * len(encoded)
+    # One store per call: one call is one arm, so no adapter's KV can reach the baseline or another call.
+    prefixes = PrefixCaches(arm=adapter)
     batches = plan_batches([len(ids) for _, ids in encoded], batch_size, padding_budget(loaded.model))
     common = run_provenance(loaded, params, adapter, batch_size)
+    common["prefill"] = PREFILL_SYSTEM_PREFIX if prefix_cache else PREFILL_FULL
     outputs: list[GenerationOutput | None] = [None] * len(requests)
     done = 0
     total = len(requests)
@@ -60,6 +88,7 @@ def generate(
 
     with loaded.lock, use_adapter(loaded, adapter), torch.inference_mode():
         for batch in batches:
+            timings: dict = {}
             try:
                 results = decode_batch(
                     loaded.model,
@@ -69,6 +98,9 @@ def generate(
                     stop_ids=stops,
                     device=loaded.device,
                     on_row_done=row_done,
+                    prefix_lengths=[prefix_lengths[i] for i in batch],
+                    prefixes=prefixes,
+                    timings=timings,
                 )
             except torch.cuda.OutOfMemoryError as exc:
                 if torch.cuda.is_available():
@@ -86,11 +118,13 @@ def generate(
                     "seed": req.seed,
                     "prompt_sha256": sha256_hex(prompt_text),
                     "prompt_tokens": len(prompt_ids),
+                    "prefix_tokens": prefix_lengths[i],
                     "output_tokens": len(ids),
                     "output_sha256": sha256_hex(text),
                     "finish_reason": reason,
                     "batch_rows": len(batch),
                     "seconds": round(seconds, 4),
+                    "prefill_seconds": round(timings["prefill_seconds"], 4),  # the row's batch's
                 }
                 outputs[i] = GenerationOutput(
                     key=req.key,
@@ -114,13 +148,25 @@ def regenerate(
     """Re-run one response from its provenance (params, seed, adapter) and the original messages.
 
     Raises :class:`ProvenanceMismatch` when :func:`~.provenance.mismatches` finds the loaded model
-    or the prompt differ.  Runs as a batch of one.
+    or the prompt differ, or the prefill the response records cannot be repeated.  Runs as a batch
+    of one, with the response's prefill mode (none recorded: the one-shot prefill of the time).
     """
     params = GenerationParams.from_dict(provenance["params"])
     text = render_prompt(loaded.tokenizer, messages, params.system_prompt)
     problems = mismatches(loaded, provenance, text, strict=strict)
+    mode = provenance.get("prefill", PREFILL_FULL)
+    if mode not in PREFILL_MODES:
+        problems.append(f"unknown prefill mode {mode!r} (known: {', '.join(PREFILL_MODES)})")
+    elif mode == PREFILL_SYSTEM_PREFIX and "prefix_tokens" in provenance:
+        _, ids = encode_prompt(loaded.tokenizer, messages, params.system_prompt)
+        now = system_prefix_length(ids, system_turn_ids(loaded.tokenizer, params.system_prompt))
+        if now != provenance["prefix_tokens"]:
+            problems.append(f"system prefix is {now} tokens, the response was made with {provenance['prefix_tokens']}")
     if problems:
         raise ProvenanceMismatch("; ".join(problems))
     key = provenance.get("key", "regenerated")
     request = GenerationRequest(key=key, messages=list(messages), seed=provenance["seed"])
-    return generate(loaded, [request], params, adapter=provenance.get("adapter"), batch_size=1)[0]
+    return generate(
+        loaded, [request], params, adapter=provenance.get("adapter"), batch_size=1,
+        prefix_cache=mode == PREFILL_SYSTEM_PREFIX,
+    )[0]

@@ -1,4 +1,5 @@
-"""The KV cache of one decoding batch: each prompt prefilled on its own, then packed, left-padded,
+"""The KV cache of one decoding batch: each prompt prefilled on its own (its shared system-turn prefix
+from :class:`PrefixCaches`, computed once, then the rest of the prompt), then packed, left-padded,
 into preallocated buffers, one buffer layer per model layer of the kind transformers builds for the
 model's config (``DynamicCache(config=...)``).
 
@@ -179,34 +180,107 @@ def _layer_classes() -> dict:
     return _CLASSES
 
 
-def prefill_rows(model, prompts, device, capacity_extra):
+class PrefixCaches:
+    """The KV caches of shared prompt prefixes (the system turn), each computed by one forward of its own
+    and kept in a small LRU; every row that starts with a prefix prefills only its suffix on a deep
+    copy.
+
+    Keyed by (model object, arm, prefix tokens): the same peft-wrapped model computes other KV with an
+    adapter enabled than disabled, so one store must never serve two arms under one key.  ``generate``
+    makes one store per call (one call is one arm), so nothing outlives the call either.
+    """
+
+    def __init__(self, arm: str | None, capacity: int = 4):
+        from collections import OrderedDict
+
+        self.arm, self.capacity = arm, capacity
+        self._caches: OrderedDict = OrderedDict()
+        self.computed = 0  # prefix forwards run: how often the LRU missed
+
+    def row_cache(self, model, prefix: tuple, device):
+        """A fresh copy of ``prefix``'s cache, which the caller may extend."""
+        import copy
+
+        import torch
+
+        key = (id(model), self.arm, prefix)
+        cache = self._caches.get(key)
+        if cache is None:
+            cache = _new_cache(model)
+            ids = torch.tensor([list(prefix)], dtype=torch.long, device=device)
+            model(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                position_ids=torch.arange(len(prefix), device=device)[None],
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            self.computed += 1
+            self._caches[key] = cache
+            while len(self._caches) > self.capacity:
+                self._caches.popitem(last=False)
+        self._caches.move_to_end(key)
+        return copy.deepcopy(cache)
+
+
+def _new_cache(model):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=getattr(model, "config", None))
+
+
+def _prefill_row(model, prompt, prefix_length: int, prefixes: PrefixCaches | None, device):
+    """One row's cache and last-position logits: the whole prompt in one forward, or its first
+    ``prefix_length`` tokens from ``prefixes`` and the rest in one forward at positions after them."""
+    import torch
+
+    if prefix_length:
+        # A sliding layer of the copy holds only the prefix's last window - 1 columns but counts all of
+        # them (cumulative_length), so the suffix's mask and its window are those of a one-shot prefill.
+        row_cache = prefixes.row_cache(model, tuple(prompt[:prefix_length]), device)
+    else:
+        row_cache = _new_cache(model)
+    ids = torch.tensor([prompt[prefix_length:]], dtype=torch.long, device=device)
+    out = model(
+        input_ids=ids,
+        # the mask covers the cached prefix and the suffix, as a cache of prompt[:prefix_length] expects
+        attention_mask=torch.ones((1, len(prompt)), dtype=torch.long, device=device),
+        position_ids=torch.arange(prefix_length, len(prompt), device=device)[None],
+        past_key_values=row_cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return row_cache, out.logits[0, -1].float()
+
+
+def prefill_rows(model, prompts, device, capacity_extra, prefix_lengths=None, prefixes: PrefixCaches | None = None):
     """Prefill each prompt on its own (no padding, exactly what a batch of one computes) and pack the
     per-row caches right-aligned into one left-padded batch cache.
 
+    ``prefix_lengths[i]`` > 0: row ``i``'s first tokens come from ``prefixes`` (computed once per distinct
+    prefix) and only the rest is prefilled.  A row's result depends only on its prompt and its prefix
+    length, so it is the same in any batch; it may differ from a one-shot prefill in the last bits.
+
     Returns (cache, attention_mask, last-position logits (rows, vocab) float32)."""
     import torch
-    from transformers import DynamicCache
 
     config = getattr(model, "config", None)
     check_supported(config)
     classes = _layer_classes()
     width = max(len(p) for p in prompts)
     n = len(prompts)
+    prefix_lengths = list(prefix_lengths) if prefix_lengths is not None else [0] * n
+    if len(prefix_lengths) != n or any(not 0 <= k < len(p) for k, p in zip(prefix_lengths, prompts)):
+        raise ValueError("each prefix length must be >= 0 and shorter than its prompt")
+    if any(prefix_lengths) and prefixes is None:
+        prefixes = PrefixCaches(arm=None)  # one batch's own store: nothing is shared beyond it
     attention_mask = torch.zeros((n, width), dtype=torch.long, device=device)
     specs = None  # per layer: (kind, stored columns, key buffer, value buffer, window)
     logits = []
     for i, p in enumerate(prompts):
-        ids = torch.tensor([p], dtype=torch.long, device=device)
-        row_cache = DynamicCache(config=config)
-        out = model(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            position_ids=torch.arange(len(p), device=device)[None],
-            past_key_values=row_cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        logits.append(out.logits[0, -1].float())
+        row_cache, row_logits = _prefill_row(model, p, prefix_lengths[i], prefixes, device)
+        logits.append(row_logits)
         if specs is None:
             specs = [_allocate(layer, n, width, capacity_extra, classes) for layer in row_cache.layers]
         for (_, stored, kb, vb, _), layer in zip(specs, row_cache.layers):
@@ -214,8 +288,8 @@ def prefill_rows(model, prompts, device, capacity_extra):
             kb[i, :, stored - m : stored] = layer.keys[0]
             vb[i, :, stored - m : stored] = layer.values[0]
         attention_mask[i, width - len(p) :] = 1
-        del row_cache, out
-    cache = DynamicCache(config=config)
+        del row_cache
+    cache = _new_cache(model)
     cache.layers = [
         classes["full"](kb, vb, width) if kind == "full" else classes["sliding"](kb, vb, stored, width, window)
         for kind, stored, kb, vb, window in specs

@@ -2,6 +2,11 @@
 
 A conversation is validated by the one definition (:func:`modelserver.corpus.validate_messages`);
 the system prompt is a generation setting and is put in front here.
+
+:func:`system_prefix_length` says how much of a prompt is the system turn, whose KV cache one
+``generate`` call computes once and reuses (``kvcache.prefill_rows``).  It depends only on the
+prompt's own token ids and its system prompt, never on the other prompts of a batch, so a batch of
+one splits the prompt where a batch of 32 does (batch invariance).
 """
 
 from __future__ import annotations
@@ -27,6 +32,39 @@ def encode_prompt(tokenizer, messages: Sequence[dict], system_prompt: str) -> tu
     # The chat template already contains every special token the model needs.
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return text, list(ids)
+
+
+# A shorter common prefix saves nothing worth a second forward.
+MIN_PREFIX_TOKENS = 2
+
+
+def system_turn_ids(tokenizer, system_prompt: str) -> list[int]:
+    """The token ids of the chat template rendered with the system message alone (no generation prompt),
+    or ``[]`` when the template refuses a conversation of a system message only."""
+    from jinja2 import TemplateError
+
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "system", "content": system_prompt}], tokenize=False, add_generation_prompt=False
+        )
+    except (TemplateError, ValueError):
+        # e.g. a template that raises unless the conversation ends with a user turn: no shared prefix
+        return []
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def system_prefix_length(prompt_ids: Sequence[int], system_ids: Sequence[int]) -> int:
+    """How many leading tokens of ``prompt_ids`` are the system turn: the longest common prefix with
+    ``system_ids`` (0 when under ``MIN_PREFIX_TOKENS``), leaving at least one token to prefill after it.
+
+    The prefix is the prompt's own first tokens, so prefix + suffix are exactly the prompt's ids: where
+    the system-only rendering tokenizes its last characters otherwise than the whole prompt does, the
+    common prefix simply stops before them."""
+    n = 0
+    limit = min(len(prompt_ids) - 1, len(system_ids))
+    while n < limit and prompt_ids[n] == system_ids[n]:
+        n += 1
+    return n if n >= MIN_PREFIX_TOKENS else 0
 
 
 def stop_token_ids(loaded: LoadedModel) -> list[int]:

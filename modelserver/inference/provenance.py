@@ -24,6 +24,10 @@ SEEDING = (
     "inverse CDF over the top-p nucleus sorted by descending probability"
 )
 GENERATION_LIBRARIES = ("torch", "transformers", "peft")
+# How a response's prompt was prefilled (its provenance's "prefill"; a record without the key: full).
+PREFILL_FULL = "full"  # the whole prompt in one forward
+PREFILL_SYSTEM_PREFIX = "system-prefix-cache"  # the system turn's cache, then the rest in one forward
+PREFILL_MODES = (PREFILL_FULL, PREFILL_SYSTEM_PREFIX)
 
 
 class ProvenanceMismatch(ValueError):

@@ -19,6 +19,7 @@ from modelserver.inference import GenerationParams, GenerationRequest, ModelLoad
 from modelserver.inference.adapters import use_adapter
 from modelserver.inference.decoding import decode_batch
 from modelserver.inference.kvcache import check_supported
+from modelserver.inference.prompts import encode_prompt, stop_token_ids
 
 from .conftest import build_tiny_tokenizer, save_lora_adapter
 
@@ -194,6 +195,22 @@ def test_generate_with_the_chat_template_is_batch_invariant(family):
         together = generate(loaded, reqs, params, adapter=arm, batch_size=4)
         assert [(o.text, o.output_tokens) for o in together] == [(o.text, o.output_tokens) for o in alone]
         assert all(o.prompt_tokens > WINDOW for o in alone)  # the system prompt alone is longer than the window
+
+
+def test_greedy_generate_with_the_system_prefix_cache_equals_hf_generate(family):
+    """generate() prefills the system turn once and the rest per row; greedy still equals HF's one-shot prefill."""
+    _, _, loaded = family
+    tok = loaded.tokenizer
+    texts = ["I feel sad", "My partner and I keep arguing about money and chores.", "How can I sleep?"]
+    reqs = [GenerationRequest(f"q{i}", [{"role": "user", "content": t}], seed=i) for i, t in enumerate(texts)]
+    params = GenerationParams(max_new_tokens=NEW_TOKENS, do_sample=False)
+    stops = stop_token_ids(loaded)
+    for arm in ARMS:
+        outs = generate(loaded, reqs, params, adapter=arm, batch_size=3)
+        for req, out in zip(reqs, outs):
+            assert out.provenance["prefix_tokens"] > WINDOW
+            hf = _hf(loaded, encode_prompt(tok, req.messages, params.system_prompt)[1], arm, params, stops)
+            assert (out.text, out.output_tokens) == (tok.decode(hf, skip_special_tokens=True).strip(), len(hf))
 
 
 def test_one_training_step(family, tmp_path):
