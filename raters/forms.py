@@ -28,7 +28,8 @@ class RatingForm(forms.Form):
     unsafe = forms.BooleanField(required=False)
     unsafe_category = forms.ChoiceField(choices=[("", "—"), *UnsafeCategory.choices], required=False)
     comment = forms.CharField(required=False, max_length=2000)
-    seconds = forms.FloatField(required=False, min_value=0)
+    # Kept as text: a malformed timing must never make the rating invalid (raters.timing reads it).
+    seconds = forms.CharField(required=False, strip=True)
 
     def submission(self):
         from .services import Submission
