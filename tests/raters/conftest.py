@@ -48,6 +48,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch):
     # Patched on the module: every `timezone.now()` call (auto_now fields, completed_at, raters.timing) reads it.
-    ticking = Clock(timezone.now())
+    # An hour ahead: a field with default=timezone.now kept the real clock, which must stay behind this one.
+    ticking = Clock(timezone.now() + timedelta(hours=1))
     monkeypatch.setattr(timezone, "now", ticking)
     return ticking
