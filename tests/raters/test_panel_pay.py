@@ -67,7 +67,8 @@ def test_inflated_seconds_are_capped_at_the_time_the_server_saw(open_study, cloc
 def test_no_seconds_or_malformed_seconds_keep_the_rating_and_record_the_observed_time(client, open_study, clock):
     rater = add_rater(open_study, "r0")
     client.force_login(rater)
-    for posted, seen in ((None, 75), ("abc", 20), ("NaN", 30), ("inf", 40), ("-3", 50), ("1e400", 60)):
+    for posted, seen in ((None, 75), ("abc", 20), ("NaN", 30), ("inf", 40), ("-3", 50), ("1e400", 60),
+                         ("4\x00", 70), ("9" * 5000, 80)):
         public = next_public(open_study, rater)
         clock.advance(seen)
         data = {"score-empathy": 6, "score-fluency": 4, **({} if posted is None else {"seconds": posted})}
@@ -75,7 +76,7 @@ def test_no_seconds_or_malformed_seconds_keep_the_rating_and_record_the_observed
         assert response.status_code == 302, posted
         rating = Rating.objects.get(rater=rater, response__public_id=public)
         assert rating.seconds_on_item == seen, posted
-    assert Rating.objects.filter(rater=rater).count() == 6
+    assert Rating.objects.filter(rater=rater).count() == 8
     assert not any(math.isnan(s) or math.isinf(s) for s in Rating.objects.values_list("seconds_on_item", flat=True))
 
 
