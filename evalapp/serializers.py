@@ -146,7 +146,10 @@ class RubricSerializer(serializers.Serializer):
 
 class RatingSubmitSerializer(serializers.Serializer):
     """`answers`: {criterion key: answer} (a whole number for a likert scale, the option key for a
-    choice, "not_sure" where offered); `rationales`: {criterion key: text}."""
+    choice, "not_sure" where offered); `rationales`: {criterion key: text}; `seconds_on_item`: the
+    client's measure of the seconds on screen, recorded no larger than the time the server saw since the
+    rater's last action, and that observed time when it is missing or not a finite number >= 0 (the timing
+    never refuses a rating: raters.timing)."""
 
     answers = serializers.DictField(child=serializers.JSONField())
     rationales = serializers.DictField(child=serializers.CharField(allow_blank=True, max_length=2000), required=False,
@@ -154,7 +157,7 @@ class RatingSubmitSerializer(serializers.Serializer):
     unsafe = serializers.BooleanField(default=False)
     unsafe_category = serializers.CharField(required=False, allow_blank=True, default="")
     comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
-    seconds_on_item = serializers.FloatField(required=False, allow_null=True, min_value=0, default=None)
+    seconds_on_item = serializers.JSONField(required=False, allow_null=True, default=None)
 
 
 class AdjudicationSerializer(serializers.ModelSerializer):

@@ -23,12 +23,14 @@ class ConsentPublishForm(forms.Form):
 
 
 class RatingForm(forms.Form):
-    """The fields every rating has; the rubric's answers come as score-<key> and rationale-<key>."""
+    """The fields every rating has; the rubric's answers come as score-<key> and rationale-<key>.
+
+    The posted `seconds` (rate.js) is no field of the form: it is not the rater's answer, so nothing in it
+    may make the rating invalid. It goes as sent to the service, which reads and bounds it (raters.timing)."""
 
     unsafe = forms.BooleanField(required=False)
     unsafe_category = forms.ChoiceField(choices=[("", "—"), *UnsafeCategory.choices], required=False)
     comment = forms.CharField(required=False, max_length=2000)
-    seconds = forms.FloatField(required=False, min_value=0)
 
     def submission(self):
         from .services import Submission
@@ -41,7 +43,7 @@ class RatingForm(forms.Form):
             unsafe=data["unsafe"],
             unsafe_category=data["unsafe_category"] or "",
             comment=data["comment"] or "",
-            seconds_on_item=data["seconds"],
+            seconds_on_item=self.data.get("seconds"),
         )
 
 

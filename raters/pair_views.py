@@ -74,12 +74,9 @@ def compare_submit(request, study_id: int, public_id: str):
                                reason=request.POST.get("skip_reason", ""))
         else:
             answers = {name[len("pick-"):]: value for name, value in request.POST.items() if name.startswith("pick-")}
-            try:
-                seconds = float(request.POST.get("seconds") or "nan")
-            except ValueError:
-                seconds = float("nan")
+            # As sent: the service reads it and bounds it by the time it observed (raters.timing).
             submission = services.PairSubmission(answers=answers, reason=request.POST.get("reason", "")[:2000],
-                                                 seconds_on_item=seconds if seconds == seconds else None)
+                                                 seconds_on_item=request.POST.get("seconds"))
             services.pair_judgment_submit(study=study, rater=request.user, item_public_id=public_id,
                                           submission=submission, status=status)
     except services.RatingError as exc:

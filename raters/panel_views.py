@@ -21,7 +21,7 @@ from .models import Role
 from .panel_import import SUBMISSIONS_MAX_BYTES
 from .panel_models import PLACEHOLDERS, PRESET_PARAMS, PanelLink, PanelParticipant, ParticipantStatus
 from .services import panel as panel_services
-from .services.panel_pay import panel_pay_rows
+from .services.panel_pay import PAY_HEADER, panel_pay_rows, pay_sheet
 from .services.common import RatingError
 
 RESEARCHERS = [Role.RESEARCHER]
@@ -200,13 +200,8 @@ def _number(request, name: str, *, required: bool) -> float | None:
 
 
 # active_seconds: the seconds each item was on screen, summed over items of at most break_over_seconds; a
-# longer item is left out whole (items_left_out_as_breaks), an item with no time counts 0 (items_without_time).
-PAY_HEADER = ["pseudonym", "participant_id", "status", "outcome_code", "items_done", "active_seconds",
-              "break_over_seconds", "items_left_out_as_breaks", "items_without_time", "session_seconds", "calibration", "gold_answered",
-              "gold_right", "gold_accuracy", "hourly_rate", "pay", "effective_hourly", "below_minimum_wage",
-              "bonus_eligible"]
-
-
+# longer item is left out whole (items_left_out_as_breaks). The columns and their time basis: PAY_HEADER and
+# TIME_BASIS in raters.services.panel_pay.
 @login_required
 @require_GET
 def panel_payments(request, study_id: int):
@@ -224,9 +219,5 @@ def panel_payments(request, study_id: int):
     rows = panel_pay_rows(study=study, hourly_rate=rate, minimum_wage=minimum, bonus_accuracy=bonus)
     audit(study=study, actor=request.user, action=PAY_ACTION, obj=study,
           after={"file": "panel-payments.csv", "rate": rate, "minimum": minimum, "bonus": bonus})
-    body = [[r.pseudonym, r.participant.participant_id, r.participant.status, r.participant.outcome_code, r.items,
-             round(r.active_seconds, 1), r.participant.link.gap_minutes * 60, r.left_out, r.untimed,
-             None if r.session_seconds is None else round(r.session_seconds), r.calibration, r.gold_answered,
-             r.gold_right, None if r.gold_accuracy is None else round(r.gold_accuracy, 3), rate, f"{r.pay:.2f}",
-             r.effective_hourly, "yes" if r.below_minimum else "", "yes" if r.bonus else ""] for r in rows]
+    body = pay_sheet(rows, hourly_rate=rate, minimum_wage=minimum, bonus_accuracy=bonus)
     return csv_response(PAY_HEADER, body, f"study-{study.id}-panel-payments.csv")

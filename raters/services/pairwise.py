@@ -24,6 +24,7 @@ from .. import pair_assignment
 from ..counting import left_out_rater_ids
 from ..models import GoldPair, PairAssignment, PairGoldAnswer
 from ..selectors import eligible_raters, rater_status
+from ..timing import item_seconds
 from .common import RatingError
 from .welfare import check_cap
 
@@ -183,7 +184,7 @@ class PairSubmission:
     # {question key: "a" (the left response), "b" (the right) or "same"}
     answers: dict
     reason: str = ""
-    seconds_on_item: float | None = None
+    seconds_on_item: object = None  # as sent; raters.timing reads and bounds it
 
 
 def parse_pair_answers(phase: PairwisePhase, answers: dict, first_on_left: bool) -> dict[str, str]:
@@ -239,9 +240,8 @@ def pair_judgment_submit(*, study: Study, rater, item_public_id: str, submission
     reason = submission.reason.strip() if phase.reason == "optional" else ""
     if "\x00" in reason:
         raise RatingError("The reason holds a NUL character.")
-    seconds = submission.seconds_on_item
-    if seconds is not None and not (0 <= seconds < 86400):  # a client's clock: negative, inf or NaN is no time
-        seconds = None
+    # Taken before this item's completion is written, which is the next item's start.
+    seconds = item_seconds(study=study, rater=rater, client=submission.seconds_on_item)
     with transaction.atomic():
         if assignment.gold_pair_id:
             # An attention check keeps the first answer, as a 1-10 gold answer does: a second try after

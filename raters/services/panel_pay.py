@@ -1,5 +1,10 @@
 """Time and pay of a study's pool participants: active time from the seconds each item was on screen,
-pay at an hourly rate, the effective rate over the whole session, gold accuracy and bonus eligibility."""
+pay at an hourly rate, the effective rate over the whole session, gold accuracy and bonus eligibility.
+
+The seconds are those recorded at submit (raters.timing): the browser's measure, never more than the time
+the server saw since the rater's previous action, and that observed time when the browser sent none, so a
+participant can't inflate their pay and work done without JavaScript is paid. Only items recorded before
+that rule have no time at all; the sheet counts them."""
 
 from dataclasses import dataclass
 
@@ -11,7 +16,14 @@ from ..panel_models import PanelParticipant
 from ..selectors import rater_status
 from .panel import last_activity
 
-
+# Said on every row of the sheet, so that a file passed on keeps what its seconds mean.
+TIME_BASIS = ("per item: the browser's seconds on screen, capped at the time the server saw since the rater's "
+              "previous action (that time when the browser sent none); items over break_over_seconds left out")
+NO_THRESHOLD, NO_MINIMUM = "n/a (no threshold set)", "n/a (no minimum set)"
+PAY_HEADER = ["pseudonym", "participant_id", "status", "outcome_code", "items_done", "active_seconds",
+              "break_over_seconds", "items_left_out_as_breaks", "items_without_time", "session_seconds",
+              "calibration", "gold_answered", "gold_right", "gold_accuracy", "hourly_rate", "pay",
+              "effective_hourly", "below_minimum_wage", "bonus_threshold", "bonus_eligible", "time_basis"]
 
 
 def active_seconds(seconds: list[float | None], gap_seconds: float) -> tuple[float, int, int]:
@@ -42,8 +54,8 @@ class PayRow:
     gold_right: int
     pay: float
     effective_hourly: float | None
-    below_minimum: bool
-    bonus: bool
+    below_minimum: bool | None  # None: no minimum wage given, or no session time to divide by
+    bonus: bool | None  # None: no bonus threshold given
 
     @property
     def gold_accuracy(self) -> float | None:
@@ -98,7 +110,35 @@ def panel_pay_rows(*, study: Study, hourly_rate: float, minimum_wage: float | No
             active_seconds=active, left_out=left_out, untimed=untimed, session_seconds=session,
             calibration=rater_status(study=study, user=p.user).calibration, gold_answered=answered, gold_right=right,
             pay=pay, effective_hourly=None if effective is None else round(effective, 2),
-            below_minimum=minimum_wage is not None and effective is not None and effective < minimum_wage,
-            bonus=bonus_accuracy is not None and answered > 0 and right / answered >= bonus_accuracy,
+            below_minimum=None if minimum_wage is None or effective is None else effective < minimum_wage,
+            bonus=None if bonus_accuracy is None else answered > 0 and right / answered >= bonus_accuracy,
         ))
     return rows
+
+
+def _minimum_cell(row: PayRow, minimum_wage: float | None) -> str:
+    if minimum_wage is None:
+        return NO_MINIMUM
+    if row.below_minimum is None:
+        return "n/a (no session time)"
+    return "yes" if row.below_minimum else "no"
+
+
+def _bonus_cell(row: PayRow) -> str:
+    # Blank was ambiguous (not eligible, or not asked?): every cell says which.
+    if row.bonus is None:
+        return NO_THRESHOLD
+    if row.gold_answered == 0:
+        return "no (no gold answered)"
+    return "yes" if row.bonus else "no"
+
+
+def pay_sheet(rows: list[PayRow], *, hourly_rate: float, minimum_wage: float | None = None,
+              bonus_accuracy: float | None = None) -> list[list]:
+    """The payment sheet's cells, in PAY_HEADER's order."""
+    return [[r.pseudonym, r.participant.participant_id, r.participant.status, r.participant.outcome_code, r.items,
+             round(r.active_seconds, 1), r.participant.link.gap_minutes * 60, r.left_out, r.untimed,
+             None if r.session_seconds is None else round(r.session_seconds), r.calibration, r.gold_answered,
+             r.gold_right, None if r.gold_accuracy is None else round(r.gold_accuracy, 3), hourly_rate,
+             f"{r.pay:.2f}", r.effective_hourly, _minimum_cell(r, minimum_wage),
+             NO_THRESHOLD if bonus_accuracy is None else bonus_accuracy, _bonus_cell(r), TIME_BASIS] for r in rows]

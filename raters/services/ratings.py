@@ -11,6 +11,7 @@ from evalapp.models import Rating, Score, Study, UnsafeCategory
 
 from ..models import Assignment, GoldAnswer, RatingRevision
 from ..selectors import rater_status
+from ..timing import item_seconds
 from .common import RatingError, parse_answers, stored_values
 from .welfare import check_cap
 
@@ -24,7 +25,8 @@ class Submission:
     unsafe: bool = False
     unsafe_category: str = ""
     comment: str = ""
-    seconds_on_item: float | None = None
+    # The browser's measure of the seconds on screen, as sent (any value: raters.timing reads it).
+    seconds_on_item: object = None
 
 
 def rating_submit(*, study: Study, rater, item_public_id: str, submission: Submission, status=None) -> str:
@@ -37,14 +39,14 @@ def rating_submit(*, study: Study, rater, item_public_id: str, submission: Submi
         raise RatingError("Choose what makes the response unsafe.")
     if not submission.unsafe:
         submission.unsafe_category = ""
-    if submission.seconds_on_item is not None and submission.seconds_on_item < 0:
-        submission.seconds_on_item = None
     if study.status == Study.Status.CLOSED:
         raise RatingError("This study is closed; ratings can no longer be changed.", status=409)
     if study.status != Study.Status.RATING:
         raise RatingError("This study is not open for rating.", status=409)
     assignment = _assignment_for(study, rater, item_public_id, status)
     check_cap(study, rater, assignment.completed_at)
+    # Taken before this item's completion is written, which is the next item's start.
+    submission.seconds_on_item = item_seconds(study=study, rater=rater, client=submission.seconds_on_item)
     with transaction.atomic():
         if assignment.gold_item_id:
             _, created = GoldAnswer.objects.get_or_create(

@@ -1,6 +1,9 @@
 """The study most rater tests share: six prompts, two arms, two ratings per response, a consent text."""
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from raters import services
 from raters.models import Role
@@ -26,3 +29,26 @@ def add_rater(study, name):
     user = MembershipFactory(study=study, user=UserFactory(username=name), role=Role.RATER).user
     services.consent_accept(study=study, user=user, version=study.consent_versions.first())
     return user
+
+
+class Clock:
+    """django.utils.timezone.now, standing still until a test moves it: the server's observed time on an
+    item (raters.timing) is then exactly what the test says."""
+
+    def __init__(self, start):
+        self.now = start
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    # Patched on the module: every `timezone.now()` call (auto_now fields, completed_at, raters.timing) reads it.
+    # An hour ahead: a field with default=timezone.now kept the real clock, which must stay behind this one.
+    ticking = Clock(timezone.now() + timedelta(hours=1))
+    monkeypatch.setattr(timezone, "now", ticking)
+    return ticking

@@ -137,7 +137,7 @@ def test_gold_pairs_are_mixed_in_and_scored(rating_study, researcher):
 
 
 @pytest.mark.django_db
-def test_compare_page_is_blind_and_keyboard_ready(client, rating_study):
+def test_compare_page_is_blind_and_keyboard_ready(client, rating_study, clock):
     add_rater(rating_study, "r1")
     rater = add_rater(rating_study, "r0")
     rater.set_password("pw-for-tests")
@@ -154,6 +154,7 @@ def test_compare_page_is_blind_and_keyboard_ready(client, rating_study):
     for secret in ("fine-tuned", "baseline", "secret-ft", *rating_study.arms.values_list("blind_code", flat=True)):
         assert secret not in body
     first = PairAssignment.objects.filter(rater=rater).order_by("position").first()
+    clock.advance(30)  # more than the browser's 4.2 s: it stands
     posted = client.post(reverse("compare_submit", args=[rating_study.id, first.pair.public_id]),
                          {"pick-empathy": "b", "pick-fluency": "same", "seconds": "4.2"})
     assert posted.status_code == 302

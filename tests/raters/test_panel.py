@@ -405,15 +405,17 @@ def test_active_time_leaves_out_breaks_and_untimed_items():
     assert active_seconds([], 300) == (0.0, 0, 0)
 
 
-def test_the_payment_sheet_by_hand(client, link, open_study, researcher):
+def test_the_payment_sheet_by_hand(client, link, open_study, researcher, clock):
     c = Client()
     enter(c, link, **prolific())
     consent(c, open_study)
     participant = PanelParticipant.objects.get()
     user = participant.user
     items = list(Assignment.objects.filter(study=open_study, rater=user).order_by("position"))
-    # 6 items: 60 s, 120 s, 600 s (a break over 5 minutes: left out), 240 s, no time, 180 s.
-    for a, seconds in zip(items, [60, 120, 600, 240, None, 180], strict=False):
+    # 6 items: 60 s, 120 s, 600 s (a break over 5 minutes: left out), 240 s, no time sent (the server saw
+    # 90 s), 180 s; each time the server saw pass too.
+    for a, seconds, seen in zip(items, [60, 120, 600, 240, None, 180], [60, 120, 600, 240, 90, 180], strict=False):
+        clock.advance(seen)
         services.rating_submit(study=open_study, rater=user, item_public_id=a.response.public_id,
                                submission=Submission({"empathy": 5, "fluency": 5}, seconds_on_item=seconds))
     # The pool says the session took 1800 s.
@@ -424,16 +426,17 @@ def test_the_payment_sheet_by_hand(client, link, open_study, researcher):
     assert response.status_code == 200
     text = b"".join(response.streaming_content).decode()
     row = next(csv.DictReader(io.StringIO(text)))
-    # Active: 60 + 120 + 240 + 180 = 600 s = 1/6 h; pay 12 / 6 = 2.00; over the 1800 s session: 4.00 an hour.
+    # Active: 60 + 120 + 240 + 90 + 180 = 690 s; pay 12 x 690 / 3600 = 2.30; over the 1800 s session: 4.60 an hour.
     assert (row["items_done"], row["active_seconds"], row["items_left_out_as_breaks"], row["items_without_time"]) == (
-        "6", "600.0", "1", "1")
-    assert (row["pay"], row["effective_hourly"], row["below_minimum_wage"]) == ("2.00", "4.0", "yes")
+        "6", "690.0", "1", "0")
+    assert (row["pay"], row["effective_hourly"], row["below_minimum_wage"]) == ("2.30", "4.6", "yes")
     assert row["break_over_seconds"] == "300" and row["session_seconds"] == "1800" and row["participant_id"] == PID and row["gold_accuracy"] == ""
-    assert row["bonus_eligible"] == ""  # no gold answered: no bonus
+    assert (row["bonus_threshold"], row["bonus_eligible"]) == ("0.5", "no (no gold answered)")
     assert AuditEvent.objects.filter(study=open_study, action="export.panel_payments", actor=researcher).count() == 1
     fine = next(csv.DictReader(io.StringIO(b"".join(
         client.get(url, {"rate": "60", "minimum": "10"}).streaming_content).decode())))
-    assert (fine["pay"], fine["effective_hourly"], fine["below_minimum_wage"]) == ("10.00", "20.0", "")
+    assert (fine["pay"], fine["effective_hourly"], fine["below_minimum_wage"]) == ("11.50", "23.0", "no")
+    assert (fine["bonus_threshold"], fine["bonus_eligible"]) == ("n/a (no threshold set)", "n/a (no threshold set)")
     for bad in ({}, {"rate": "x"}, {"rate": "-1"}, {"rate": "12", "bonus": "2"}):
         assert client.get(url, bad).status_code == 400
 

@@ -175,7 +175,7 @@ def test_bad_submissions_write_nothing(rating_study, outsider):
     assert not Rating.objects.exists() and not_mine is None and unassigned
 
 
-def test_http_submit_errors_are_clear(client, rating_study):
+def test_http_submit_errors_are_clear(client, rating_study, clock):
     rater = add_rater(rating_study, "r1")
     services.study_open_for_rating(study=rating_study)
     item = next_item(study=rating_study, rater=rater).assignment.response.public_id
@@ -186,6 +186,7 @@ def test_http_submit_errors_are_clear(client, rating_study):
     missing = client.post(reverse("rate_submit", args=[rating_study.id, "unknown-id"]), {"score-empathy": 5, "score-fluency": 5},
                           headers={"X-Requested-With": "fetch"})
     assert missing.status_code == 404
+    clock.advance(60)  # the server saw a minute pass: the browser's 12.5 s stands
     ok = client.post(url, {"score-empathy": 5, "score-fluency": 6, "seconds": "12.5"}, headers={"X-Requested-With": "fetch"})
     assert ok.status_code == 200 and 'id="rate-item"' in ok.content.decode() and "2 of" in ok.content.decode()
     assert Rating.objects.get().seconds_on_item == 12.5
@@ -267,10 +268,11 @@ def test_next_item_query_count_is_constant(rating_study, django_assert_num_queri
         next_item(study=rating_study, rater=rater)
 
 
-def test_researcher_sees_quality_and_can_exclude(client, rating_study, researcher):
+def test_researcher_sees_quality_and_can_exclude(client, rating_study, researcher, clock):
     raters = [add_rater(rating_study, f"r{i}") for i in range(3)]
     services.study_open_for_rating(study=rating_study)
     for _ in range(4):
+        clock.advance(5)
         submit(rating_study, raters[0], empathy=10, fluency=10, seconds_on_item=2.0)
     client.force_login(researcher)
     page = client.get(reverse("raters_page", args=[rating_study.id])).content.decode()
