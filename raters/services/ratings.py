@@ -44,8 +44,8 @@ def rating_submit(*, study: Study, rater, item_public_id: str, submission: Submi
     if study.status != Study.Status.RATING:
         raise RatingError("This study is not open for rating.", status=409)
     assignment = _assignment_for(study, rater, item_public_id, status)
-    check_cap(study, rater, assignment.completed_at)
     with transaction.atomic():
+        check_cap(study, rater, assignment)  # in the write's transaction: it locks until the item is done
         if assignment.gold_item_id:
             _, created = GoldAnswer.objects.get_or_create(
                 assignment=assignment,
@@ -112,10 +112,11 @@ def assignment_skip(*, study: Study, rater, item_public_id: str, reason: str) ->
     if study.status != Study.Status.RATING:
         raise RatingError("This study is not open for rating.", status=409)
     assignment = _assignment_for(study, rater, item_public_id)
-    check_cap(study, rater, assignment.completed_at)
-    Assignment.objects.filter(id=assignment.id, completed_at__isnull=True).update(
-        completed_at=timezone.now(), skip_reason=reason.strip()[:500]
-    )
+    with transaction.atomic():
+        check_cap(study, rater, assignment)
+        Assignment.objects.filter(id=assignment.id, completed_at__isnull=True).update(
+            completed_at=timezone.now(), skip_reason=reason.strip()[:500]
+        )
 
 
 def _assignment_for(study: Study, rater, item_public_id: str, status=None) -> Assignment:
