@@ -136,6 +136,9 @@ def welfare_break(request, study_id: int):
 def welfare_cap_finish(request, study_id: int):
     """A pool participant at a cap: finished, paid for what they did, sent to their completion code."""
     study = get_study_for(request.user, study_id, roles=[Role.RATER])
+    status = selectors.rater_status(study=study, user=request.user)
+    if status.withdrawn or status.excluded:  # as the break: an excluded rater rates no more, so reaches no cap
+        raise Http404("No such study.")
     try:
         completion = panel_cap_finish(study=study, rater=request.user)
     except services.RatingError as exc:
