@@ -27,6 +27,7 @@ from raters import selectors as rater_selectors
 from raters import services as rater_services
 from raters.access import ALL_ROLES, get_study_for, studies_for
 from raters.models import Role, StudyMembership
+from raters.services.welfare import welfare_gate
 
 from . import serializers as s
 from .errors import ServiceError
@@ -284,7 +285,8 @@ class JudgeList(_StudyScoped, generics.ListAPIView):
 class RaterNextItem(_StudyScoped, APIView):
     study_roles = [Role.RATER]
 
-    @extend_schema(responses={200: s.RaterItemSerializer, 204: None})
+    # 429: a welfare break due or a cap reached, as the rate page shows it; until when in `welfare` and Retry-After.
+    @extend_schema(responses={200: s.RaterItemSerializer, 204: None, 429: OpenApiResponse(OpenApiTypes.OBJECT)})
     def get(self, request, study_id: int):
         study = self.study()
         rater_status = rater_selectors.rater_status(study=study, user=request.user)
@@ -293,6 +295,8 @@ class RaterNextItem(_StudyScoped, APIView):
         upcoming = rater_selectors.next_item(study=study, rater=request.user)
         if upcoming.assignment is None:
             return ApiResponse(status=status.HTTP_204_NO_CONTENT)
+        if (gate := welfare_gate(study, request.user)) is not None:  # the page too shows it only before an item
+            return ApiResponse(gate["body"], status=429, headers={"Retry-After": str(gate["retry_after"])})
         a = upcoming.assignment
         source = a.gold_item if a.gold_item_id else a.response
         item = {

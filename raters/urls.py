@@ -18,6 +18,7 @@ urlpatterns = [
     path("studies/<int:study_id>/calibration/", views.calibration, name="calibration"),
     path("studies/<int:study_id>/rate/", views.rate, name="rate"),
     path("studies/<int:study_id>/break/", welfare_views.welfare_break, name="welfare_break"),
+    path("studies/<int:study_id>/break/finish/", welfare_views.welfare_cap_finish, name="welfare_cap_finish"),
     path("studies/<int:study_id>/rate/<str:public_id>/", views.rate_submit, name="rate_submit"),
     path("studies/<int:study_id>/rate/<str:public_id>/distress/", welfare_views.rate_distress, name="rate_distress"),
     path("studies/<int:study_id>/compare/", pair_views.compare, name="compare"),

@@ -37,14 +37,36 @@ class State:
     items_in_session: int
     items_since_break: int
     minutes_since_break: float
-    resume_at: datetime | None  # when a session cap lifts (the session gap after the last item)
+    resume_at: datetime | None  # when the cap reached lifts: the session gap after the last item, or midnight
     limit: int = 0  # the cap reached
+    break_over_at: datetime | None = None  # a due break is over by itself once the rater has rested this long
+
+    @property
+    def break_message(self) -> str:
+        """What the break prompt says the rater has done: never "about 0 minutes" nor "1 items"."""
+        return f"You have read {plural(self.items_since_break, 'item')} in {duration_words(self.minutes_since_break)}."
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def duration_words(minutes: float) -> str:
+    """A rough duration: twenty quick items can take under a minute, and rounding that says "0 minutes"."""
+    if minutes < 1:
+        return "less than a minute"
+    whole = round(minutes)
+    if whole < 60:
+        return f"about {plural(whole, 'minute')}"
+    hours, rest = divmod(whole, 60)
+    return f"about {plural(hours, 'hour')}" + (f" {plural(rest, 'minute')}" if rest else "")
 
 
 def welfare_state(limits: Limits, done: Iterable[datetime], breaks: Iterable[datetime], *, now: datetime,
                   day_start: datetime) -> State:
     """Where a rater stands, from the times they finished items (rated, skipped or found distressing:
-    every item read is exposure) and the times they pressed "continue" on a break prompt."""
+    every item read is exposure) and the times they pressed "continue" on a break prompt. `day_start` is
+    the local midnight that began today (aware): the day cap lifts at the next one."""
     times = sorted(t for t in done if t <= now)
     session = _last_run(times, SESSION_GAP, now)
     last_break = max((b for b in breaks if b <= now), default=None)
@@ -68,8 +90,12 @@ def welfare_state(limits: Limits, done: Iterable[datetime], breaks: Iterable[dat
         cap = "session"
     return State(break_due=break_due and cap is None, cap=cap, items_today=items_today,
                  items_in_session=len(session), items_since_break=len(stretch), minutes_since_break=minutes,
-                 resume_at=session[-1] + SESSION_GAP if cap == "session" else None,
-                 limit={"day": limits.cap_per_day, "session": limits.cap_per_session}.get(cap, 0))
+                 # Aware arithmetic keeps the wall clock: a day after local midnight is the next midnight,
+                 # also across a DST change (a zoneinfo day_start).
+                 resume_at={"session": session[-1] + SESSION_GAP if session else None,
+                            "day": day_start + timedelta(days=1)}.get(cap),
+                 limit={"day": limits.cap_per_day, "session": limits.cap_per_session}.get(cap, 0),
+                 break_over_at=stretch[-1] + REST if break_due and cap is None else None)
 
 
 def _last_run(times: Sequence[datetime], gap: timedelta, now: datetime, inclusive: bool = False) -> list[datetime]:
@@ -132,10 +158,21 @@ def topic_labels(presets: Iterable[str], other: str) -> list[str]:
 
 
 def flagged(reports: int, readers: int, *, min_reports: int, min_percent: int) -> bool:
-    """An item found distressing by at least `min_reports` raters, or by `min_percent` % of those who read
-    it (0 turns either rule off)."""
-    if reports <= 0:
+    """An item found distressing by at least `min_reports` raters AND by at least `min_percent` % of those
+    who read it. Both, because either alone is too eager: by share, one report of one reader is 100 %; by
+    count, two reports among a hundred readers would be. 0 drops that condition; both 0 turn flags off."""
+    if reports <= 0 or (min_reports <= 0 and min_percent <= 0):
         return False
-    by_count = min_reports > 0 and reports >= min_reports
-    by_share = min_percent > 0 and readers > 0 and 100 * reports >= min_percent * readers
-    return by_count or by_share
+    readers = max(readers, reports)  # whoever reported an item read it
+    if min_reports > 0 and reports < min_reports:
+        return False
+    return not (min_percent > 0 and 100 * reports < min_percent * readers)
+
+
+def flag_rule(min_reports: int, min_percent: int) -> str:
+    """The rule `flagged` applies, in words, for the researcher's page."""
+    if min_reports <= 0 and min_percent <= 0:
+        return "Flags are off: no item is flagged for review, whatever its reports."
+    parts = ([f"at least {plural(min_reports, 'rater')}"] if min_reports > 0 else []) + (
+        [f"at least {min_percent}% of the raters who read it"] if min_percent > 0 else [])
+    return f"An item is flagged for review when {' and '.join(parts)} found it distressing."

@@ -50,9 +50,11 @@ class WelfareSettings(models.Model):
     cap_per_session = models.PositiveIntegerField(default=0)
     crisis_text = models.TextField(default=DEFAULT_CRISIS_TEXT)
     crisis_links = models.JSONField(default=list, blank=True, validators=[validate_links])  # [{"label", "url"}], http(s) or tel: only
-    # An item is flagged for review when this many raters, or this share of its readers, found it distressing.
-    flag_min_reports = models.PositiveIntegerField(default=2)
-    flag_min_percent = models.PositiveIntegerField(default=50)
+    # An item is flagged for review when at least this many raters AND this share of its readers found it
+    # distressing (raters.welfare.flagged). 3 and 20 %: one or two reports in a small study are not yet a
+    # pattern, and a handful among a hundred readers is not one either.
+    flag_min_reports = models.PositiveIntegerField(default=3)
+    flag_min_percent = models.PositiveIntegerField(default=20)
     updated_at = models.DateTimeField(auto_now=True)
 
 

@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from . import pair_views, selectors, services
@@ -13,7 +14,9 @@ from . import views as rating_views
 from . import welfare as rules
 from .access import get_study_for
 from .models import Role
+from .panel_models import PanelParticipant
 from .services.welfare import EDITABLE
+from .services.welfare_panel import panel_cap_finish
 
 RESEARCHERS = [Role.RESEARCHER]
 
@@ -33,9 +36,11 @@ class WelfareForm(forms.Form):
     crisis_links = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False,
                                    label="Crisis links, one a line: label | https://… or tel:…")
     flag_min_reports = forms.IntegerField(min_value=0, max_value=10000,
-                                          label="Flag an item when this many raters found it distressing (0: off)")
+                                          label="Flag an item when at least this many raters found it distressing "
+                                                "(0: no minimum)")
     flag_min_percent = forms.IntegerField(min_value=0, max_value=100,
-                                          label="… or this % of its readers (0: off)")
+                                          label="… and at least this % of the raters who read it (0: no minimum; "
+                                                "both 0: no flags)")
 
     def clean_crisis_links(self):
         try:
@@ -67,6 +72,7 @@ def welfare_page(request, study_id: int):
     return render(request, "raters/welfare.html", {
         "study": study, "form": form, "summary": services.distress_summary(study),
         "session_gap": int(rules.SESSION_GAP.total_seconds() // 60), "rest": int(rules.REST.total_seconds() // 60),
+        "time_zone": timezone.get_current_timezone_name(),
     }, status=400 if form.errors else 200)
 
 
@@ -123,3 +129,21 @@ def welfare_break(request, study_id: int):
         raise Http404("No such study.")
     services.break_taken(study=study, rater=request.user)
     return redirect("compare" if request.POST.get("page") == "compare" else "rate", study_id=study.id)
+
+
+@login_required
+@require_POST
+def welfare_cap_finish(request, study_id: int):
+    """A pool participant at a cap: finished, paid for what they did, sent to their completion code."""
+    study = get_study_for(request.user, study_id, roles=[Role.RATER])
+    status = selectors.rater_status(study=study, user=request.user)
+    if status.withdrawn or status.excluded:  # as the break: an excluded rater rates no more, so reaches no cap
+        raise Http404("No such study.")
+    try:
+        completion = panel_cap_finish(study=study, rater=request.user)
+    except services.RatingError as exc:
+        messages.error(request, str(exc))
+        return redirect("rate", study_id=study.id)
+    slug = PanelParticipant.objects.filter(user=request.user, study=study).values_list("link__slug", flat=True).first()
+    messages.success(request, f"Thank you. Your completion code is {completion.code}.")
+    return redirect("panel_done", slug=slug)

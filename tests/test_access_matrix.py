@@ -51,7 +51,7 @@ GHOST_STUDY_ID = 10**9
 # where an outsider stands), or whom its researcher excluded (turned away from rating, free to withdraw).
 FORMER_RATERS = ("withdrawn_rater", "excluded_rater")
 RATING_ROUTES = ("rate", "rate_submit", "api_rating_next", "api_rating_submit", "compare", "compare_submit",
-                 "rate_distress", "compare_distress", "welfare_break")
+                 "rate_distress", "compare_distress", "welfare_break", "welfare_cap_finish")
 
 
 def audience(*allowed, others=NOT_FOUND, anonymous=LOGIN) -> dict:
@@ -244,6 +244,7 @@ ROUTES: dict[str, Row] = {
     "compare_distress": Row(read=NOT_THIS_METHOD, write=audience("rater"),
                             kwargs=study(public_id=lambda w: w["pair"].public_id), objects=("public_id",)),
     "welfare_break": Row(read=NOT_THIS_METHOD, write=audience("rater")),
+    "welfare_cap_finish": Row(read=NOT_THIS_METHOD, write=audience("rater")),  # 409 for a rater from no pool
     "support": Row(read=audience(*MEMBERS), write=audience(*MEMBERS)),
     "welfare_page": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
     # -- the researcher's pairwise phase: an empty body is refused by the form, which passes the check

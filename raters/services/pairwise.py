@@ -235,7 +235,6 @@ def pair_judgment_submit(*, study: Study, rater, item_public_id: str, submission
     Returns "created", "unchanged" or "revised"."""
     phase = _open_phase(study)
     assignment = _pair_assignment_for(study, rater, item_public_id, status)
-    check_cap(study, rater, assignment.completed_at)
     verdicts = parse_pair_answers(phase, submission.answers, assignment.first_on_left)
     reason = submission.reason.strip() if phase.reason == "optional" else ""
     if "\x00" in reason:
@@ -243,6 +242,7 @@ def pair_judgment_submit(*, study: Study, rater, item_public_id: str, submission
     # Taken before this item's completion is written, which is the next item's start.
     seconds = item_seconds(study=study, rater=rater, client=submission.seconds_on_item)
     with transaction.atomic():
+        check_cap(study, rater, assignment)  # in the write's transaction: it locks until the item is done
         if assignment.gold_pair_id:
             # An attention check keeps the first answer, as a 1-10 gold answer does: a second try after
             # seeing nothing new would only measure the retry.
@@ -282,9 +282,10 @@ def pair_skip(*, study: Study, rater, item_public_id: str, reason: str) -> None:
         raise RatingError("Say why you can't compare these responses.")
     _open_phase(study)
     assignment = _pair_assignment_for(study, rater, item_public_id)
-    check_cap(study, rater, assignment.completed_at)
-    PairAssignment.objects.filter(id=assignment.id, completed_at__isnull=True).update(
-        completed_at=timezone.now(), skip_reason=reason.strip()[:500])
+    with transaction.atomic():
+        check_cap(study, rater, assignment)
+        PairAssignment.objects.filter(id=assignment.id, completed_at__isnull=True).update(
+            completed_at=timezone.now(), skip_reason=reason.strip()[:500])
 
 
 def gold_pair_add(*, study: Study, user, messages: list[dict], better_text: str, worse_text: str,

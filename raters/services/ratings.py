@@ -44,10 +44,10 @@ def rating_submit(*, study: Study, rater, item_public_id: str, submission: Submi
     if study.status != Study.Status.RATING:
         raise RatingError("This study is not open for rating.", status=409)
     assignment = _assignment_for(study, rater, item_public_id, status)
-    check_cap(study, rater, assignment.completed_at)
     # Taken before this item's completion is written, which is the next item's start.
     submission.seconds_on_item = item_seconds(study=study, rater=rater, client=submission.seconds_on_item)
     with transaction.atomic():
+        check_cap(study, rater, assignment)  # in the write's transaction: it locks until the item is done
         if assignment.gold_item_id:
             _, created = GoldAnswer.objects.get_or_create(
                 assignment=assignment,
@@ -114,10 +114,11 @@ def assignment_skip(*, study: Study, rater, item_public_id: str, reason: str) ->
     if study.status != Study.Status.RATING:
         raise RatingError("This study is not open for rating.", status=409)
     assignment = _assignment_for(study, rater, item_public_id)
-    check_cap(study, rater, assignment.completed_at)
-    Assignment.objects.filter(id=assignment.id, completed_at__isnull=True).update(
-        completed_at=timezone.now(), skip_reason=reason.strip()[:500]
-    )
+    with transaction.atomic():
+        check_cap(study, rater, assignment)
+        Assignment.objects.filter(id=assignment.id, completed_at__isnull=True).update(
+            completed_at=timezone.now(), skip_reason=reason.strip()[:500]
+        )
 
 
 def _assignment_for(study: Study, rater, item_public_id: str, status=None) -> Assignment:

@@ -1,5 +1,6 @@
 """Rater welfare, the rows: settings (audited), the notice shown at consent, distress skips, breaks, caps."""
 
+import math
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -15,6 +16,8 @@ from ..models import (
     Assignment,
     DistressReport,
     PairAssignment,
+    Role,
+    StudyMembership,
     WelfareBreak,
     WelfareSettings,
 )
@@ -97,18 +100,58 @@ def rater_state(study: Study, rater, now: datetime | None = None) -> rules.State
     return rules.welfare_state(limits, done, breaks, now=now, day_start=day_start)
 
 
+def when_words(moment: datetime) -> str:
+    """A moment as the rater reads it: the time, the day, and the zone it is in (the server's, settings.
+    TIME_ZONE: the zone the day cap's midnight is counted in)."""
+    local = timezone.localtime(moment)
+    return f"{local:%H:%M} on {local:%A} {local.day} {local:%B} ({timezone.get_current_timezone_name()} time)"
+
+
 def cap_message(state: rules.State) -> str:
     if state.cap == "day":
-        return f"You have reached today's limit of {state.limit} items. Thank you: come back tomorrow."
-    when = timezone.localtime(state.resume_at).strftime("%H:%M") if state.resume_at else "later"
-    return (f"You have reached this session's limit of {state.limit} items. Thank you: take a rest "
-            f"and come back later (from {when}).")
+        return (f"You have reached today's limit of {rules.plural(state.limit, 'item')} (the daily cap). Thank you: "
+                f"come back tomorrow, from {when_words(state.resume_at)}.")
+    return (f"You have reached this session's limit of {rules.plural(state.limit, 'item')} (the per-session cap; a "
+            f"session ends after a pause of {int(rules.SESSION_GAP.total_seconds() // 60)} minutes). Thank you: "
+            f"take a rest and come back from {when_words(state.resume_at)}.")
 
 
-def check_cap(study: Study, rater, completed_at) -> None:
-    """Refuse a new item past a cap (a revision of a finished one is not more reading): nothing is written."""
-    if completed_at is not None:
+def welfare_gate(study: Study, rater, now: datetime | None = None) -> dict | None:
+    """What stands before the rater's next item, as the rate page shows it: a cap reached (until it lifts)
+    or a break due (until they have rested, or say they have), else None. For the API's next item."""
+    now = now or timezone.now()
+    state = rater_state(study, rater, now)
+    if state.cap is None and not state.break_due:
+        return None
+    if state.cap:
+        detail, until = cap_message(state), state.resume_at
+    else:
+        until = state.break_over_at
+        detail = (f"Time for a break. {state.break_message} Step away from the screen for a few minutes; "
+                  f"the next item comes after a pause of {int(rules.REST.total_seconds() // 60)} minutes, "
+                  f"from {when_words(until)}, or once you say you have had a break on the rating page.")
+    return {"retry_after": max(1, math.ceil((until - now).total_seconds())), "body": {"detail": detail,
+            "welfare": {"break_due": state.break_due, "cap": state.cap, "limit": state.limit,
+                        "items_today": state.items_today, "items_in_session": state.items_in_session,
+                        "items_since_break": state.items_since_break,
+                        "minutes_since_break": round(state.minutes_since_break, 1), "until": until.isoformat()}}}
+
+
+def check_cap(study: Study, rater, assignment) -> None:
+    """Refuse a new item past a cap (a revision of a finished one is not more reading): nothing is written.
+
+    Call it inside the transaction that then marks the item done. It locks the rater's membership row
+    until that commits, so two submits at once (two tabs, the API) are counted one after the other
+    rather than both passing at cap - 1; READ COMMITTED then shows the second the first's item."""
+    if assignment.completed_at is not None:
         return
+    settings = welfare_settings(study)
+    if not settings.cap_per_day and not settings.cap_per_session:
+        return
+    list(StudyMembership.objects.select_for_update().filter(study=study, user=rater, role=Role.RATER)
+         .values_list("id", flat=True))
+    if type(assignment).objects.filter(id=assignment.id, completed_at__isnull=False).exists():
+        return  # the same item, finished meanwhile by the request we waited for: not more reading
     state = rater_state(study, rater)
     if state.cap is not None:
         raise RatingError(cap_message(state), status=409)
@@ -144,4 +187,5 @@ def distress_summary(study: Study) -> dict:
                       "flagged": rules.flagged(count, n, min_reports=settings.flag_min_reports,
                                                min_percent=settings.flag_min_percent)})
     return {"total": len(reports), "by_topic": by_topic.most_common(), "items": items,
-            "flagged": sum(item["flagged"] for item in items)}
+            "flagged": sum(item["flagged"] for item in items),
+            "rule": rules.flag_rule(settings.flag_min_reports, settings.flag_min_percent)}

@@ -98,13 +98,25 @@ def test_crisis_links_are_http_https_or_tel_only():
     assert rules.links_text([{"label": "a", "url": "tel:1"}]) == "a | tel:1"
 
 
-def test_flags_by_count_or_share_of_readers():
-    assert rules.flagged(2, 10, min_reports=2, min_percent=50)
-    assert not rules.flagged(1, 10, min_reports=2, min_percent=50)
-    assert rules.flagged(1, 2, min_reports=2, min_percent=50)
-    assert not rules.flagged(1, 2, min_reports=2, min_percent=0)
+def test_flags_need_enough_reports_and_a_share_of_readers():
+    # The defaults (3 and 20 %): one or two reports are no pattern yet, however few read the item...
+    assert not rules.flagged(1, 1, min_reports=3, min_percent=20)
+    assert not rules.flagged(2, 2, min_reports=3, min_percent=20)
+    assert rules.flagged(3, 3, min_reports=3, min_percent=20)
+    # ... and three among a hundred readers are not one either.
+    assert not rules.flagged(3, 100, min_reports=3, min_percent=20)
+    assert rules.flagged(20, 100, min_reports=3, min_percent=20)
+    assert not rules.flagged(19, 100, min_reports=3, min_percent=20)
+    # 0 drops one condition; both 0 turn flags off; no report is never a flag.
+    assert rules.flagged(1, 10, min_reports=0, min_percent=10) and rules.flagged(2, 100, min_reports=2, min_percent=0)
     assert not rules.flagged(5, 5, min_reports=0, min_percent=0)
     assert not rules.flagged(0, 5, min_reports=1, min_percent=1)
+    # Whoever reported an item read it, even if the readers' count lags.
+    assert rules.flagged(3, 0, min_reports=3, min_percent=50)
+    assert rules.flag_rule(3, 20) == ("An item is flagged for review when at least 3 raters and at least 20% of the "
+                                      "raters who read it found it distressing.")
+    assert rules.flag_rule(1, 0).endswith("at least 1 rater found it distressing.")
+    assert rules.flag_rule(0, 0).startswith("Flags are off")
 
 
 def test_the_rules_module_imports_no_django():
