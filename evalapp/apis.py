@@ -37,7 +37,7 @@ from .exports.tables import EXPORTS
 from .judge_results import judge_results, study_judge
 from .judge_validation import judge_report
 from .pair_results import pairwise_results
-from .results import study_results
+from .results import results_state
 from .rubric_presets import PRESETS, preset
 from .services import study_clone, study_create, study_import_prompts, study_set_rubric
 
@@ -350,16 +350,18 @@ class StudyResults(_StudyScoped, APIView):
 
     filterset_class = ResultsQuery
 
-    @extend_schema(responses={200: dict}, parameters=[OpenApiParameter(
+    @extend_schema(responses={200: dict, 202: dict}, parameters=[OpenApiParameter(
         "judge", int, description="A judge of the study: add its arm comparison under judge_comparison.")])
     def get(self, request, study_id: int):
-        study, data = self.study(), study_results(self.study())
+        study = self.study()
         wanted = request.query_params.get("judge")
-        if wanted is None:
-            return ApiResponse(data)
-        judge = study_judge(study, wanted)
-        if judge is None:
+        judge = None if wanted is None else study_judge(study, wanted)
+        if wanted is not None and judge is None:
             raise NotFound("No such judge in this study.")
+        # Rows only (evalapp.results): 202 with the progress until the first computation has finished.
+        data, status = results_state(study).as_json()
+        if judge is None or status != 200:
+            return ApiResponse(data, status=status)
         return ApiResponse({**data, "judge_comparison": judge_results(study, judge)})
 
 

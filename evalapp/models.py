@@ -449,3 +449,4 @@ from .pairwise_models import (  # noqa: E402, F401
     PhaseStatus,
     Verdict,
 )
+from .results_models import ComputationStatus, ResultsComputation  # noqa: E402, F401  (the results pages' rows)

@@ -38,6 +38,7 @@ study_pages = [
     path("pairwise/status/", pairwise.pairwise_status, name="pairwise_status"),
     path("results/", results.results, name="results"),
     path("results.json", results.results_json, name="results_json"),
+    path("results/progress.json", results.results_progress, name="results_progress"),
     path("results/plots/<str:name>.<str:fmt>", results.results_plot, name="results_plot"),
     path("results/pairwise/", pair_results.pairwise_results_page, name="pairwise_results"),
     path("results/pairwise.json", pair_results.pairwise_results_json, name="pairwise_results_json"),

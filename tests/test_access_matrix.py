@@ -208,6 +208,7 @@ ROUTES: dict[str, Row] = {
                                                "rationale": "checked"}),
     "results": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
     "results_json": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
+    "results_progress": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
     "results_plot": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS),
                         kwargs=study(name=lambda w: "distributions", fmt=lambda w: "svg")),
     "export_csv": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS),

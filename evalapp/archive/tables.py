@@ -60,6 +60,7 @@ from ..models import (
     PairVerdict,
     PairwisePhase,
     Prompt,
+    ResultsComputation,
     Rating,
     Response,
     ResponsePair,
@@ -158,6 +159,9 @@ TABLES: tuple[Table, ...] = (
     Table("judge_answers", JudgeAnswer, lambda s: JudgeAnswer.objects.filter(judge__study=s)),
     Table("audit_events", AuditEvent, lambda s: AuditEvent.objects.filter(study=s)),
 )
+# Rows computed from a study's data and recomputed from it on demand: not archived (an import's new ids give
+# them another fingerprint, so a copy would never be read), deleted with the study (results_forget).
+DERIVED: tuple[type[Model], ...] = (ResultsComputation,)
 JOB_TABLES = ("training_runs", "generation_runs", "generation_chunks", "playground_requests", "judge_runs",
               "judge_chunks")
 

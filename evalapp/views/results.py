@@ -4,7 +4,7 @@ import json
 import tempfile
 
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import render
 
 from modelserver.judge_models import Judge
@@ -16,7 +16,7 @@ from ..exports.copy_export import export_chunks
 from ..exports.csv import stream_response
 from ..exports.tables import EXPORTS
 from ..judge_results import judge_criterion_results, judge_results, study_judge
-from ..results import plot_inputs, study_results
+from ..results import results_state
 from .jobs import RESEARCHERS
 
 
@@ -34,11 +34,13 @@ def asked_judge(study, request) -> Judge | None:
 @login_required
 def results(request, study_id: int):
     study = get_study_for(request.user, study_id, roles=RESEARCHERS)
-    data = study_results(study)
+    state = results_state(study)  # rows only: the computation is a task (evalapp.results)
+    data = state.data or {}
     judge = asked_judge(study, request)
     judged = judge_results(study, judge) if judge else None
     return render(request, "evalapp/results.html", {
-        "study": study, "data": data, "scales": criterion_results(study, data), "plots": PLOTS,
+        "study": study, "state": state, "progress": state.progress(), "data": data,
+        "scales": criterion_results(study, data), "plots": PLOTS,
         "judges": Judge.objects.filter(study=study).order_by("name"), "judge": judge, "judged": judged,
         "judge_scales": judge_criterion_results(study, judged) if judged else []})
 
@@ -77,8 +79,22 @@ def criterion_results(study, data: dict) -> list[dict]:
 @login_required
 def results_json(request, study_id: int):
     study = get_study_for(request.user, study_id, roles=RESEARCHERS)
-    return HttpResponse(json.dumps(with_judge(study, study_results(study), asked_judge(study, request)),
-                                   default=str), content_type="application/json")
+    judge = asked_judge(study, request)
+    body, status = results_state(study).as_json()
+    if status != 200:
+        return JsonResponse(body, status=status)
+    return HttpResponse(json.dumps(with_judge(study, body, judge), default=str), content_type="application/json")
+
+
+
+@login_required
+def results_progress(request, study_id: int):
+    """What the results page polls: the computation's status and stage, small enough to ask every 2 s."""
+    study = get_study_for(request.user, study_id, roles=RESEARCHERS)
+    state = results_state(study)
+    return JsonResponse({"stale": state.stale, "computed": state.entry is not None,
+                         "computed_at": state.computed_at.isoformat() if state.computed_at else None,
+                         "progress": state.progress()})
 
 
 def with_judge(study, data: dict, judge: Judge | None) -> dict:
@@ -91,7 +107,11 @@ def results_plot(request, study_id: int, name: str, fmt: str):
     study = get_study_for(request.user, study_id, roles=RESEARCHERS)
     if name not in PLOTS or fmt not in ("png", "svg"):
         raise Http404("No such plot.")
-    summary, data = plot_inputs(study)
+    state = results_state(study)
+    if state.entry is None:
+        # The page shows no plots until the first computation finishes; one asked for earlier waits too.
+        return HttpResponse("The results are still being computed.", status=202, content_type="text/plain")
+    summary, data = state.plots, state.data
     image = (text_plots.length_score_plot(summary["length_score"], fmt, simulated=bool(data.get("simulated")))
              if name == "length_score" else plots.render(name, summary, data, fmt))
     response = HttpResponse(image,

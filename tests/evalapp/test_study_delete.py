@@ -11,7 +11,6 @@ from django.db.models import ForeignKey, OneToOneField
 from django.urls import reverse
 from django.utils import timezone
 
-from django.core.cache import cache
 
 from evalapp import results
 from evalapp.errors import ServiceError
@@ -97,15 +96,18 @@ def test_deleting_a_study_leaves_nothing_of_it_and_touches_nothing_else(two_stud
         "evalapp.PairAdjudication", "raters.GoldPair", "raters.PairAssignment", "raters.PairGoldAnswer"))
     other_before, users = snapshot(other), set(User.objects.values_list("id", flat=True))
     shared = Adapter.objects.get(name="shared")
-    study_results(study, n_boot=N_BOOT)  # its numbers, cached
-    key = results._cache_key(study, N_BOOT)
-    assert cache.get(key) is not None
+    study_results(study, n_boot=N_BOOT)  # its numbers, computed and stored (the task runs eagerly in tests)
+    computed = set(results.ResultsComputation.objects.filter(study=study).values_list("pk", flat=True))
+    assert computed and before["evalapp.ResultsComputation"] == set()  # before was taken without them
+    before["evalapp.ResultsComputation"] = computed
+    counts["evalapp.ResultsComputation"] += len(computed)
 
     with django_capture_on_commit_callbacks(execute=True):
         report = study_delete(study=study, actor=researcher)
 
     after = rows_of(study_id)
-    assert {label: pks for label, pks in after.items() if pks} == {} and cache.get(key) is None
+    assert {label: pks for label, pks in after.items() if pks} == {}
+    assert not results.ResultsComputation.objects.filter(pk__in=computed).exists()
     # Every row that was the study's is gone, but the shared adapter (and its run, no longer the study's).
     survivors = {label: {pk for pk in pks if apps.get_model(label).objects.filter(pk=pk).exists()}
                  for label, pks in before.items()}
