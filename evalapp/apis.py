@@ -1,4 +1,5 @@
 """The REST API. Same access rules as the pages: every study comes through raters.access (404 for outsiders).
+Long because every resource's view is here, one class each, beside the shared query-parameter rule below.
 
 Every view takes only the query parameters it declares (its filter fields, paging on lists, `format`);
 any other, `ordering` and `fields` included, is refused with 400 naming the ones allowed, so no `__`
@@ -398,5 +399,5 @@ class StudyExport(_StudyScoped, APIView):
     def get(self, request, study_id: int, name: str):
         if name not in EXPORTS:
             raise NotFound("No such export: use ratings, responses or audit.")
-        return stream_response(export_chunks(study=self.study(), name=name, actor=request.user),
-                               f"study-{study_id}-{name}.csv")
+        chunks = export_chunks(study=self.study(), name=name, actor=request.user)
+        return stream_response(chunks, f"study-{study_id}-{name}.csv")
