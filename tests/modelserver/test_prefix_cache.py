@@ -33,16 +33,10 @@ from modelserver.inference.prompts import (
 )
 
 from .conftest import save_lora_adapter
+from .test_inference_generation import TEXTS as GENERATION_TEXTS
 from .test_model_families import FAMILIES, build_family_model
 
-TEXTS = [
-    "I feel sad",
-    "My partner and I keep arguing about money and chores. What should I do about it?",
-    "Hello",
-    "I can't sleep at night and I feel anxious all the time, it is hard to focus at work.",
-    "How can I stop feeling worthless?",
-    "Thanks",
-]
+TEXTS = GENERATION_TEXTS[:6]  # the generation tests' questions, short and long
 CONVERSATION = [
     {"role": "user", "content": "I feel sad"},
     {"role": "assistant", "content": "I am sorry to hear that."},

@@ -24,7 +24,7 @@ from raters.services import RatingError, Submission
 from raters.services import welfare as welfare_services
 from raters.services.panel import panel_link_save
 
-from .conftest import add_rater
+from .test_welfare import current, open_study  # noqa: F401  (open_study is a fixture)
 
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 DAY = datetime(2026, 5, 4, tzinfo=UTC)
@@ -66,17 +66,6 @@ def test_the_day_cap_lifts_at_the_next_local_midnight_across_a_dst_change():
 # ----------------------------------------------------------------------------- the rows and pages
 
 
-@pytest.fixture
-def open_study(rating_study):
-    raters = [add_rater(rating_study, name) for name in ("rita", "sam", "tess")]
-    services.study_open_for_rating(study=rating_study)
-    rating_study.refresh_from_db()
-    return rating_study, raters
-
-
-def current(study, rater):
-    slot = next_item(study=study, rater=rater).assignment
-    return slot.gold_item.public_id if slot.gold_item_id else slot.response.public_id
 
 
 def rate_one(study, rater):
