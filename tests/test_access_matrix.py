@@ -290,7 +290,9 @@ ADMIN_ROWS: dict[str, Row] = {
 # first item (raters.services.calibration_attempt_start). Every other GET must write nothing but the
 # session and the login throttle's bookkeeping.
 WRITING_READS = set()
-BOOKKEEPING_TABLES = ("django_session", "axes_")
+# evalapp_resultscomputation is the results cache's job row (evalapp/results_models.py): a GET of the
+# results may start the computation, as a cache fill, and it changes nothing a user can see but the wait.
+BOOKKEEPING_TABLES = ("django_session", "axes_", "evalapp_resultscomputation")
 
 
 def url_conf_routes() -> dict[str, tuple[str, str | None]]:

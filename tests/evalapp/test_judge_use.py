@@ -165,12 +165,14 @@ def test_the_json_and_the_api_carry_the_judge_under_its_own_key_only_when_asked(
 
 def test_the_judge_comparison_has_its_own_cache_entry(judged, researcher):
     study, judge = judged
+    # The response exists before the human results are taken: a new response rightly changes their
+    # text measures, and what is under test is that a judge's answer alone does not touch them.
+    prompt = study.prompts.first()
+    extra = ResponseFactory(prompt=prompt, arm=study.arms.get(label="baseline"), sample_index=1)
     human = study_results(study)
     first = judge_results(study, judge)
     assert cache.get(judge_cache_key(study, judge.id, N_BOOT)) == first
-    # A new answer (a new response judged) is a new entry; the human results are untouched.
-    prompt = study.prompts.first()
-    extra = ResponseFactory(prompt=prompt, arm=study.arms.get(label="baseline"), sample_index=1)
+    # A new answer is a new entry; the human results are untouched.
     JudgeAnswer.objects.create(judge=judge, run=judge.runs.first(), response=extra, criterion="empathy",
                                method="http-text", value=10.0)
     second = judge_results(study, judge)
