@@ -22,7 +22,8 @@ from psycopg import sql
 
 from raters.models import RatingRevision, Role, StudyMembership
 
-from ..models import Adjudication, Arm, Criterion, Prompt, Rating, Response, SafetyDecision, Score, ScorePolicy, Study
+from ..models import (Adjudication, Arm, Criterion, CriterionKind, Prompt, Rating, Response, SafetyDecision, Score,
+                      ScorePolicy, Study)
 from ..rubric import NOT_SURE_KEY
 from .csv import DANGEROUS_PREFIXES, csv_lines
 from .tables import RATING_HEADER, export_table
@@ -61,10 +62,21 @@ def _table(model) -> sql.Identifier:
 
 
 def _statement(study: Study) -> sql.Composed:
-    mean = _float("round(x.mean::numeric, 4)")
-    # Cells that are the same for every row of a response (its ids, topic, arm) or of a rater (pseudonym,
-    # group, why they are left out) are formatted once per response and per rater in MATERIALIZED CTEs,
-    # not once per score row: a million-row export has 55,000 responses and 200 raters.
+    likert = list(study.criteria.filter(kind=CriterionKind.LIKERT).values_list("id", flat=True))
+    # The raters' mean per response and criterion: one windowed aggregate per likert criterion over all
+    # of a response's rows. The window is ordered as the export is (its frame is still the whole
+    # response), so the rows the merge join delivers in that order need no sort for it or for ORDER BY.
+    pick = " ".join(
+        f"WHEN {cid} THEN avg(sx.value) FILTER (WHERE rt.counted AND sx.value IS NOT NULL "
+        f"AND sx.criterion_id = {cid}) OVER w" for cid in likert)
+    means = f"round((CASE sx.criterion_id {pick} END)::numeric, 4)::float8" if likert else "NULL::float8"
+    # Plan (bench/RESULTS.md, "Export"): cells that are the same for every row of a response (ids, topic,
+    # arm), a rater (pseudonym, group, why left out) or a rating (times, comment, flags) are formatted
+    # once per response, rater and rating, not once per score row (a million rows are 500,000 ratings).
+    # The ratings (rt) and the narrow score rows (sx) are each sorted by (response, rating) and merged:
+    # sorting the joined wide rows instead, as a hash join then ORDER BY would, cost twice as much.
+    # OFFSET 0 keeps the planner from flattening rt and sx into one join and losing their order; the
+    # final ORDER BY is what guarantees it, and costs nothing when the order is already there.
     template = f"""
 COPY (
 WITH resp AS MATERIALIZED (
@@ -84,38 +96,58 @@ rater AS MATERIALIZED (
               WHEN m.excluded_at IS NOT NULL THEN 'rater excluded: ' || m.excluded_reason END AS rater_reason
   FROM {{membership}} m WHERE m.study_id = {{study}} AND m.role = {{rater_role}}
 ),
-x AS (
-  SELECT s.rating_id, r.response_id, resp.public_id, resp.external_id, resp.topic, resp.arm, resp.blind_code,
-         resp.sample_index, r.rater_id, c.key, c.level, c.kind, c.position, s.value, s.not_sure, s.rationale,
-         r.unsafe, r.unsafe_category, r.comment, r.seconds_on_item, r.created_at, r.updated_at, r.simulated,
-         rater.user_id IS NOT NULL AS member, rater.pseudonym, rater.rater_group, rater.rater_reason,
-         resp.response_reason, adj.final_score,
-         avg(s.value) FILTER (WHERE rater.rater_reason IS NULL AND s.value IS NOT NULL)
-           OVER (PARTITION BY r.response_id, s.criterion_id) AS mean,
-         CASE WHEN c.kind = 'choice' THEN c.options -> s.value::int ->> 'key' ELSE c.labels ->> s.value::text END
-           AS label, rv.rating_id IS NOT NULL AS revised
+rt AS (
+  SELECT r.id, r.response_id, resp.public_id, resp.external_id, resp.topic, resp.arm, resp.blind_code,
+         resp.sample_index, CASE WHEN rater.user_id IS NOT NULL THEN rater.pseudonym ELSE r.rater_id::text END
+           AS rater, rater.rater_group, {_bit("r.unsafe")} AS unsafe, NULLIF(r.unsafe_category, '') AS unsafe_category,
+         {_neutral("r.comment")} AS comment, {_float("r.seconds_on_item")} AS seconds_on_item,
+         {_iso("r.created_at")} AS rated_at,
+         CASE WHEN r.id IN (SELECT rv.rating_id FROM {{revision}} rv) THEN {_iso("r.updated_at")} END
+           AS revised_at,
+         rater.rater_reason IS NULL AS counted,
+         {_bit("rater.rater_reason IS NOT NULL OR resp.response_reason IS NOT NULL")} AS excluded,
+         NULLIF(concat_ws('; ', rater.rater_reason, resp.response_reason), '') AS reasons,
+         {_bit("r.simulated")} AS simulated
+  FROM {{rating}} r
+  JOIN resp ON resp.id = r.response_id
+  LEFT JOIN rater ON rater.user_id = r.rater_id
+  ORDER BY r.response_id, r.id
+  OFFSET 0
+),
+sx AS (
+  SELECT r.response_id, s.rating_id, c.position, s.criterion_id, c.key, c.level, c.kind, s.value, s.not_sure,
+         s.rationale, CASE WHEN c.kind = 'choice' THEN c.options -> s.value::int ->> 'key'
+                           ELSE c.labels ->> s.value::text END AS label
   FROM {{score}} s
   JOIN {{rating}} r ON r.id = s.rating_id
-  JOIN resp ON resp.id = r.response_id
   JOIN {{criterion}} c ON c.id = s.criterion_id
-  LEFT JOIN rater ON rater.user_id = r.rater_id
-  LEFT JOIN {{adjudication}} adj ON adj.response_id = r.response_id AND adj.scale = c.key
-                                 AND adj.action = {{resolved}}
-  LEFT JOIN (SELECT DISTINCT rating_id FROM {{revision}}) rv ON rv.rating_id = s.rating_id
+  JOIN resp ON resp.id = r.response_id
+  ORDER BY r.response_id, s.rating_id, c.position
+  OFFSET 0
+),
+adj AS MATERIALIZED (
+  SELECT adj.response_id, adj.scale, adj.final_score FROM {{adjudication}} adj
+  JOIN {{response}} resp ON resp.id = adj.response_id JOIN {{prompt}} p ON p.id = resp.prompt_id
+  WHERE p.study_id = {{study}} AND adj.action = {{resolved}}
+),
+x AS (
+  SELECT rt.*, sx.position, sx.criterion_id, sx.key, sx.level, sx.kind, sx.value, sx.not_sure, sx.rationale,
+         sx.label, adj.final_score, {means} AS mean
+  FROM sx
+  JOIN rt ON rt.response_id = sx.response_id AND rt.id = sx.rating_id
+  LEFT JOIN adj ON adj.response_id = sx.response_id AND adj.scale = sx.key
+  WINDOW w AS (PARTITION BY sx.response_id ORDER BY sx.rating_id, sx.position
+               ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
 )
-SELECT {{study}}::text, x.rating_id::text, x.public_id, x.external_id, x.topic, x.arm, x.blind_code, x.sample_index,
-       CASE WHEN x.member THEN x.pseudonym ELSE x.rater_id::text END, x.rater_group,
-       x.key, x.level, x.value::text,
+SELECT {{study}}::text, x.id::text, x.public_id, x.external_id, x.topic, x.arm, x.blind_code, x.sample_index,
+       x.rater, x.rater_group, x.key, x.level, x.value::text,
        {_neutral(f"CASE WHEN x.not_sure THEN {{not_sure}} WHEN x.value IS NULL THEN '' ELSE COALESCE(x.label, '') END")},
        {_bit("x.not_sure")}, {_neutral("x.rationale")}, x.final_score::text,
        CASE WHEN {{policy}} = {{adjudicated}} AND x.final_score IS NOT NULL THEN x.final_score::text
-            WHEN x.kind = 'likert' THEN {mean} END,
-       {{policy}}, {_bit("x.unsafe")}, NULLIF(x.unsafe_category, ''), {_neutral("x.comment")},
-       {_float("x.seconds_on_item")},
-       {_iso("x.created_at")}, CASE WHEN x.revised THEN {_iso("x.updated_at")} END,
-       {_bit("x.rater_reason IS NOT NULL OR x.response_reason IS NOT NULL")},
-       NULLIF(concat_ws('; ', x.rater_reason, x.response_reason), ''), {_bit("x.simulated")}
-FROM x ORDER BY x.response_id, x.rating_id, x.position
+            WHEN x.kind = 'likert' THEN {_float("x.mean")} END,
+       {{policy}}, x.unsafe, x.unsafe_category, x.comment, x.seconds_on_item, x.rated_at, x.revised_at,
+       x.excluded, x.reasons, x.simulated
+FROM x ORDER BY x.response_id, x.id, x.position
 ) TO STDOUT WITH (FORMAT csv)"""
     return sql.SQL(template).format(
         study=sql.Literal(study.id), criterion=_table(Criterion),
