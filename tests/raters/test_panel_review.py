@@ -146,6 +146,9 @@ def test_the_form_shows_each_problem_beside_its_field_never_a_database_error(cli
     assert twice.status_code == 200 and "Another link of this study has this label" in text
     assert "IntegrityError" not in text and "duplicate key" not in text and "Constraint" not in text
     assert PanelLink.objects.count() == 1
+    zero = client.post(url, link_form(gap_minutes="0", code_completed="DONE8", code_screened_out="SCREEN8"))
+    text = zero.content.decode()
+    assert "must be at least 1" in text and "Constraint" not in text and PanelLink.objects.count() == 1
 
 
 # ----------------------------------------------------------------------------- 5. labels, closing and deleting
