@@ -4,6 +4,8 @@ from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from raters.panel_views import PanelAwareLoginView
+
 from .views import (adjudication, generation, health, judge_report, judges, pair_results, pairwise, planner, playground,
                     results, studies, training)
 
@@ -62,6 +64,8 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     # Pages without an icon link (the browsable API) make browsers ask for this one.
     path("favicon.ico", lambda request: redirect(static("evalapp/favicon.svg"), permanent=True)),
+    # A timed-out pool participant has no password: the login sends them to what happened instead.
+    path("accounts/login/", PanelAwareLoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("api/", include("evalapp.api_urls")),

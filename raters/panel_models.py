@@ -13,6 +13,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from .welfare import REST
+
 
 class Preset(models.TextChoices):
     PROLIFIC = "prolific", "Prolific"
@@ -62,6 +64,19 @@ def validate_param_name(value: str) -> None:
         raise ValidationError("A parameter name is a letter then letters, digits or '_' (40 at most).")
 
 
+# A code is typed (or pasted) into the pool's page: letters, digits and a few marks, no spaces.
+CODE_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+CODE_FIELDS = (("code_completed", "completed"), ("code_screened_out", "screened out"),
+               ("code_returned", "stopped early"), ("code_timed_out", "timed out"))
+# A prompted break lasts this long (raters.welfare.REST); a shorter idle limit would time out a resting participant.
+BREAK_MINUTES = int(REST.total_seconds() // 60)
+
+
+def validate_code(value: str) -> None:
+    if value and not CODE_PATTERN.match(value):
+        raise ValidationError("A code is letters, digits, '_', '.', ':' or '-' (64 at most), with no spaces.")
+
+
 def new_slug() -> str:
     return secrets.token_urlsafe(18)
 
@@ -73,14 +88,18 @@ class PanelLink(models.Model):
     preset = models.CharField(max_length=10, choices=Preset.choices, default=Preset.PROLIFIC)
     # Unguessable: the link is the only credential a participant has.
     slug = models.CharField(max_length=40, unique=True, default=new_slug, editable=False)
+    # The researcher's own name for the link ("Prolific pilot", "SONA spring"), shown on the panel page.
+    label = models.CharField(max_length=80, blank=True)
     enabled = models.BooleanField(default=True)
     id_param = models.CharField(max_length=40, validators=[validate_param_name])
     study_param = models.CharField(max_length=40, blank=True, validators=[validate_param_name])
     session_param = models.CharField(max_length=40, blank=True, validators=[validate_param_name])
     assignment_param = models.CharField(max_length=40, blank=True, validators=[validate_param_name])
-    code_completed = models.CharField(max_length=64)
-    code_screened_out = models.CharField(max_length=64)
-    code_returned = models.CharField(max_length=64, blank=True)
+    code_completed = models.CharField(max_length=64, validators=[validate_code])
+    code_screened_out = models.CharField(max_length=64, validators=[validate_code])
+    code_returned = models.CharField(max_length=64, blank=True, validators=[validate_code])
+    # Shown to a participant who comes back after being timed out; none: they are told to contact the researcher.
+    code_timed_out = models.CharField(max_length=64, blank=True, validators=[validate_code])
     redirect_completed = models.CharField(max_length=500, blank=True, validators=[validate_redirect_template])
     redirect_screened_out = models.CharField(max_length=500, blank=True, validators=[validate_redirect_template])
     redirect_returned = models.CharField(max_length=500, blank=True, validators=[validate_redirect_template])
@@ -96,15 +115,40 @@ class PanelLink(models.Model):
         constraints = [
             models.CheckConstraint(condition=models.Q(preset__in=Preset.values), name="panellink_preset_valid"),
             models.CheckConstraint(condition=models.Q(idle_minutes__gte=1) & models.Q(gap_minutes__gte=1),
-                                   name="panellink_minutes_positive"),
+                                   name="panellink_minutes_positive",
+                                   violation_error_message="Idle and break minutes must be at least 1."),
+            # Two links of one study named alike could not be told apart on the panel page or the file upload.
+            models.UniqueConstraint(fields=["study", "label"], condition=~models.Q(label=""),
+                                    name="panellink_unique_label",
+                                    violation_error_message="Another link of this study has this label."),
         ]
 
     def __str__(self) -> str:
         return f"{self.get_preset_display()} link of study {self.study_id}"
 
+    def clean(self) -> None:
+        """Codes that tell the outcomes apart, and an idle limit a prompted break cannot reach."""
+        errors: dict[str, str] = {}
+        seen: dict[str, str] = {}
+        for field, outcome in CODE_FIELDS:
+            code = getattr(self, field)
+            if code and code in seen:
+                errors[field] = (f"The {outcome} code is the same as the {seen[code]} code: give each outcome its "
+                                 "own code, or the pool cannot tell them apart.")
+            seen.setdefault(code, outcome)
+        if self.idle_minutes is not None and self.idle_minutes <= BREAK_MINUTES:
+            errors["idle_minutes"] = (f"Give more than {BREAK_MINUTES} minutes: a participant resting on the study's "
+                                      f"prompted break ({BREAK_MINUTES} minutes) would be timed out.")
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def name(self) -> str:
+        return self.label or f"{self.get_preset_display()} link {self.id}"
+
     def code_for(self, outcome: str) -> str:
         return {"completed": self.code_completed, "screened_out": self.code_screened_out,
-                "returned": self.code_returned}.get(outcome, "")
+                "returned": self.code_returned, "timed_out": self.code_timed_out}.get(outcome, "")
 
     def redirect_template_for(self, outcome: str) -> str:
         return {"completed": self.redirect_completed, "screened_out": self.redirect_screened_out,

@@ -6,18 +6,20 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import LoginView, redirect_to_login
 from django.core.cache import cache
 from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods
+from django.db.models import Count
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from evalapp.audit import audit
 from evalapp.exports.csv import csv_response
 from evalapp.prompt_import import upload_problem
 
 from .access import get_study_for
-from .models import Role
+from .models import Role, StudyMembership
 from .panel_import import SUBMISSIONS_MAX_BYTES
 from .panel_models import PLACEHOLDERS, PRESET_PARAMS, PanelLink, PanelParticipant, ParticipantStatus
 from .services import panel as panel_services
@@ -28,20 +30,34 @@ RESEARCHERS = [Role.RESEARCHER]
 PAY_ACTION = "export.panel_payments"
 
 
+# The session remembers which pool participant this browser entered as: once they are timed out their
+# account no longer signs in, and this is how their way back is recognised (not as a stranger to log in).
+PANEL_SESSION_KEY = "panel_participant_id"
+
+
 class PanelLinkForm(forms.ModelForm):
     class Meta:
         model = PanelLink
         fields = list(panel_services.LINK_FIELDS)
         help_texts = {
+            "label": "Your own name for this link (e.g. \"Prolific pilot\"), shown in the list of links.",
             "id_param": "Custom links only: the query parameter that carries the participant id.",
+            "code_timed_out": "Optional: shown to a participant who comes back after timing out. Without one "
+                              "they are asked to contact you through the pool.",
             "redirect_completed": "e.g. https://app.prolific.com/submissions/complete?cc={code}",
-            "idle_minutes": "No activity for this long: timed out, unfinished items go to others.",
+            "idle_minutes": "No activity for this long: timed out, unfinished items go to others. More than the "
+                            "prompted break; the clock stops during a break.",
             "gap_minutes": "An item on screen longer than this counts as a break, not as paid time.",
         }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["id_param"].required = False  # a preset names it; panel_link_save checks a custom one
+
+    def add_service_errors(self, errors: dict) -> None:
+        for field, msgs in errors.items():
+            for msg in msgs:
+                self.add_error(field if field in self.fields else None, msg)
 
 
 # ----------------------------------------------------------------------------- participants
@@ -76,11 +92,42 @@ def panel_enter(request, slug: str):
         # The link is the credential: whoever was signed in on this browser is signed out first, so the
         # participant never rates under (or sees the studies of) someone else's account.
         logout(request)
+    if participant.status == ParticipantStatus.TIMED_OUT:
+        return _timed_out_page(request, participant)
     if not request.user.is_authenticated:
         login(request, participant.user, backend="django.contrib.auth.backends.ModelBackend")
+    request.session[PANEL_SESSION_KEY] = participant.id
     if panel_services.panel_outcome(participant)[0] is not None:  # finished, or screened out: their code
         return redirect("panel_done", slug=slug)
     return redirect("rate", study_id=link.study_id)
+
+
+def _timed_out_page(request, participant: PanelParticipant):
+    # 410: their place is gone; the page still says what was kept and gives the code for it.
+    return render(request, "raters/panel_timed_out.html", {
+        "study": participant.study, "timed_out": panel_services.panel_timed_out(participant)}, status=410)
+
+
+def timed_out_in_session(request, slug: str | None = None) -> PanelParticipant | None:
+    """The timed-out pool participant this (signed-out) browser entered as, if any, for that link."""
+    if request.user.is_authenticated or PANEL_SESSION_KEY not in request.session:
+        return None
+    found = PanelParticipant.objects.select_related("link", "study").filter(
+        id=request.session[PANEL_SESSION_KEY], status=ParticipantStatus.TIMED_OUT)
+    if slug is not None:
+        found = found.filter(link__slug=slug)
+    return found.first()
+
+
+class PanelAwareLoginView(LoginView):
+    """The password login, except for a pool participant whose session timed out: they have no password, so
+    they are sent to the page that says what happened (and gives their code) instead."""
+
+    def get(self, request, *args, **kwargs):
+        participant = timed_out_in_session(request)
+        if participant is not None:
+            return redirect("panel_done", slug=participant.link.slug)
+        return super().get(request, *args, **kwargs)
 
 
 def _participant_or_404(request, slug: str) -> PanelParticipant:
@@ -91,12 +138,25 @@ def _participant_or_404(request, slug: str) -> PanelParticipant:
     return participant
 
 
-@login_required
 @require_http_methods(["GET", "POST"])
 def panel_done(request, slug: str):
-    """The outcome's code and the way back to the pool; a participant still rating is told what is left."""
+    """The outcome's code and the way back to the pool; a participant still rating is told what is left;
+    one who timed out, what happened. Stopping early is asked for (?stop=1), then confirmed (a POST)."""
+    if not request.user.is_authenticated:
+        participant = timed_out_in_session(request, slug)
+        if participant is not None:
+            return _timed_out_page(request, participant)
+        return redirect_to_login(request.get_full_path())
     participant = _participant_or_404(request, slug)
-    if request.method == "POST" and request.POST.get("action") == "return":
+    returning = request.POST.get("action") == "return"
+    confirmed = request.method == "POST" and returning and request.POST.get("confirm") == "yes"
+    if ((request.GET.get("stop") == "1" or returning) and not confirmed
+            and participant.status == ParticipantStatus.ACTIVE and participant.link.code_returned):
+        outcome, open_items = panel_services.panel_outcome(participant)
+        if outcome is None:  # one who has finished is shown their code below, never asked to stop
+            return render(request, "raters/panel_stop.html", {"study": participant.study,
+                                                              "participant": participant, "open_items": open_items})
+    if confirmed:
         try:
             completion = panel_services.panel_return(participant=participant)
         except RatingError as exc:
@@ -130,22 +190,53 @@ def panel_page(request, study_id: int):
             try:
                 link = panel_services.panel_link_save(study=study, actor=request.user, values=form.cleaned_data,
                                                       link=editing)
+            except panel_services.LinkInvalid as exc:
+                form.add_service_errors(exc.errors)
             except RatingError as exc:
                 messages.error(request, str(exc))
             else:
                 messages.success(request, "Saved the panel link.")
                 return redirect(f"{reverse('panel_page', args=[study.id])}?link={link.id}")
-        else:
-            messages.error(request, "Check the link's settings: " + " ".join(
-                f"{name}: {' '.join(errors)}" for name, errors in form.errors.items()))
+        if form.errors:
+            messages.error(request, "Check the link's settings: the problems are shown beside each field.")
+    panel_services.panel_release_idle_lazily(study=study)
     participants = list(study.panel_participants.select_related("link", "user").order_by("created_at"))
     seen = panel_services.last_activity(study, participants) if participants else {}
+    progress = panel_services.panel_progress(study)
+    pseudonyms = dict(StudyMembership.objects.filter(study=study, role=Role.RATER).values_list("user_id", "pseudonym"))
+    n_participants = {row["link_id"]: row["n"] for row in
+                      study.panel_participants.values("link_id").annotate(n=Count("id"))}
     return render(request, "raters/panel.html", {
         "study": study, "form": form, "editing": editing, "placeholders": PLACEHOLDERS,
-        "links": [{"link": link, "url": _entry_url(request, link)} for link in links],
-        "participants": [{"p": p, "last_seen": seen.get(p.user_id)} for p in participants],
+        "links": [{"link": link, "url": _entry_url(request, link), "n_participants": n_participants.get(link.id, 0)}
+                  for link in links],
+        "participants": [{"p": p, "last_seen": seen.get(p.user_id), "progress": progress.get(p.user_id),
+                          "pseudonym": pseudonyms.get(p.user_id, "")} for p in participants],
+        "status_counts": panel_services.panel_status_counts(participants),
         "statuses": ParticipantStatus.choices, "has_consent": study.consent_versions.exists(),
     })
+
+
+@login_required
+@require_POST
+def panel_link_change(request, study_id: int, link_id: int):
+    """Close a link, open it again, or delete one that no one has entered by."""
+    study = get_study_for(request.user, study_id, roles=RESEARCHERS)
+    link = get_object_or_404(PanelLink, study=study, id=link_id)
+    action = request.POST.get("action")
+    try:
+        if action == "delete":
+            panel_services.panel_link_delete(link=link, actor=request.user)
+            messages.success(request, f"Deleted {link.name}.")
+        elif action in ("close", "open"):
+            panel_services.panel_link_set_enabled(link=link, actor=request.user, enabled=action == "open")
+            messages.success(request, f"{'Opened' if action == 'open' else 'Closed'} {link.name}.")
+        else:
+            return HttpResponseBadRequest("Say delete, close or open.", content_type="text/plain; charset=utf-8")
+    except RatingError as exc:
+        messages.error(request, str(exc))
+        return redirect("panel_page", study_id=study.id)
+    return redirect("panel_page", study_id=study.id)
 
 
 def _entry_url(request, link: PanelLink) -> str:
@@ -179,6 +270,7 @@ def panel_reconcile(request, study_id: int):
         else:
             report = panel_services.panel_submissions_import(link=link, data=upload.read(), actor=request.user)
             status = 400 if report.errors else 200
+    panel_services.panel_release_idle_lazily(study=study)
     participants = study.panel_participants.select_related("link").order_by("participant_id")
     return render(request, "raters/panel_reconcile.html",
                   {"study": study, "links": links, "report": report, "participants": participants}, status=status)

@@ -1,4 +1,5 @@
-"""Pages for who runs studies: staff grant the researcher role; a study's owner adds co-researchers."""
+"""Pages for who runs studies: staff grant the researcher role; a study's owner adds co-researchers; a
+study's raters page and rater groups."""
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
@@ -7,11 +8,17 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from . import services
+from evalapp.rubric import answer_text
+
+from . import selectors, services
 from .access import get_study_for
-from .forms import ResearcherGrantForm
+from .forms import CalibrationItemForm, ConsentPublishForm, InviteForm, ResearcherGrantForm
 from .models import Role, StudyMembership
+from .quality import study_rater_quality
+from .services.panel import panel_release_idle_lazily
+from .services.panel_progress import panel_identities
 from .services.researchers import RESEARCHERS_GROUP
+from .views import rubric_for_display
 
 
 @login_required
@@ -84,4 +91,30 @@ def rater_groups(request, study_id: int):
             messages.success(request, f"{changed} rater group{'s' if changed != 1 else ''} changed.")
         return redirect("rater_groups", study_id=study.id)
     names = sorted({m.group for m in members if m.group})
-    return render(request, "raters/rater_groups.html", {"study": study, "members": members, "names": names})
+    return render(request, "raters/rater_groups.html", {"study": study, "members": members, "names": names,
+                                                        "panel_ids": panel_identities(study)})
+
+
+@login_required
+def raters_page(request, study_id: int):
+    """Who joined and how they rate, invitations, consent and calibration items. Pool participants are named
+    by their pool id (with their pseudonym), and their idle ones are timed out first, so statuses are current."""
+    study = get_study_for(request.user, study_id, roles=[Role.RESEARCHER])
+    panel_release_idle_lazily(study=study)
+    context = {
+        "study": study,
+        "panel_ids": panel_identities(study),
+        "invite_form": InviteForm(),
+        "consent_form": ConsentPublishForm(),
+        "calibration_form": CalibrationItemForm(rubric=study.rubric()),
+        "criteria": rubric_for_display(study),
+        "consent_version": study.consent_versions.order_by("-version").first(),
+        "calibration_items": [
+            {"item": item, "references": ", ".join(f"{c['key']} {answer_text(c, item.references[c['key']])}"
+                                                   for c in study.rubric() if c["key"] in item.references)}
+            for item in study.calibration_items.all()],
+        "raters": selectors.study_raters(study=study),
+        "quality": study_rater_quality(study=study),
+        "invitations": study.invitations.select_related("accepted_by")[:50],
+    }
+    return render(request, "raters/raters.html", context)

@@ -13,6 +13,8 @@ from .models import (
     CalibrationItem,
     Consent,
     ConsentVersion,
+    PanelParticipant,
+    ParticipantStatus,
     Role,
     StudyMembership,
 )
@@ -72,8 +74,15 @@ def rater_status(*, study: Study, user) -> RaterStatus:
 
 def eligible_raters(study: Study) -> list:
     """Raters who consented to the current version, passed calibration (or were approved), and are active:
-    one query, whatever the number of raters."""
-    members = _with_status(study, StudyMembership.objects.filter(withdrawn_at__isnull=True, excluded_at__isnull=True))
+    one query, whatever the number of raters.
+
+    A pool participant is eligible only while their place is active: one who finished (a code in hand),
+    was screened out, timed out, returned or was rejected has gone back to the pool and will not rate
+    what a rebalance would give them."""
+    members = _with_status(study, StudyMembership.objects.filter(withdrawn_at__isnull=True, excluded_at__isnull=True,
+                                                                 user__is_active=True))
+    members = members.exclude(Exists(PanelParticipant.objects.filter(study=study, user_id=OuterRef("user_id"))
+                                     .exclude(status=ParticipantStatus.ACTIVE)))
     return [m.user for m in members.select_related("user")
             if _status_of({name: getattr(m, name) for name in _STATUS_FIELDS}).can_rate]
 

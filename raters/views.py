@@ -24,7 +24,6 @@ from . import selectors, services
 from .access import get_study_for
 from .forms import CalibrationItemForm, ConsentPublishForm, InviteForm, RatingForm, answers_from
 from .models import CalibrationItem, Role, StudyMembership
-from .quality import study_rater_quality
 
 RESEARCHERS = [Role.RESEARCHER]
 
@@ -245,27 +244,6 @@ def rate_submit(request, study_id: int, public_id: str):
 
 
 # ----------------------------------------------------------------------------- researcher: raters
-
-
-@login_required
-def raters_page(request, study_id: int):
-    study = get_study_for(request.user, study_id, roles=RESEARCHERS)
-    context = {
-        "study": study,
-        "invite_form": InviteForm(),
-        "consent_form": ConsentPublishForm(),
-        "calibration_form": CalibrationItemForm(rubric=study.rubric()),
-        "criteria": rubric_for_display(study),
-        "consent_version": study.consent_versions.order_by("-version").first(),
-        "calibration_items": [
-            {"item": item, "references": ", ".join(f"{c['key']} {answer_text(c, item.references[c['key']])}"
-                                                   for c in study.rubric() if c["key"] in item.references)}
-            for item in study.calibration_items.all()],
-        "raters": selectors.study_raters(study=study),
-        "quality": study_rater_quality(study=study),
-        "invitations": study.invitations.select_related("accepted_by")[:50],
-    }
-    return render(request, "raters/raters.html", context)
 
 
 @login_required

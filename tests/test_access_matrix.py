@@ -268,6 +268,9 @@ ROUTES: dict[str, Row] = {
     # -- participant pools: an empty body is refused by the form (no link saved, no file read)
     "panel_page": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
     "panel_reconcile": Row(read=audience(*RESEARCHERS), write=audience(*RESEARCHERS)),
+    # Close, open again, or delete a link: POST only, and a link of study A is not found under study B.
+    "panel_link_change": Row(read=NOT_THIS_METHOD, write=audience(*RESEARCHERS), data=lambda w: {"action": "close"},
+                             kwargs=study(link_id=lambda w: w["panel_link"].id), objects=("link_id",)),
     # The payment sheet is a download (GET, audited as an export); without ?rate= it is a 400.
     "panel_payments": Row(read=audience(*RESEARCHERS), write=NOT_THIS_METHOD),
 }

@@ -174,6 +174,14 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10),
     "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10),
 }
+# Celery beat (run inside the `worker` service with -B, one beat for the whole site): time out idle pool
+# participants this often, so their unfinished items go to others while no one looks (the panel and raters
+# pages also do it for their study when viewed, which is all the demo without a broker has).
+PANEL_RELEASE_IDLE_SECONDS = env_int("PANEL_RELEASE_IDLE_SECONDS", 300)
+CELERY_BEAT_SCHEDULE = {
+    "release-idle-participants": {"task": "raters.release_idle_participants",
+                                  "schedule": float(PANEL_RELEASE_IDLE_SECONDS)},
+}
 # The lease of every job kind (generation, playground, training), named when only generation had one.
 GENERATION_LEASE_SECONDS = env_int("GENERATION_LEASE_SECONDS", 1800)
 # Where training runs write adapters and checkpoints.

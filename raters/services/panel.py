@@ -12,9 +12,8 @@ from datetime import timedelta
 from urllib.parse import quote
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Max, Min
 from django.utils import timezone
 
 from evalapp.audit import audit
@@ -30,12 +29,12 @@ from ..models import (
     PairGoldAnswer,
     Role,
     StudyMembership,
+    WelfareBreak,
 )
 from ..panel_import import POOL_STATUSES, SubmissionsFile, parse_submissions
 from ..panel_models import (
     EXTRA_ID_PATTERN,
     ID_PATTERNS,
-    PRESET_PARAMS,
     PanelLink,
     PanelParticipant,
     ParticipantStatus,
@@ -46,35 +45,14 @@ from .common import RatingError
 from .consent import consent_withdraw
 from .design import design_rebalance
 from .invitations import new_pseudonym
+from .panel_links import LINK_FIELDS, LinkInvalid, panel_link_delete, panel_link_save, panel_link_set_enabled  # noqa: F401
+from .panel_progress import panel_identities, panel_progress, panel_status_counts  # noqa: F401
+from .welfare import rater_state
 
 LEFT = (ParticipantStatus.RETURNED, ParticipantStatus.TIMED_OUT, ParticipantStatus.REJECTED)
-LINK_FIELDS = ("preset", "enabled", "id_param", "study_param", "session_param", "assignment_param",
-               "code_completed", "code_screened_out", "code_returned", "redirect_completed",
-               "redirect_screened_out", "redirect_returned", "idle_minutes", "gap_minutes")
 
 
-# ----------------------------------------------------------------------------- the link
-
-
-def panel_link_save(*, study: Study, actor, values: Mapping, link: PanelLink | None = None) -> PanelLink:
-    """Create or change a study's link; a preset names its own query parameters."""
-    link = link or PanelLink(study=study, created_by=actor)
-    for name in LINK_FIELDS:
-        if name in values:
-            setattr(link, name, values[name].strip() if isinstance(values[name], str) else values[name])
-    if link.preset in PRESET_PARAMS:
-        link.id_param, link.study_param, link.session_param, link.assignment_param = PRESET_PARAMS[link.preset]
-    try:
-        link.full_clean(exclude=["study", "created_by"])
-    except ValidationError as exc:
-        raise RatingError(" ".join(f"{field}: {' '.join(errors)}" for field, errors in exc.message_dict.items())
-                          ) from None
-    if link.code_returned == "" and link.redirect_returned:
-        raise RatingError("A redirect for returned participants needs a code for them too.")
-    link.save()
-    audit(study=study, actor=actor, action="panel.link_save", obj=link,
-          after={name: getattr(link, name) for name in LINK_FIELDS})
-    return link
+# ----------------------------------------------------------------------------- the link's ids
 
 
 def normalise_participant_id(preset: str, raw: str) -> str | None:
@@ -152,11 +130,30 @@ def _existing(study: Study, link: PanelLink, participant_id: str) -> PanelPartic
         return None
     if participant.link_id != link.id:
         raise RatingError("This participant id already entered the study through another link.", status=409)
+    if participant.status == ParticipantStatus.TIMED_OUT:
+        return participant  # not let back in: the page says what was kept and gives their code, if any
     if participant.status in LEFT:
         raise RatingError(f"Your place in this study has ended ({participant.get_status_display().lower()}). "
                           "Thank you for your time.", status=410)
     PanelParticipant.objects.filter(id=participant.id).update(last_seen_at=timezone.now())
     return participant
+
+
+@dataclass(frozen=True)
+class TimedOut:
+    """What a timed-out participant who comes back is told: the limit, what was kept, the code if any."""
+    idle_minutes: int
+    kept: int  # ratings and comparisons they made, kept and counted
+    code: str
+    timed_out_at: object
+
+
+def panel_timed_out(participant: PanelParticipant) -> TimedOut:
+    study, user = participant.study, participant.user_id
+    kept = (Rating.objects.filter(response__prompt__study=study, rater_id=user).count()
+            + PairJudgment.objects.filter(pair__study=study, rater_id=user).count())
+    return TimedOut(participant.link.idle_minutes, kept, participant.outcome_code or participant.link.code_timed_out,
+                    participant.outcome_at)
 
 
 def _new_username() -> str:
@@ -300,6 +297,9 @@ def last_activity(study: Study, participants: list[PanelParticipant]) -> dict[in
         .values("attempt__rater_id").annotate(t=Max("answered_at")).values_list("attempt__rater_id", "t"),
         Consent.objects.filter(study=study, user_id__in=users).values("user_id")
         .annotate(t=Max("accepted_at")).values_list("user_id", "t"),
+        # Pressing "continue" on a break prompt is an action too.
+        WelfareBreak.objects.filter(study=study, rater_id__in=users).values("rater_id")
+        .annotate(t=Max("at")).values_list("rater_id", "t"),
     )
     for rows in sources:
         for user_id, when in rows:
@@ -322,16 +322,36 @@ def panel_release_idle(*, study: Study | None = None, now=None) -> list[PanelPar
     for group in by_study.values():
         seen = last_activity(group[0].study, group)
         for participant in group:
-            if seen[participant.user_id] > now - timedelta(minutes=participant.link.idle_minutes):
+            idle = timedelta(minutes=participant.link.idle_minutes)
+            last = seen[participant.user_id]
+            if last > now - idle:
+                continue
+            # The idle clock stops while a prompted break runs: a break due at their last action starts it
+            # again once the break is over (raters.welfare.REST after their last item).
+            state = rater_state(participant.study, participant.user, now=last)
+            if state.break_due and state.break_over_at is not None and max(last, state.break_over_at) > now - idle:
                 continue
             outcome, _ = panel_outcome(participant)
             if outcome is not None:
                 continue
             with transaction.atomic():
-                PanelParticipant.objects.filter(id=participant.id).update(last_seen_at=seen[participant.user_id])
+                PanelParticipant.objects.filter(id=participant.id).update(
+                    last_seen_at=last, outcome_code=participant.link.code_timed_out, outcome_at=now)
                 _leave(participant, ParticipantStatus.TIMED_OUT, withdraw=False, actor=participant.user)
             released.append(participant)
     return released
+
+
+def panel_release_idle_lazily(*, study: Study, now=None) -> list[PanelParticipant]:
+    """panel_release_idle for one study, only when someone could be idle (one cheap query otherwise): the
+    pages that list participants call it, so a site without a beat schedule (the demo) shows them as they are.
+    last_seen_at is at most their last activity, so anyone seen within the shortest idle limit is not idle."""
+    now = now or timezone.now()
+    shortest = study.panel_links.aggregate(m=Min("idle_minutes"))["m"]
+    if shortest is None or not PanelParticipant.objects.filter(
+            study=study, status=ParticipantStatus.ACTIVE, last_seen_at__lt=now - timedelta(minutes=shortest)).exists():
+        return []
+    return panel_release_idle(study=study, now=now)
 
 
 # ----------------------------------------------------------------------------- the pool's file

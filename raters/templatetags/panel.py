@@ -18,3 +18,9 @@ def panel_participant(context, study):
     if study is None or not getattr(user, "is_authenticated", False):
         return None
     return PanelParticipant.objects.select_related("link").filter(user=user, study=study).first()
+
+
+@register.filter
+def panel_of(identities: dict, user_id):
+    """{{ panel_ids|panel_of:user_id }}: that rater's pool participant row (panel_identities), or None."""
+    return (identities or {}).get(user_id)

@@ -86,3 +86,27 @@ def test_a_pool_participant_rates_everything_and_gets_the_code(live_server, page
     participant.refresh_from_db()
     assert (participant.status, participant.outcome_code) == ("completed", code)
     assert page.js_errors == []
+
+
+def test_stopping_early_is_confirmed_on_a_page_of_its_own_without_javascript(live_server, browser, researcher):
+    study = pool_study(researcher, "prolific", calibration=False)
+    link = services.panel_link_save(study=study, actor=researcher, values={
+        "preset": "prolific", "code_completed": "PROCODE", "code_screened_out": "OUT", "code_returned": "RETCODE"})
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    try:
+        params = "&".join(f"{k}={v}" for k, v in POOLS["prolific"][0].items())
+        page.goto(f"{live_server.url}{reverse('panel_enter', args=[link.slug])}?{params}")
+        page.check("#agree")
+        page.click("#consent-accept")
+        page.goto(f"{live_server.url}{reverse('panel_done', args=[link.slug])}")
+        page.click("#panel-return")  # one click only asks
+        page.wait_for_selector("#panel-stop-consequence")
+        assert "ends for good" in page.inner_text("#panel-stop-consequence")
+        assert PanelParticipant.objects.get(study=study).status == "active"
+        page.click("#panel-stop-confirm")
+        page.wait_for_selector("#panel-code")
+        assert page.inner_text("#panel-code") == "RETCODE"
+        assert PanelParticipant.objects.get(study=study).status == "returned"
+    finally:
+        context.close()

@@ -266,7 +266,7 @@ def test_stopping_early_gives_the_returned_code_and_withdraws(client, open_study
     link = make_link(open_study, researcher, code_returned="CRET")
     enter(client, link, **prolific())
     consent(client, open_study)
-    response = client.post(reverse("panel_done", args=[link.slug]), {"action": "return"})
+    response = client.post(reverse("panel_done", args=[link.slug]), {"action": "return", "confirm": "yes"})
     assert "CRET" in response.content.decode()
     participant = PanelParticipant.objects.get()
     assert participant.status == "returned" and participant.outcome_code == "CRET"
