@@ -109,8 +109,15 @@ class Study(models.Model):
     def rubric(self) -> list[dict]:
         """The study's criteria as evalapp.rubric dicts, in order (read once per instance)."""
         if not hasattr(self, "_rubric"):
-            self._rubric = [c.spec() for c in self.criteria.all()]
+            self._rubric = [c.spec() for c in self.criterion_rows()]
         return self._rubric
+
+    def criterion_rows(self) -> list["Criterion"]:
+        """The Criterion rows behind rubric(), read in the same one query: a submit parses the answers with
+        the dicts and writes each Score against its row, and reading them twice was a query per submit."""
+        if not hasattr(self, "_criterion_rows"):
+            self._criterion_rows = list(self.criteria.all())
+        return self._criterion_rows
 
     def rubric_source(self) -> dict | None:
         """{"key", "name", "citation", "note", "edited"} of the preset the rubric started from, or None."""

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models import Count, Exists, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, F, OuterRef, Q, Subquery, Window
 
 from evalapp.models import Study
 
@@ -140,17 +140,22 @@ class NextItem:
 
 
 def next_item(*, study: Study, rater) -> NextItem:
-    """The first unfinished slot of the rater's queue and the progress counts: two queries, whatever the size."""
-    counts = Assignment.objects.filter(study=study, rater=rater).aggregate(
-        total=Count("id"), done=Count("id", filter=Q(completed_at__isnull=False))
-    )
-    assignment = (
-        Assignment.objects.filter(study=study, rater=rater, completed_at__isnull=True)
+    """The first unfinished slot of the rater's queue and the progress counts: one query, whatever the size.
+
+    The whole queue ordered unfinished first, by position, with the counts as window aggregates over it
+    (COUNT(completed_at) counts the finished): its first row is the next item, or a finished one when
+    nothing is left, and carries the counts either way."""
+    first = (
+        Assignment.objects.filter(study=study, rater=rater)
         .select_related("response__prompt", "gold_item")
-        .order_by("position")
+        .annotate(queue_total=Window(Count("id")), queue_done=Window(Count("completed_at")))
+        .order_by(F("completed_at").asc(nulls_first=True), "position")
         .first()
     )
-    return NextItem(assignment=assignment, done=counts["done"], total=counts["total"])
+    if first is None:
+        return NextItem(assignment=None, done=0, total=0)
+    return NextItem(assignment=first if first.completed_at is None else None,
+                    done=first.queue_done, total=first.queue_total)
 
 
 def study_raters(*, study: Study):

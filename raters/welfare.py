@@ -28,6 +28,11 @@ class Limits:
     cap_per_day: int = 0
     cap_per_session: int = 0
 
+    @property
+    def any(self) -> bool:
+        """Whether any break or cap is set: with none, no state can have one due."""
+        return any((self.break_every_items, self.break_every_minutes, self.cap_per_day, self.cap_per_session))
+
 
 @dataclass(frozen=True)
 class State:

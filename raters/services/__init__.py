@@ -59,6 +59,7 @@ from .welfare import (
     distress_summary,
     notice_topics,
     rater_state,
+    welfare_limits,
     welfare_save,
     welfare_settings,
 )
@@ -82,5 +83,5 @@ __all__ = [
     "panel_complete", "panel_enter", "panel_link_save", "panel_pay_rows", "panel_release_idle",
     "panel_submissions_import",
     "DISTRESS_SKIP", "break_taken", "cap_message", "distress_report", "distress_summary", "notice_record", "consent_accept_noticed",
-    "notice_topics", "rater_state", "welfare_save", "welfare_settings",
+    "notice_topics", "rater_state", "welfare_limits", "welfare_save", "welfare_settings",
 ]

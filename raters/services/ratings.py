@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -56,7 +56,7 @@ def rating_submit(*, study: Study, rater, item_public_id: str, submission: Submi
             )
             outcome = "created" if created else "unchanged"
         else:
-            outcome = _save_rating(assignment, rater, submission, answers)
+            outcome = _save_rating(study, assignment, rater, submission, answers)
         Assignment.objects.filter(id=assignment.id, completed_at__isnull=True).update(completed_at=timezone.now())
     return outcome
 
@@ -65,26 +65,21 @@ def _scores_of(rating: Rating) -> dict:
     return {s.criterion.key: [s.value, s.not_sure, s.rationale] for s in rating.scores.select_related("criterion")}
 
 
-def _save_rating(assignment: Assignment, rater, submission: Submission, answers: dict) -> str:
+def _save_rating(study: Study, assignment: Assignment, rater, submission: Submission, answers: dict) -> str:
     values = {
         "unsafe": submission.unsafe,
         "unsafe_category": submission.unsafe_category,
         "comment": submission.comment.strip(),
     }
     scores = {key: [value, not_sure, rationale] for key, (value, not_sure, rationale) in answers.items()}
-    rating = Rating.objects.select_for_update().filter(response_id=assignment.response_id, rater=rater).first()
-    if rating is None:
-        # ON CONFLICT DO NOTHING: a concurrent duplicate of this request loses quietly to the
-        # unique (response, rater) constraint instead of failing the transaction; the loser
-        # then finds the winner's row and compares with it like any resubmission.
-        Rating.objects.bulk_create(
-            [Rating(response_id=assignment.response_id, rater=rater, seconds_on_item=submission.seconds_on_item, **values)],
-            ignore_conflicts=True,
-        )
-        rating = Rating.objects.select_for_update().get(response_id=assignment.response_id, rater=rater)
-        if not rating.scores.exists():  # ours: a concurrent winner's row comes with its scores committed
-            _write_scores(rating, assignment.study, answers)
-            return "created"
+    rating = _insert_rating(Rating(response_id=assignment.response_id, rater=rater,
+                                   seconds_on_item=submission.seconds_on_item, **values))
+    if rating is not None:
+        _write_scores(rating, study, answers)
+        return "created"
+    # The row was there (a resubmit, or a concurrent duplicate of this request whose insert committed
+    # first: ON CONFLICT waited for it), so it comes with its scores; compare with it.
+    rating = Rating.objects.select_for_update().get(response_id=assignment.response_id, rater=rater)
     before = {**{name: getattr(rating, name) for name in values}, "scores": _scores_of(rating)}
     after = {**values, "scores": scores}
     if before == after:
@@ -93,14 +88,37 @@ def _save_rating(assignment: Assignment, rater, submission: Submission, answers:
         setattr(rating, name, value)
     rating.save(update_fields=[*values, "updated_at"])
     rating.scores.all().delete()
-    _write_scores(rating, assignment.study, answers)
+    _write_scores(rating, study, answers)
     RatingRevision.objects.create(rating=rating, changed_by=rater, before=before, after=after)
-    audit(study=assignment.study, actor=rater, action="rating.revise", obj=rating, before=before, after=after)
+    audit(study=study, actor=rater, action="rating.revise", obj=rating, before=before, after=after)
     return "revised"
 
 
+def _insert_rating(rating: Rating) -> Rating | None:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id: the new row in one round trip, or None when the
+    rater's rating of the response exists. bulk_create(ignore_conflicts=True) returns no id, and
+    update_conflicts would overwrite the values a revision must compare with; PostgreSQL and SQLite
+    (3.35+, the demo) both read this statement."""
+    meta = Rating._meta
+    fields = [f for f in meta.local_concrete_fields if not f.primary_key]
+    qn = connection.ops.quote_name
+    params = [f.get_db_prep_save(f.pre_save(rating, add=True), connection) for f in fields]
+    unique = [meta.get_field(name).column for name in ("response", "rater")]
+    sql = (f"INSERT INTO {qn(meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) "
+           f"VALUES ({', '.join(['%s'] * len(fields))}) "
+           f"ON CONFLICT ({', '.join(qn(c) for c in unique)}) DO NOTHING RETURNING {qn(meta.pk.column)}")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    rating.pk = row[0]
+    rating._state.adding, rating._state.db = False, connection.alias
+    return rating
+
+
 def _write_scores(rating: Rating, study: Study, answers: dict) -> None:
-    criteria = {c.key: c for c in study.criteria.all()}
+    criteria = {c.key: c for c in study.criterion_rows()}
     Score.objects.bulk_create([
         Score(rating=rating, criterion=criteria[key], value=value, not_sure=not_sure, rationale=rationale,
               min_value=criteria[key].min_value, max_value=criteria[key].max_value)

@@ -5,7 +5,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import BooleanField, Exists, OuterRef, Q, Value
 from django.utils import timezone
 
 from evalapp.audit import audit
@@ -21,6 +21,7 @@ from ..models import (
     WelfareBreak,
     WelfareSettings,
 )
+from ..compiled import STAND_IN_ID, STAND_IN_TIME, Compiled
 from .common import RatingError
 
 # A skip for distress: `skip_reason` holds this, the DistressReport row says the rest. Anything that
@@ -79,23 +80,41 @@ def break_taken(*, study: Study, rater) -> WelfareBreak:
     return WelfareBreak.objects.create(study=study, rater=rater)
 
 
+def welfare_limits(study: Study) -> rules.Limits:
+    settings = welfare_settings(study)
+    return rules.Limits(break_every_items=settings.break_every_items, break_every_minutes=settings.break_every_minutes,
+                        cap_per_day=settings.cap_per_day, cap_per_session=settings.cap_per_session)
+
+
+def _recent(study_id: int, rater_id: int, since: datetime):
+    """The times since `since` the rater finished an item (1-10 and pairwise) or took a break, each with
+    whether it is a break: one round trip for the three lists."""
+    # Simulated answers (the demo's, evalapp/management/commands/demo.py) were read by nobody.
+    simulated = Rating.objects.filter(response_id=OuterRef("response_id"), rater_id=rater_id, simulated=True)
+    simulated_pair = PairJudgment.objects.filter(pair_id=OuterRef("pair_id"), rater_id=rater_id, simulated=True)
+    item = {"is_break": Value(False, output_field=BooleanField())}
+    return (Assignment.objects.filter(study_id=study_id, rater_id=rater_id, completed_at__gte=since)
+            .exclude(Exists(simulated)).annotate(**item).values_list("completed_at", "is_break")
+            .union(PairAssignment.objects.filter(study_id=study_id, rater_id=rater_id, completed_at__gte=since)
+                   .exclude(Exists(simulated_pair)).annotate(**item).values_list("completed_at", "is_break"),
+                   WelfareBreak.objects.filter(study_id=study_id, rater_id=rater_id, at__gte=since)
+                   .annotate(is_break=Value(True, output_field=BooleanField())).values_list("at", "is_break"),
+                   all=True))
+
+
+# Compiled once: it runs on every rating page and submit, and building the union cost more than running it.
+_RECENT = Compiled(_recent, study_id=STAND_IN_ID, rater_id=STAND_IN_ID - 1, since=STAND_IN_TIME)
+
+
 def rater_state(study: Study, rater, now: datetime | None = None) -> rules.State:
     """Where the rater stands on breaks and caps, from the items they finished in this study (1-10 and
     pairwise together) and the breaks they took; the day is the server's (settings.TIME_ZONE)."""
     now = now or timezone.now()
-    settings = welfare_settings(study)
-    limits = rules.Limits(break_every_items=settings.break_every_items,
-                          break_every_minutes=settings.break_every_minutes,
-                          cap_per_day=settings.cap_per_day, cap_per_session=settings.cap_per_session)
+    limits = welfare_limits(study)
     since = now - timedelta(days=1, hours=1)  # the day so far, DST included; a session rarely runs longer
-    # Simulated answers (the demo's, evalapp/management/commands/demo.py) were read by nobody.
-    simulated = Rating.objects.filter(response_id=OuterRef("response_id"), rater=rater, simulated=True)
-    simulated_pair = PairJudgment.objects.filter(pair_id=OuterRef("pair_id"), rater=rater, simulated=True)
-    done = [*Assignment.objects.filter(study=study, rater=rater, completed_at__gte=since)
-            .exclude(Exists(simulated)).values_list("completed_at", flat=True),
-            *PairAssignment.objects.filter(study=study, rater=rater, completed_at__gte=since)
-            .exclude(Exists(simulated_pair)).values_list("completed_at", flat=True)]
-    breaks = WelfareBreak.objects.filter(study=study, rater=rater, at__gte=since).values_list("at", flat=True)
+    done, breaks = [], []
+    for at, taken in _RECENT.rows(study_id=study.id, rater_id=rater.id, since=since):
+        (breaks if taken else done).append(at)
     day_start = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
     return rules.welfare_state(limits, done, breaks, now=now, day_start=day_start)
 

@@ -2,7 +2,7 @@
 
 from django import template
 
-from ..services import cap_message, notice_topics, rater_state, welfare_settings
+from ..services import cap_message, notice_topics, rater_state, welfare_limits, welfare_settings
 
 register = template.Library()
 
@@ -15,7 +15,10 @@ def welfare_notice(study):
 
 @register.simple_tag
 def welfare_state(study, user):
-    """Whether a break is due or a cap reached, and the topics a distress report may name."""
-    state = rater_state(study, user)
-    return {"state": state, "cap_message": cap_message(state) if state.cap else "",
+    """Whether a break is due or a cap reached, and the topics a distress report may name.
+
+    state is None when the study sets no break and no cap: none can be due then, so the rater's items
+    are not read (a query on every rating page and submit)."""
+    state = rater_state(study, user) if welfare_limits(study).any else None
+    return {"state": state, "cap_message": cap_message(state) if state and state.cap else "",
             "topics": notice_topics(welfare_settings(study))}

@@ -11,7 +11,7 @@ from django.utils import timezone
 from evalapp.models import AuditEvent, Rating, Study
 from raters import services
 from raters.models import Assignment, CalibrationItem, Consent, Invitation, RatingRevision, Role, StudyMembership
-from raters.selectors import next_item, rater_status
+from raters.selectors import NextItem, next_item, rater_status
 from raters.services import RatingError, Submission
 
 from ..factories import ArmFactory, MembershipFactory, PromptFactory, ResponseFactory, UserFactory, log_in, score_of
@@ -258,14 +258,36 @@ def test_late_joiner_rebalances_keeping_what_was_rated(rating_study):
 def test_next_item_query_count_is_constant(rating_study, django_assert_num_queries):
     rater = add_rater(rating_study, "r1")
     services.study_open_for_rating(study=rating_study)
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(1):
         next_item(study=rating_study, rater=rater)
     for prompt in PromptFactory.create_batch(30, study=rating_study):
         for arm in rating_study.arms.all():
             ResponseFactory(prompt=prompt, arm=arm)
     services.design_rebalance(study=rating_study)
-    with django_assert_num_queries(2):
-        next_item(study=rating_study, rater=rater)
+    with django_assert_num_queries(1):
+        upcoming = next_item(study=rating_study, rater=rater)
+    queue = Assignment.objects.filter(study=rating_study, rater=rater)
+    assert upcoming.assignment == queue.order_by("position").first()
+    assert (upcoming.done, upcoming.total) == (0, queue.count())
+
+
+def test_next_item_counts_come_with_the_item_and_without_one(rating_study, django_assert_num_queries):
+    """The counts ride on the first row of the queue: right midway, and when every item is finished."""
+    rater = add_rater(rating_study, "r1")
+    services.study_open_for_rating(study=rating_study)
+    queue = list(Assignment.objects.filter(study=rating_study, rater=rater).order_by("position"))
+    assert len(queue) >= 3
+    Assignment.objects.filter(id=queue[1].id).update(completed_at=timezone.now())  # done out of order
+    upcoming = next_item(study=rating_study, rater=rater)
+    assert (upcoming.assignment, upcoming.done, upcoming.total) == (queue[0], 1, len(queue))
+    Assignment.objects.filter(id=queue[0].id).update(completed_at=timezone.now())
+    assert next_item(study=rating_study, rater=rater).assignment == queue[2]
+    Assignment.objects.filter(rater=rater).update(completed_at=timezone.now())
+    with django_assert_num_queries(1):
+        done = next_item(study=rating_study, rater=rater)
+    assert (done.assignment, done.done, done.total) == (None, len(queue), len(queue))
+    nobody = UserFactory()  # no queue in this study
+    assert next_item(study=rating_study, rater=nobody) == NextItem(assignment=None, done=0, total=0)
 
 
 def test_researcher_sees_quality_and_can_exclude(client, rating_study, researcher, clock):
@@ -283,3 +305,38 @@ def test_researcher_sees_quality_and_can_exclude(client, rating_study, researche
     membership = StudyMembership.objects.get(study=rating_study, user=raters[0], role=Role.RATER)
     assert membership.excluded_at and membership.excluded_reason == "bot-like"
     assert not Assignment.objects.filter(rater=raters[0], completed_at__isnull=True).exists()
+
+
+SUBMIT_QUERIES = 15  # session, user, study, status, criteria, item, last activity, welfare settings, savepoint,
+# the rating, its scores, the item done, release, the next item with the counts, the welfare state
+
+
+def test_submit_query_count_is_constant(client, rating_study, django_assert_num_queries):
+    """A submit and the next item it answers with: the same queries for a study five times larger; a
+    resubmit that changes nothing one more (the insert finds the row, which is then read with its scores)."""
+    rater = add_rater(rating_study, "r1")
+    services.study_open_for_rating(study=rating_study)
+    services.welfare_save(study=rating_study, actor=rating_study.owner, break_every_items=50)
+    client.force_login(rater)
+
+    def post(public_id):
+        return client.post(reverse("rate_submit", args=[rating_study.id, public_id]),
+                           {"score-empathy": 4, "score-fluency": 6, "seconds": "9"},
+                           headers={"X-Requested-With": "fetch"})
+
+    item = next_item(study=rating_study, rater=rater).assignment.response.public_id
+    with django_assert_num_queries(SUBMIT_QUERIES):
+        assert post(item).status_code == 200
+    Study.objects.filter(id=rating_study.id).update(status=Study.Status.DRAFT)
+    for prompt in PromptFactory.create_batch(24, study=rating_study):
+        for arm in rating_study.arms.all():
+            ResponseFactory(prompt=prompt, arm=arm)
+    services.design_rebalance(study=rating_study)
+    Study.objects.filter(id=rating_study.id).update(status=Study.Status.RATING)
+    item = next_item(study=rating_study, rater=rater).assignment.response.public_id
+    with django_assert_num_queries(SUBMIT_QUERIES):
+        assert "3 of" in post(item).content.decode()
+    assert Rating.objects.filter(rater=rater).count() == 2
+    with django_assert_num_queries(SUBMIT_QUERIES + 1):
+        assert post(item).status_code == 200
+    assert Rating.objects.filter(rater=rater).count() == 2 and not RatingRevision.objects.exists()
