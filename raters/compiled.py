@@ -8,16 +8,18 @@ written once, with the ORM, and only its SQL is kept: compiled from stand-in val
 among the parameters are then filled with the call's values.
 
 What keeps this honest: a stand-in must come through to the parameters as it went in (each found, by
-type and value), and the columns must need no conversion from the database's values. Where either
-fails (SQLite turns datetimes into text while compiling and converts them back on reading), the read
-is compiled every time, as a plain queryset would be: slower, never different.
+type and value), else the read is compiled every time, as a plain queryset would be: slower, never
+different (SQLite turns datetimes into text while compiling). The columns are converted from the
+database's values by the converters the first compilation chose, as the queryset's own iteration does
+(JSON decoded, SQLite's datetimes parsed). `instance` makes model rows of such values, so that a read
+whose callers want models (the next item with its response and prompt) is compiled once too.
 """
 
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 
 # Stand-ins no real value takes: ids below any sequence's, a moment before any data.
 STAND_IN_ID = -7_340_013
@@ -39,7 +41,7 @@ class Compiled:
         if len({_key(v) for v in stand_ins.values()}) != len(stand_ins):
             raise ValueError("Each value needs a stand-in of its own.")
         self.build, self.stand_ins = build, stand_ins
-        self._plans: dict[str, tuple[str, list] | None] = {}
+        self._plans: dict[str, tuple[str, list, list] | None] = {}  # per database vendor; None: compile each time
 
     def rows(self, **values) -> list[tuple]:
         connection = connections[DEFAULT_DB_ALIAS]
@@ -48,21 +50,45 @@ class Compiled:
         plan = self._plans[connection.vendor]
         if plan is None:
             return [tuple(row) for row in self.build(**values)]
-        sql, slots = plan
+        sql, slots, converters = plan
         with connection.cursor() as cursor:
             cursor.execute(sql, [values[s.name] if isinstance(s, _Slot) else s for s in slots])
-            return cursor.fetchall()
+            rows = cursor.fetchall()
+        if not converters:
+            return rows
+        # As SQLCompiler.apply_converters, with this thread's connection (the plan's may be another's).
+        out = []
+        for row in rows:
+            row = list(row)
+            for pos, (convert, expression) in converters:
+                for converter in convert:
+                    row[pos] = converter(row[pos], expression, connection)
+            out.append(tuple(row))
+        return out
 
-    def _plan(self, connection) -> tuple[str, list] | None:
+    def _plan(self, connection):
         compiler = self.build(**self.stand_ins).query.get_compiler(connection=connection)
         sql, params = compiler.as_sql()
-        if compiler.get_converters([col for col, _, _ in compiler.select]):
-            return None
         by_value = {_key(v): name for name, v in self.stand_ins.items()}
         slots = [_Slot(by_value[_key(p)]) if _key(p) in by_value else p for p in params]
         if {s.name for s in slots if isinstance(s, _Slot)} != set(self.stand_ins):
             return None
-        return sql, slots
+        return sql, slots, list(compiler.get_converters([col for col, _, _ in compiler.select[:compiler.col_count]]).items())
+
+
+def columns(model: type[Model], prefix: str = "") -> list[str]:
+    """The model's concrete columns as values_list names (under a relation's `prefix`, e.g. "response__")."""
+    return [prefix + f.attname for f in model._meta.concrete_fields]
+
+
+def instance(model: type[Model], values) -> Model | None:
+    """The model row made of `values` (in columns(model) order) as a queryset would make it; None where
+    the primary key is NULL (a LEFT JOIN that found no row)."""
+    values = list(values)
+    names = columns(model)
+    if values[names.index(model._meta.pk.attname)] is None:
+        return None
+    return model.from_db(DEFAULT_DB_ALIAS, names, values)
 
 
 def _key(value):

@@ -5,8 +5,9 @@ from dataclasses import dataclass
 from django.db import connection
 from django.db.models import Count, Exists, F, OuterRef, Q, Subquery, Window
 
-from evalapp.models import Study
+from evalapp.models import Prompt, Response, Study
 
+from .compiled import STAND_IN_ID, Compiled, columns, instance
 from .models import (
     Assignment,
     CalibrationAttempt,
@@ -139,23 +140,45 @@ class NextItem:
     total: int
 
 
-def next_item(*, study: Study, rater) -> NextItem:
-    """The first unfinished slot of the rater's queue and the progress counts: one query, whatever the size.
-
-    The whole queue ordered unfinished first, by position, with the counts as window aggregates over it
-    (COUNT(completed_at) counts the finished): its first row is the next item, or a finished one when
-    nothing is left, and carries the counts either way."""
-    first = (
-        Assignment.objects.filter(study=study, rater=rater)
-        .select_related("response__prompt", "gold_item")
+def _queue_head(study_id: int, rater_id: int):
+    # The whole queue ordered unfinished first, by position, with the counts as window aggregates over it
+    # (COUNT(completed_at) counts the finished): its first row is the next item, or a finished one when
+    # nothing is left, and carries the counts either way. The columns are those of the assignment, its
+    # response and prompt, and its gold item (select_related's, by name).
+    return (
+        Assignment.objects.filter(study_id=study_id, rater_id=rater_id)
         .annotate(queue_total=Window(Count("id")), queue_done=Window(Count("completed_at")))
         .order_by(F("completed_at").asc(nulls_first=True), "position")
-        .first()
+        .values_list(*_HEAD_COLUMNS, "queue_total", "queue_done")[:1]
     )
-    if first is None:
+
+
+_HEAD_MODELS = ((Assignment, ""), (Response, "response__"), (Prompt, "response__prompt__"),
+                (CalibrationItem, "gold_item__"))
+_HEAD_COLUMNS = [name for model, prefix in _HEAD_MODELS for name in columns(model, prefix)]
+# Compiled once: next_item runs on every rating page and submit, and building it cost more than running it.
+_QUEUE_HEAD = Compiled(_queue_head, study_id=STAND_IN_ID, rater_id=STAND_IN_ID - 1)
+
+
+def next_item(*, study: Study, rater) -> NextItem:
+    """The first unfinished slot of the rater's queue and the progress counts: one query, whatever the size.
+    The assignment comes with its response and prompt, or its gold item, as select_related would give them."""
+    rows = _QUEUE_HEAD.rows(study_id=study.id, rater_id=rater.id)
+    if not rows:
         return NextItem(assignment=None, done=0, total=0)
-    return NextItem(assignment=first if first.completed_at is None else None,
-                    done=first.queue_done, total=first.queue_total)
+    *values, total, done = rows[0]
+    made, start = [], 0
+    for model, _ in _HEAD_MODELS:
+        width = len(model._meta.concrete_fields)
+        made.append(instance(model, values[start:start + width]))
+        start += width
+    assignment, response, prompt, gold_item = made
+    if assignment.completed_at is not None:
+        return NextItem(assignment=None, done=done, total=total)
+    if response is not None:
+        response.prompt = prompt
+    assignment.response, assignment.gold_item = response, gold_item
+    return NextItem(assignment=assignment, done=done, total=total)
 
 
 def study_raters(*, study: Study):

@@ -28,6 +28,7 @@ from .panel_models import PanelParticipant
 # A day: no item is on screen longer; a client's larger number is a broken clock, not work.
 MAX_CLIENT_SECONDS = 86400.0
 _NEVER = Value(datetime(1970, 1, 1, tzinfo=UTC), output_field=DateTimeField())
+_UNREAD = object()
 
 
 def parse_seconds(raw) -> float | None:
@@ -56,7 +57,8 @@ def _latest(queryset, group: str, field: str):
                              output_field=DateTimeField()), _NEVER)
 
 
-def _last_activity(study_id: int, rater_id: int):
+def last_activity_query(study_id: int, rater_id: int):
+    """last_activity_at's read, as a one-value queryset (for a Subquery of a read that wants it too)."""
     member = OuterRef("user_id")
     latest = Greatest(
         "created_at",  # joining the study: the anchor when nothing else has happened yet
@@ -78,7 +80,7 @@ def _last_activity(study_id: int, rater_id: int):
 
 
 # Compiled once: building these seven subqueries cost more than running them, on every submit.
-_LAST_ACTIVITY = Compiled(_last_activity, study_id=STAND_IN_ID, rater_id=STAND_IN_ID - 1)
+_LAST_ACTIVITY = Compiled(last_activity_query, study_id=STAND_IN_ID, rater_id=STAND_IN_ID - 1)
 
 
 def last_activity_at(*, study: Study, rater):
@@ -87,12 +89,14 @@ def last_activity_at(*, study: Study, rater):
     return rows[0][0] if rows else None
 
 
-def item_seconds(*, study: Study, rater, client, now=None) -> float | None:
+def item_seconds(*, study: Study, rater, client, now=None, since=_UNREAD) -> float | None:
     """The seconds to record for the item being submitted now: the client's, parsed, bounded by the time
     observed since the rater's last activity; the observed time alone when the client's is missing or
-    malformed. Call it before the item's own completion is written."""
+    malformed. Call it before the item's own completion is written. `since`: the last activity where
+    the caller read it already (the rating submit reads it with the item, last_activity_query)."""
     claimed = parse_seconds(client)
-    since = last_activity_at(study=study, rater=rater)
+    if since is _UNREAD:
+        since = last_activity_at(study=study, rater=rater)
     if since is None:  # not a rater of the study: the submit is refused after this anyway
         return claimed
     observed = max(0.0, ((now or timezone.now()) - since).total_seconds())

@@ -3,15 +3,16 @@
 from dataclasses import dataclass
 
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Q, Subquery
 from django.utils import timezone
 
 from evalapp.audit import audit
 from evalapp.models import Rating, Score, Study, UnsafeCategory
 
-from ..models import Assignment, GoldAnswer, RatingRevision
+from ..compiled import STAND_IN_ID, Compiled, columns, instance
+from ..models import Assignment, GoldAnswer, RatingRevision, WelfareSettings
 from ..selectors import rater_status
-from ..timing import item_seconds
+from ..timing import item_seconds, last_activity_query
 from .common import RatingError, parse_answers, stored_values
 from .welfare import check_cap
 
@@ -45,7 +46,8 @@ def rating_submit(*, study: Study, rater, item_public_id: str, submission: Submi
         raise RatingError("This study is not open for rating.", status=409)
     assignment = _assignment_for(study, rater, item_public_id, status)
     # Taken before this item's completion is written, which is the next item's start.
-    submission.seconds_on_item = item_seconds(study=study, rater=rater, client=submission.seconds_on_item)
+    submission.seconds_on_item = item_seconds(study=study, rater=rater, client=submission.seconds_on_item,
+                                              since=assignment.last_activity)
     with transaction.atomic():
         check_cap(study, rater, assignment)  # in the write's transaction: it locks until the item is done
         if assignment.gold_item_id:
@@ -139,15 +141,32 @@ def assignment_skip(*, study: Study, rater, item_public_id: str, reason: str) ->
         )
 
 
+def _item_query(study_id: int, rater_id: int, public_id: str):
+    # The item with the rater's last activity (raters.timing) and the study's welfare settings (the cap
+    # check's, the next item's breaks): one round trip for what a submit reads before it writes.
+    return (Assignment.objects.filter(study_id=study_id, rater_id=rater_id)
+            .filter(Q(response__public_id=public_id) | Q(gold_item__public_id=public_id))
+            .annotate(last_activity=Subquery(last_activity_query(study_id, rater_id)))
+            .values_list(*columns(Assignment), *columns(WelfareSettings, "study__welfare__"), "last_activity")[:1])
+
+
+# Compiled once: its eight subqueries cost more to build than to run, on every submit.
+_ITEM = Compiled(_item_query, study_id=STAND_IN_ID, rater_id=STAND_IN_ID - 1, public_id="stand-in:public-id")
+
+
 def _assignment_for(study: Study, rater, item_public_id: str, status=None) -> Assignment:
+    """The rater's assignment of the item, with `last_activity` (raters.timing.last_activity_at's answer,
+    read before anything of this request is written); the study's welfare settings come with it."""
     status = status or rater_status(study=study, user=rater)
     if not status.can_rate:
         raise RatingError("No such item.", status=404)
-    assignment = (
-        Assignment.objects.filter(study=study, rater=rater)
-        .filter(Q(response__public_id=item_public_id) | Q(gold_item__public_id=item_public_id))
-        .first()
-    )
-    if assignment is None:
+    rows = _ITEM.rows(study_id=study.id, rater_id=rater.id, public_id=item_public_id)
+    if not rows:
         raise RatingError("No such item.", status=404)
+    *values, last_activity = rows[0]
+    width = len(Assignment._meta.concrete_fields)
+    assignment = instance(Assignment, values[:width])
+    assignment.last_activity = last_activity
+    # As study.welfare would have read it (None: the defaults, unsaved); a request's study object is its own.
+    Study._meta.get_field("welfare").set_cached_value(study, instance(WelfareSettings, values[width:]))
     return assignment

@@ -92,13 +92,16 @@ def _recent(study_id: int, rater_id: int, since: datetime):
     # Simulated answers (the demo's, evalapp/management/commands/demo.py) were read by nobody.
     simulated = Rating.objects.filter(response_id=OuterRef("response_id"), rater_id=rater_id, simulated=True)
     simulated_pair = PairJudgment.objects.filter(pair_id=OuterRef("pair_id"), rater_id=rater_id, simulated=True)
+    # order_by(): SQLite refuses a union of ordered parts (the models' Meta ordering).
     item = {"is_break": Value(False, output_field=BooleanField())}
     return (Assignment.objects.filter(study_id=study_id, rater_id=rater_id, completed_at__gte=since)
-            .exclude(Exists(simulated)).annotate(**item).values_list("completed_at", "is_break")
+            .exclude(Exists(simulated)).annotate(**item).order_by().values_list("completed_at", "is_break")
             .union(PairAssignment.objects.filter(study_id=study_id, rater_id=rater_id, completed_at__gte=since)
-                   .exclude(Exists(simulated_pair)).annotate(**item).values_list("completed_at", "is_break"),
+                   .exclude(Exists(simulated_pair)).annotate(**item).order_by()
+                   .values_list("completed_at", "is_break"),
                    WelfareBreak.objects.filter(study_id=study_id, rater_id=rater_id, at__gte=since)
-                   .annotate(is_break=Value(True, output_field=BooleanField())).values_list("at", "is_break"),
+                   .annotate(is_break=Value(True, output_field=BooleanField())).order_by()
+                   .values_list("at", "is_break"),
                    all=True))
 
 

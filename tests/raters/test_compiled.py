@@ -6,10 +6,11 @@ from django.db import connection
 from evalapp.models import Study
 from raters import services
 from raters.compiled import STAND_IN_ID, STAND_IN_TIME, Compiled
+from raters.models import Assignment
 from raters.selectors import next_item
 from raters.services import Submission
 from raters.services.welfare import _RECENT, _recent
-from raters.timing import _LAST_ACTIVITY, _last_activity, last_activity_at
+from raters.timing import _LAST_ACTIVITY, last_activity_at, last_activity_query
 
 from .conftest import add_rater
 
@@ -29,10 +30,16 @@ def test_the_hot_reads_answer_as_their_querysets(rating_study, clock):
     since = clock.now.replace(year=clock.now.year - 1)
     for rater in [*raters, rating_study.owner]:  # the owner is no rater: no row
         ids = {"study_id": rating_study.id, "rater_id": rater.id}
-        assert _LAST_ACTIVITY.rows(**ids) == [tuple(r) for r in _last_activity(**ids)]
+        assert _LAST_ACTIVITY.rows(**ids) == [tuple(r) for r in last_activity_query(**ids)]
         assert sorted(_RECENT.rows(**ids, since=since)) == sorted(tuple(r) for r in _recent(**ids, since=since))
     assert len(_RECENT.rows(study_id=rating_study.id, rater_id=raters[2].id, since=since)) == 3  # 2 items, 1 break
     assert last_activity_at(study=rating_study, rater=rating_study.owner) is None
+    for rater in raters:  # the next item's models, as select_related makes them
+        made = next_item(study=rating_study, rater=rater).assignment
+        orm = (Assignment.objects.filter(study=rating_study, rater=rater, completed_at__isnull=True)
+               .select_related("response__prompt", "gold_item").order_by("position").first())
+        assert made == orm and made.response == orm.response and made.gold_item is None
+        assert (made.response.text, made.response.prompt.messages) == (orm.response.text, orm.response.prompt.messages)
     if connection.vendor == "postgresql":  # where the compiled SQL is kept (SQLite converts datetimes)
         assert _LAST_ACTIVITY._plans["postgresql"] is not None and _RECENT._plans["postgresql"] is not None
 

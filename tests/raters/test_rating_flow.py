@@ -307,8 +307,9 @@ def test_researcher_sees_quality_and_can_exclude(client, rating_study, researche
     assert not Assignment.objects.filter(rater=raters[0], completed_at__isnull=True).exists()
 
 
-SUBMIT_QUERIES = 15  # session, user, study, status, criteria, item, last activity, welfare settings, savepoint,
-# the rating, its scores, the item done, release, the next item with the counts, the welfare state
+SUBMIT_QUERIES = 13  # session, user, study, status, criteria, the item with the last activity and the
+# welfare settings, savepoint, the rating, its scores, the item done, release, the next item with the
+# counts, the welfare state (23 before issue 18)
 
 
 def test_submit_query_count_is_constant(client, rating_study, django_assert_num_queries):
