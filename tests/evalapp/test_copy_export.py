@@ -127,3 +127,15 @@ def test_the_bundle_writes_the_copy_export_and_counts_its_rows(study, researcher
     rows = list(csv.reader(io.StringIO(text)))
     assert rows == list(csv.reader(io.StringIO(python_csv(study))))
     assert manifest["files"]["ratings.csv"]["rows"] == len(rows) - 1 == 6 * 2 * 5 * 3
+
+
+def test_a_mean_on_a_half_rounds_alike_in_both_paths(study):
+    """31 raters give 5 and one gives 6: the mean is 5.03125, which both paths write as 5.0313 (halves away
+    from zero, from the exact quotient), not 5.0312 (the float's round-half-even)."""
+    response = ResponseFactory(prompt=PromptFactory(study=study), arm=ArmFactory(study=study))
+    for i in range(32):
+        rater = MembershipFactory(study=study, role=Role.RATER).user
+        RatingFactory(response=response, rater=rater, scores={"empathy": 6 if i == 0 else 5, "fluency": 3})
+    rows = list(csv.DictReader(io.StringIO(copy_csv(study))))
+    assert {row["score_used"] for row in rows if row["scale"] == "empathy"} == {"5.0313"}
+    assert copy_csv(study) == python_csv(study)
