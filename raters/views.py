@@ -24,6 +24,9 @@ from . import selectors, services
 from .access import get_study_for
 from .forms import CalibrationItemForm, ConsentPublishForm, InviteForm, RatingForm, answers_from
 from .models import CalibrationItem, Role, StudyMembership
+from .panel_models import ParticipantStatus
+from .panel_views import stopped_page
+from .services import panel as panel_services
 
 RESEARCHERS = [Role.RESEARCHER]
 
@@ -109,6 +112,11 @@ def consent(request, study_id: int):
 @require_POST
 def withdraw(request, study_id: int):
     study = get_study_for(request.user, study_id, roles=[Role.RATER])
+    participant = panel_services.participant_for(request.user, study=study)
+    if participant is not None and participant.status == ParticipantStatus.ACTIVE:
+        # A pool participant who withdraws has stopped early: their place, code and way back to the pool.
+        completion = panel_services.panel_withdraw(participant=participant)
+        return stopped_page(request, participant, completion)
     policy = services.consent_withdraw(study=study, user=request.user)
     outcome = "deleted" if policy == "delete" else "kept but excluded from the analysis"
     messages.success(request, f"You have withdrawn from “{study.title}”. Your ratings were {outcome}.")

@@ -1,4 +1,6 @@
 """Participant pools: the entry link, completion codes, idle and returned participants, time and pay.
+Long because entering, finishing, stopping, timing out and the pool's file are one participant's states
+and move between each other: kept together, each change of status is seen beside the others.
 
 A participant's pool id lives only on their PanelParticipant row; the account they rate under has a
 generated username and no password, and their session is the only credential. Leaving (timed out,
@@ -130,8 +132,8 @@ def _existing(study: Study, link: PanelLink, participant_id: str) -> PanelPartic
         return None
     if participant.link_id != link.id:
         raise RatingError("This participant id already entered the study through another link.", status=409)
-    if participant.status == ParticipantStatus.TIMED_OUT:
-        return participant  # not let back in: the page says what was kept and gives their code, if any
+    if participant.status in (ParticipantStatus.TIMED_OUT, ParticipantStatus.RETURNED):
+        return participant  # not let back in: the page says what happened and repeats their code, if any
     if participant.status in LEFT:
         raise RatingError(f"Your place in this study has ended ({participant.get_status_display().lower()}). "
                           "Thank you for your time.", status=410)
@@ -162,12 +164,14 @@ def _new_username() -> str:
     return "panel-" + secrets.token_hex(8)
 
 
-def participant_for(user, link: PanelLink | None = None) -> PanelParticipant | None:
+def participant_for(user, link: PanelLink | None = None, study: Study | None = None) -> PanelParticipant | None:
     if not getattr(user, "is_authenticated", False):
         return None
-    found = PanelParticipant.objects.select_related("link", "study").filter(user=user)
+    found = PanelParticipant.objects.select_related("link", "study", "user").filter(user=user)
     if link is not None:
         found = found.filter(link=link)
+    if study is not None:
+        found = found.filter(study=study)
     return found.first()
 
 
@@ -237,18 +241,31 @@ def panel_complete(*, participant: PanelParticipant) -> Completion | None:
 
 
 def panel_return(*, participant: PanelParticipant) -> Completion:
-    """A participant who stops early: withdrawn under the study's policy, given the link's returned code."""
-    link = participant.link
-    if not link.code_returned:
+    """A participant who stops early by the stop page: only offered where the link has a code for it."""
+    if not participant.link.code_returned:
         raise RatingError("This study gives no code for stopping early; return it on the pool's page.", status=409)
     if participant.status != ParticipantStatus.ACTIVE:
         raise RatingError("You have already finished this study.", status=409)
+    return panel_withdraw(participant=participant)
+
+
+def panel_withdraw(*, participant: PanelParticipant) -> Completion:
+    """Stopping early, by the stop page or by "Withdraw from the study" alike: withdrawn under the study's
+    policy, given the link's returned code (none where the link has none: withdrawing is never refused)."""
+    link = participant.link
     with transaction.atomic():
         _leave(participant, ParticipantStatus.RETURNED, withdraw=True, actor=participant.user)
         PanelParticipant.objects.filter(id=participant.id).update(outcome_code=link.code_returned,
                                                                   outcome_at=timezone.now())
-    return Completion(ParticipantStatus.RETURNED, link.code_returned,
-                      redirect_url(link, participant, ParticipantStatus.RETURNED, link.code_returned))
+    participant.status, participant.outcome_code = ParticipantStatus.RETURNED, link.code_returned
+    return panel_stopped(participant)
+
+
+def panel_stopped(participant: PanelParticipant) -> Completion:
+    """What a participant who stopped early is shown, then and every time they come back: their code."""
+    code = participant.outcome_code
+    return Completion(ParticipantStatus.RETURNED, code,
+                      redirect_url(participant.link, participant, ParticipantStatus.RETURNED, code))
 
 
 # ----------------------------------------------------------------------------- leaving
