@@ -25,6 +25,7 @@ from .panel_models import PLACEHOLDERS, PRESET_PARAMS, PanelLink, PanelParticipa
 from .services import panel as panel_services
 from .services.panel_pay import PAY_HEADER, panel_pay_rows, pay_sheet
 from .services.common import RatingError
+from .services.welfare_panel import panel_cap_reached, panel_finish_at_cap
 
 RESEARCHERS = [Role.RESEARCHER]
 PAY_ACTION = "export.panel_payments"
@@ -182,10 +183,18 @@ def panel_done(request, slug: str):
         return stopped_page(request, participant, completion)
     if participant.status in panel_services.LEFT:
         raise Http404("No such study.")
-    completion = panel_services.panel_complete(participant=participant)
+    try:
+        # At a cap nothing more can be rated: the code, as the cap box gives it, never "go on rating".
+        completion = (panel_finish_at_cap(participant=participant)
+                      or panel_services.panel_complete(participant=participant))
+    except RatingError as exc:
+        messages.error(request, str(exc))
+        return redirect("rate", study_id=participant.study_id)
+    participant.refresh_from_db(fields=["status"])
     _, open_items = panel_services.panel_outcome(participant)
     return render(request, "raters/panel_done.html", {
         "completion": completion, "open_items": open_items, "study": participant.study,
+        "cap": panel_cap_reached(participant) if completion else None,
         "participant": participant, "can_return": bool(participant.link.code_returned)})
 
 

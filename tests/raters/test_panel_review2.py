@@ -2,14 +2,18 @@
 skips in the payment sheet, the done page at a cap, the stop link, crisis resources after leaving, links on
 a study that is not open, the rate page's count of comparisons, the effective rate, the reconcile report."""
 
+from pathlib import Path
+
 import pytest
 from django.test import Client
 from django.urls import reverse
 
 from raters import services
-from raters.models import PanelParticipant
+from raters.models import PanelLink, PanelParticipant
 
 from .test_panel import PID, consent, enter, make_link, prolific
+from .conftest import add_rater
+from .test_pairwise_flow import _open as open_pairs
 from .test_panel_pay import next_public, sheet, submit
 from .test_panel_review import rate_some
 
@@ -124,3 +128,71 @@ def test_the_effective_rate_is_computed_from_the_pay_before_rounding(client, ope
     # 31 s at 12 an hour is 0.1033, paid as 0.10; over a minute that is 6.20 an hour, not 6.00.
     [row] = sheet(client, open_study, rate="12", minimum="6.1")
     assert (row["pay"], row["effective_hourly"], row["below_minimum_wage"]) == ("0.10", "6.2", "no")
+
+
+# ----------------------------------------------------------------------------- 3. the code page at a cap
+
+
+def at_session_cap(client, study, researcher, **link_values):
+    link = make_link(study, researcher, **link_values)
+    services.welfare_save(study=study, actor=researcher, cap_per_session=2, break_every_items=0,
+                          break_every_minutes=0)
+    enter(client, link, **prolific())
+    consent(client, study)
+    rate_some(study, PanelParticipant.objects.get().user, 2)
+    return link
+
+
+def test_at_a_cap_the_rate_page_shows_one_way_to_the_code_and_the_code_page_gives_it(
+        client, open_study, researcher):
+    link = at_session_cap(client, open_study, researcher, code_returned="CRET")
+    page = client.get(reverse("rate", args=[open_study.id])).content.decode()
+    assert 'id="welfare-cap-finish"' in page
+    assert 'id="panel-done-link"' not in page and 'id="panel-stop-link"' not in page
+    # Following the code link anyway (an old tab): the completion code and why, never "go on rating".
+    done = client.get(reverse("panel_done", args=[link.slug])).content.decode()
+    assert 'id="panel-code">CDONE1<' in done and "Go on rating" not in done and "items left" not in done
+    assert "reached the most this study asks anyone to read in one sitting (2 items)" in done
+    assert "finished every item" not in done
+    participant = PanelParticipant.objects.get()
+    assert (participant.status, participant.outcome_code) == ("completed", "CDONE1")
+    # Coming back to the page: the same code, the same reason.
+    again = client.get(reverse("panel_done", args=[link.slug])).content.decode()
+    assert 'id="panel-code">CDONE1<' in again and "in one sitting (2 items)" in again
+
+
+def test_finishing_by_the_cap_box_says_the_cap_was_reached(client, open_study, researcher):
+    at_session_cap(client, open_study, researcher)
+    done = client.post(reverse("welfare_cap_finish", args=[open_study.id]), follow=True).content.decode()
+    assert 'id="panel-code">CDONE1<' in done and "in one sitting (2 items)" in done
+    assert "finished every item" not in done
+
+
+def test_the_cap_hides_the_second_link_when_a_submit_brings_the_cap_box():
+    css = (Path(__file__).resolve().parents[2] / "raters/static/raters/rate.css").read_text()
+    assert "#rate-item:has(#welfare-cap) ~ #panel-finish { display: none; }" in css
+
+
+# ----------------------------------------------------------------------------- 4. the stop link
+
+
+def test_the_rate_and_compare_pages_offer_a_pool_participant_a_plain_stop_link(client, open_study, researcher):
+    link = make_link(open_study, researcher, code_returned="CRET")
+    enter(client, link, **prolific())
+    consent(client, open_study)
+    stop = f'href="{reverse("panel_done", args=[link.slug])}?stop=1" id="panel-stop-link">Stop and get your code</a>'
+    rate_page = client.get(reverse("rate", args=[open_study.id])).content.decode()
+    assert stop in rate_page and rate_page.index(stop) < rate_page.index("Withdraw from the study")
+    open_pairs(open_study)
+    compare_page = client.get(reverse("compare", args=[open_study.id])).content.decode()
+    assert stop in compare_page and compare_page.index(stop) < compare_page.index("Withdraw from the study")
+    # It leads to the confirmation, never straight to the end.
+    confirm = client.get(reverse("panel_done", args=[link.slug]), {"stop": "1"}).content.decode()
+    assert "ends for good" in confirm and PanelParticipant.objects.get().status == "active"
+    # Without a code for stopping early (withdrawing is the way out then), and for an invited rater: none.
+    PanelLink.objects.update(code_returned="")
+    assert 'id="panel-stop-link"' not in client.get(reverse("rate", args=[open_study.id])).content.decode()
+    other = Client()
+    other.force_login(add_rater(open_study, "invited"))
+    invited_page = other.get(reverse("rate", args=[open_study.id])).content.decode()
+    assert "Withdraw from the study" in invited_page and 'id="panel-stop-link"' not in invited_page
