@@ -196,3 +196,50 @@ def test_the_rate_and_compare_pages_offer_a_pool_participant_a_plain_stop_link(c
     other.force_login(add_rater(open_study, "invited"))
     invited_page = other.get(reverse("rate", args=[open_study.id])).content.decode()
     assert "Withdraw from the study" in invited_page and 'id="panel-stop-link"' not in invited_page
+
+
+# ----------------------------------------------------------------------------- 5. crisis resources after leaving
+
+
+@pytest.fixture
+def crisis(open_study, researcher):
+    services.welfare_save(study=open_study, actor=researcher, crisis_text="Call the helpline any time.",
+                          crisis_links=[{"label": "Helpline", "url": "tel:+15550100"}])
+
+
+def assert_crisis(text):
+    assert "Call the helpline any time." in text and 'href="tel:+15550100"' in text
+
+
+def test_stopped_timed_out_and_finished_pages_show_the_crisis_resources(client, open_study, researcher, crisis):
+    from .test_panel import PID2, rate_all
+    from .test_panel_review import time_out
+
+    link = make_link(open_study, researcher, code_returned="CRET", code_timed_out="CTIME")
+    # Stopped early: on the page that gives the code, and again by the link.
+    enter(client, link, **prolific())
+    consent(client, open_study)
+    stopped = client.post(reverse("panel_done", args=[link.slug]), {"action": "return", "confirm": "yes"})
+    assert "CRET" in stopped.content.decode()
+    assert_crisis(stopped.content.decode())
+    again = enter(client, link, **prolific())
+    assert again.status_code == 410 and 'id="panel-code">CRET<' in again.content.decode()
+    assert_crisis(again.content.decode())
+    # Timed out.
+    idle = Client()
+    enter(idle, link, **prolific(PID2))
+    time_out(link)
+    assert_crisis(enter(idle, link, **prolific(PID2)).content.decode())
+    # Finished.
+    finisher = Client()
+    enter(finisher, link, **prolific("6aabbccddeeff00112233445"))
+    consent(finisher, open_study)
+    rate_all(open_study, PanelParticipant.objects.get(participant_id="6aabbccddeeff00112233445").user)
+    done = finisher.get(reverse("panel_done", args=[link.slug])).content.decode()
+    assert 'id="panel-code">CDONE1<' in done
+    assert_crisis(done)
+
+
+def test_the_support_page_still_shows_them(client, open_study, researcher, crisis):
+    client.force_login(add_rater(open_study, "r1"))
+    assert_crisis(client.get(reverse("support", args=[open_study.id])).content.decode())
