@@ -239,6 +239,7 @@ def panel_page(request, study_id: int):
                           "pseudonym": pseudonyms.get(p.user_id, "")} for p in participants],
         "status_counts": panel_services.panel_status_counts(participants),
         "statuses": ParticipantStatus.choices, "has_consent": study.consent_versions.exists(),
+        "warnings": panel_services.panel_link_warnings(study),
     })
 
 

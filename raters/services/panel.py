@@ -67,6 +67,26 @@ def normalise_participant_id(preset: str, raw: str) -> str | None:
     return value if ID_PATTERNS[Preset(preset)].match(value) else None
 
 
+def study_not_open_reason(study: Study) -> str:
+    if study.status in (Study.Status.DRAFT, Study.Status.GENERATING):
+        return ("This study is not open yet: there is nothing to rate until the researcher opens it. Come back "
+                "from the pool's page later, or return the study there.")
+    return "This study is no longer taking ratings. Return the study on the pool's page; thank you for your time."
+
+
+def panel_link_warnings(study: Study) -> list[str]:
+    """What makes a link a dead end for now, for the researcher making or sharing it."""
+    warnings = []
+    if not study.prompts.exists() or not study.arms.exists():
+        warnings.append("This study has no items to rate yet (it needs prompts and arms with responses): a "
+                        "participant would have nothing to do and no way to a code.")
+    if study.status != Study.Status.RATING:
+        warnings.append(f"The study is {study.get_status_display().lower()}, not open for rating: a participant "
+                        "following a link is told it is not open and turned away before consent. Open it for "
+                        "rating on the raters page before you publish the link in the pool.")
+    return warnings
+
+
 def panel_link_for_slug(slug: str) -> PanelLink:
     link = PanelLink.objects.select_related("study").filter(slug=slug).first()
     if link is None:
@@ -106,8 +126,12 @@ def panel_enter(*, link: PanelLink, query: Mapping) -> PanelParticipant:
         # consent text has nothing to close.
         raise RatingError("This study is not taking participants yet.", status=409)
     participant = _existing(study, link, ids["participant_id"])
-    if participant is not None:
+    if participant is not None and (participant.status != ParticipantStatus.ACTIVE
+                                    or study.status == Study.Status.RATING):
         return participant
+    if study.status != Study.Status.RATING:
+        # Before consent: a participant let in now would consent to nothing to rate and get no code.
+        raise RatingError(study_not_open_reason(study), status=409)
     User = get_user_model()
     try:
         with transaction.atomic():

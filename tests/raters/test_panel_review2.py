@@ -243,3 +243,29 @@ def test_stopped_timed_out_and_finished_pages_show_the_crisis_resources(client, 
 def test_the_support_page_still_shows_them(client, open_study, researcher, crisis):
     client.force_login(add_rater(open_study, "r1"))
     assert_crisis(client.get(reverse("support", args=[open_study.id])).content.decode())
+
+
+# ----------------------------------------------------------------------------- 6. a link on a study that is not open
+
+
+def test_a_link_on_a_study_not_open_warns_the_researcher_and_turns_participants_away_before_consent(
+        client, rating_study, researcher):
+    link = make_link(rating_study, researcher)
+    client.force_login(researcher)
+    page = client.get(reverse("panel_page", args=[rating_study.id])).content.decode()
+    assert "not open for rating" in page and "no items to rate" not in page
+    participant = Client()
+    entered = enter(participant, link, **prolific())
+    assert entered.status_code == 409 and "not open yet" in entered.content.decode()
+    assert not PanelParticipant.objects.exists() and "_auth_user_id" not in participant.session
+    services.study_open_for_rating(study=rating_study)
+    page = client.get(reverse("panel_page", args=[rating_study.id])).content.decode()
+    assert "panel-warning" not in page
+    assert enter(participant, link, **prolific()).url == reverse("rate", args=[rating_study.id])
+
+
+def test_a_link_on_an_empty_study_warns_that_there_is_nothing_to_rate(client, study, researcher):
+    make_link(study, researcher)
+    client.force_login(researcher)
+    page = client.get(reverse("panel_page", args=[study.id])).content.decode()
+    assert "no items to rate" in page and "not open for rating" in page
