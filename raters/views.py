@@ -23,7 +23,7 @@ from evalapp.rubric import NOT_SURE_LETTER, answer_text, key_hints, option_lette
 from . import selectors, services
 from .access import get_study_for
 from .forms import CalibrationItemForm, ConsentPublishForm, InviteForm, RatingForm, answers_from
-from .models import CalibrationItem, Role, StudyMembership
+from .models import CalibrationItem, PairAssignment, Role, StudyMembership
 from .panel_models import ParticipantStatus
 from .panel_views import stopped_page
 from .services import panel as panel_services
@@ -209,6 +209,7 @@ def _item_context(study, user, status):
             response = assignment.response
             item = {"public_id": response.public_id, "messages": response.prompt.messages, "text": response.text}
         item.update(history=item["messages"][:-1], question=item["messages"][-1]["content"])
+    comparing = item is None and PairwisePhase.objects.filter(study=study, status="open").exists()
     return {
         "study": study,
         "status": status,
@@ -218,7 +219,10 @@ def _item_context(study, user, status):
         "criteria": rubric_for_display(study),
         "categories": UnsafeCategory.choices,
         "form": RatingForm(),
-        "comparing": item is None and PairwisePhase.objects.filter(study=study, status="open").exists(),
+        "comparing": comparing,
+        # The 1-10 queue done is not all done while comparisons are open: counted as the code page counts them.
+        "pairs_left": (PairAssignment.objects.filter(study=study, rater=user, completed_at__isnull=True).count()
+                       if comparing else 0),
     }
 
 

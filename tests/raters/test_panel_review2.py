@@ -269,3 +269,24 @@ def test_a_link_on_an_empty_study_warns_that_there_is_nothing_to_rate(client, st
     client.force_login(researcher)
     page = client.get(reverse("panel_page", args=[study.id])).content.decode()
     assert "no items to rate" in page and "not open for rating" in page
+
+
+# ----------------------------------------------------------------------------- 7. the rate page counts comparisons
+
+
+def test_the_rate_page_and_the_code_page_count_the_same_work(client, open_study, researcher):
+    from .test_panel import rate_all
+
+    link = make_link(open_study, researcher)
+    enter(client, link, **prolific())
+    consent(client, open_study)
+    add_rater(open_study, "r1")
+    rate_all(open_study, PanelParticipant.objects.get().user)
+    open_pairs(open_study, k=2)
+    done = client.get(reverse("panel_done", args=[link.slug])).content.decode()
+    left = int(done.split('id="panel-not-done">You have ')[1].split(" ")[0])
+    assert left > 0
+    rate_page = client.get(reverse("rate", args=[open_study.id])).content.decode()
+    assert "All done" not in rate_page and "rated every item" not in rate_page
+    assert f"{left} comparisons (which of two responses is better) are left" in rate_page
+    assert f'href="{reverse("compare", args=[open_study.id])}" id="go-comparing"' in rate_page
