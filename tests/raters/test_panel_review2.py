@@ -290,3 +290,38 @@ def test_the_rate_page_and_the_code_page_count_the_same_work(client, open_study,
     assert "All done" not in rate_page and "rated every item" not in rate_page
     assert f"{left} comparisons (which of two responses is better) are left" in rate_page
     assert f'href="{reverse("compare", args=[open_study.id])}" id="go-comparing"' in rate_page
+
+
+# ----------------------------------------------------------------------------- 9. the reconcile report
+
+
+def test_the_reconcile_report_gives_every_problem_of_a_row_in_plain_words(client, open_study, researcher):
+    from raters.panel_import import parse_submissions
+    from raters.services.panel import normalise_participant_id
+
+    data = ("Participant id,Status,Time taken\n"
+            ",WHATEVER,abc\n"
+            f"{PID},APPROVED,abc\n"
+            "nothex,APPROVED,12\n").encode()
+    parsed = parse_submissions(data, lambda raw: normalise_participant_id("prolific", raw))
+    assert [str(e) for e in parsed.errors] == [
+        "row 2, Participant id: empty participant id",
+        "row 2, Status: 'WHATEVER' is not one of ACTIVE, APPROVED, AWAITING REVIEW, REJECTED, RETURNED, "
+        "SCREENED OUT, TIMED-OUT",
+        "row 2, Time taken: 'abc' is not a number of seconds",
+        "row 3, Time taken: 'abc' is not a number of seconds",
+        "row 4, Participant id: 'nothex' is not a participant id of this pool",
+    ]
+    dates = parse_submissions(f"Participant id,Status,Started at,Completed at\n{PID},APPROVED,yesterday,"
+                              "2026-01-31 12:00:00\n".encode(), lambda raw: raw)
+    assert [str(e) for e in dates.errors] == [
+        "row 2, Started at: 'yesterday' is not a date and time like 2026-01-31 12:00:00"]
+    # On the page, all of them.
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    make_link(open_study, researcher)
+    client.force_login(researcher)
+    page = client.post(reverse("panel_reconcile", args=[open_study.id]),
+                       {"file": SimpleUploadedFile("s.csv", data, content_type="text/csv")})
+    text = page.content.decode()
+    assert page.status_code == 400 and text.count("<li>row 2,") == 3 and "empty participant id" in text
