@@ -45,21 +45,31 @@ def _when(text: str) -> datetime:
     raise ValueError(text)
 
 
+class _CellError(ValueError):
+    """A cell that is not what its column holds: the column (as the pool names it) and why."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(reason)
+        self.field, self.reason = field, reason
+
+
 def _seconds(record: dict) -> int | None:
     taken = (record.get("time taken") or "").strip()
     if taken:
         if not re.fullmatch(r"\d{1,9}(\.\d+)?", taken):
-            raise ValueError(f"'Time taken' {taken!r} is not a number of seconds")
+            raise _CellError("Time taken", f"{taken[:40]!r} is not a number of seconds")
         return round(float(taken))
     started, completed = (record.get("started at") or "").strip(), (record.get("completed at") or "").strip()
     if started and completed:
-        try:
-            span = (_when(completed) - _when(started)).total_seconds()
-        except ValueError as exc:
-            raise ValueError(f"{exc.args[0]!r} is not a date and time like 2026-01-31 12:00:00") from None
-        if span < 0:
-            raise ValueError("'Completed at' is before 'Started at'")
-        return round(span)
+        times = []
+        for field, text in (("Started at", started), ("Completed at", completed)):
+            try:
+                times.append(_when(text))
+            except ValueError:
+                raise _CellError(field, f"{text[:40]!r} is not a date and time like 2026-01-31 12:00:00") from None
+        if times[1] < times[0]:
+            raise _CellError("Completed at", "is before 'Started at'")
+        return round((times[1] - times[0]).total_seconds())
     return None
 
 
@@ -92,26 +102,31 @@ def parse_submissions(data: bytes, participant_id: Callable[[str], str | None]) 
         return out
     seen: dict[str, int] = {}
     for number, record in enumerate(records, start=2):
+        # Every problem of the row, so that one upload shows all there is to fix.
+        problems = []
         given = (record.get("participant id") or "").strip()
         status = (record.get("status") or "").strip().upper()
-        pid = participant_id(given)
-        if pid is None:
-            out.errors.append(RowProblem(number, "Participant id", f"{given[:80]!r} is not a participant id of this pool"))
-            continue
-        if pid in seen:
-            out.errors.append(RowProblem(number, "Participant id", f"{pid} repeats row {seen[pid]}"))
-            continue
-        seen[pid] = number
+        pid = participant_id(given) if given else None
+        if not given:
+            problems.append(RowProblem(number, "Participant id", "empty participant id"))
+        elif pid is None:
+            problems.append(RowProblem(number, "Participant id", f"{given[:80]!r} is not a participant id of this pool"))
+        elif pid in seen:
+            problems.append(RowProblem(number, "Participant id", f"{pid} repeats row {seen[pid]}"))
+        else:
+            seen[pid] = number
         if status not in POOL_STATUSES:
-            out.errors.append(RowProblem(number, "Status", f"{status[:40]!r} is not one of "
-                                         + ", ".join(sorted(POOL_STATUSES))))
-            continue
+            problems.append(RowProblem(number, "Status", f"{status[:40]!r} is not one of "
+                                       + ", ".join(sorted(POOL_STATUSES))))
+        seconds = None
         try:
             seconds = _seconds(record)
-        except ValueError as exc:
-            out.errors.append(RowProblem(number, "Time taken", str(exc)))
-            continue
-        out.rows.append(SubmissionRow(number, pid, status, seconds))
+        except _CellError as exc:
+            problems.append(RowProblem(number, exc.field, exc.reason))
+        if problems:
+            out.errors.extend(problems)
+        else:
+            out.rows.append(SubmissionRow(number, pid, status, seconds))
     if not records:
         out.errors.append(RowProblem(0, "file", "has no rows"))
     return out

@@ -25,6 +25,7 @@ from .panel_models import PLACEHOLDERS, PRESET_PARAMS, PanelLink, PanelParticipa
 from .services import panel as panel_services
 from .services.panel_pay import PAY_HEADER, panel_pay_rows, pay_sheet
 from .services.common import RatingError
+from .services.welfare_panel import panel_cap_reached, panel_finish_at_cap
 
 RESEARCHERS = [Role.RESEARCHER]
 PAY_ACTION = "export.panel_payments"
@@ -92,8 +93,8 @@ def panel_enter(request, slug: str):
         # The link is the credential: whoever was signed in on this browser is signed out first, so the
         # participant never rates under (or sees the studies of) someone else's account.
         logout(request)
-    if participant.status == ParticipantStatus.TIMED_OUT:
-        return _timed_out_page(request, participant)
+    if participant.status in PARTED:
+        return _parted_page(request, participant)
     if not request.user.is_authenticated:
         login(request, participant.user, backend="django.contrib.auth.backends.ModelBackend")
     request.session[PANEL_SESSION_KEY] = participant.id
@@ -102,29 +103,46 @@ def panel_enter(request, slug: str):
     return redirect("rate", study_id=link.study_id)
 
 
-def _timed_out_page(request, participant: PanelParticipant):
-    # 410: their place is gone; the page still says what was kept and gives the code for it.
+# Those whose place ended here (timed out, or stopped early): their account no longer signs in, so their way
+# back (the link, the code page, the login) is recognised by the session and shown what happened, with the code.
+PARTED = (ParticipantStatus.TIMED_OUT, ParticipantStatus.RETURNED)
+
+
+def _parted_page(request, participant: PanelParticipant):
+    # 410: their place is gone; the page still says what happened and gives the code for it.
+    if participant.status == ParticipantStatus.RETURNED:
+        return stopped_page(request, participant, panel_services.panel_stopped(participant), status=410)
     return render(request, "raters/panel_timed_out.html", {
         "study": participant.study, "timed_out": panel_services.panel_timed_out(participant)}, status=410)
 
 
-def timed_out_in_session(request, slug: str | None = None) -> PanelParticipant | None:
-    """The timed-out pool participant this (signed-out) browser entered as, if any, for that link."""
+def stopped_page(request, participant: PanelParticipant, completion, *, status: int = 200):
+    """The stopped-early code, signed out (the account no longer signs in), the session still knowing who
+    they were so that the code page and the login show it again."""
+    if request.user.is_authenticated:
+        logout(request)
+    request.session[PANEL_SESSION_KEY] = participant.id
+    return render(request, "raters/panel_done.html", {"completion": completion, "study": participant.study},
+                  status=status)
+
+
+def parted_in_session(request, slug: str | None = None) -> PanelParticipant | None:
+    """The timed-out or stopped pool participant this (signed-out) browser entered as, if any, for that link."""
     if request.user.is_authenticated or PANEL_SESSION_KEY not in request.session:
         return None
     found = PanelParticipant.objects.select_related("link", "study").filter(
-        id=request.session[PANEL_SESSION_KEY], status=ParticipantStatus.TIMED_OUT)
+        id=request.session[PANEL_SESSION_KEY], status__in=PARTED)
     if slug is not None:
         found = found.filter(link__slug=slug)
     return found.first()
 
 
 class PanelAwareLoginView(LoginView):
-    """The password login, except for a pool participant whose session timed out: they have no password, so
+    """The password login, except for a pool participant who timed out or stopped: they have no password, so
     they are sent to the page that says what happened (and gives their code) instead."""
 
     def get(self, request, *args, **kwargs):
-        participant = timed_out_in_session(request)
+        participant = parted_in_session(request)
         if participant is not None:
             return redirect("panel_done", slug=participant.link.slug)
         return super().get(request, *args, **kwargs)
@@ -143,9 +161,9 @@ def panel_done(request, slug: str):
     """The outcome's code and the way back to the pool; a participant still rating is told what is left;
     one who timed out, what happened. Stopping early is asked for (?stop=1), then confirmed (a POST)."""
     if not request.user.is_authenticated:
-        participant = timed_out_in_session(request, slug)
+        participant = parted_in_session(request, slug)
         if participant is not None:
-            return _timed_out_page(request, participant)
+            return _parted_page(request, participant)
         return redirect_to_login(request.get_full_path())
     participant = _participant_or_404(request, slug)
     returning = request.POST.get("action") == "return"
@@ -162,14 +180,21 @@ def panel_done(request, slug: str):
         except RatingError as exc:
             messages.error(request, str(exc))
             return redirect("panel_done", slug=slug)
-        logout(request)  # their account no longer signs in; the code is on this response
-        return render(request, "raters/panel_done.html", {"completion": completion, "study": participant.study})
+        return stopped_page(request, participant, completion)
     if participant.status in panel_services.LEFT:
         raise Http404("No such study.")
-    completion = panel_services.panel_complete(participant=participant)
+    try:
+        # At a cap nothing more can be rated: the code, as the cap box gives it, never "go on rating".
+        completion = (panel_finish_at_cap(participant=participant)
+                      or panel_services.panel_complete(participant=participant))
+    except RatingError as exc:
+        messages.error(request, str(exc))
+        return redirect("rate", study_id=participant.study_id)
+    participant.refresh_from_db(fields=["status"])
     _, open_items = panel_services.panel_outcome(participant)
     return render(request, "raters/panel_done.html", {
         "completion": completion, "open_items": open_items, "study": participant.study,
+        "cap": panel_cap_reached(participant) if completion else None,
         "participant": participant, "can_return": bool(participant.link.code_returned)})
 
 
@@ -214,6 +239,7 @@ def panel_page(request, study_id: int):
                           "pseudonym": pseudonyms.get(p.user_id, "")} for p in participants],
         "status_counts": panel_services.panel_status_counts(participants),
         "statuses": ParticipantStatus.choices, "has_consent": study.consent_versions.exists(),
+        "warnings": panel_services.panel_link_warnings(study),
     })
 
 

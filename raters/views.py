@@ -23,7 +23,10 @@ from evalapp.rubric import NOT_SURE_LETTER, answer_text, key_hints, option_lette
 from . import selectors, services
 from .access import get_study_for
 from .forms import CalibrationItemForm, ConsentPublishForm, InviteForm, RatingForm, answers_from
-from .models import CalibrationItem, Role, StudyMembership
+from .models import CalibrationItem, PairAssignment, Role, StudyMembership
+from .panel_models import ParticipantStatus
+from .panel_views import stopped_page
+from .services import panel as panel_services
 
 RESEARCHERS = [Role.RESEARCHER]
 
@@ -109,6 +112,11 @@ def consent(request, study_id: int):
 @require_POST
 def withdraw(request, study_id: int):
     study = get_study_for(request.user, study_id, roles=[Role.RATER])
+    participant = panel_services.participant_for(request.user, study=study)
+    if participant is not None and participant.status == ParticipantStatus.ACTIVE:
+        # A pool participant who withdraws has stopped early: their place, code and way back to the pool.
+        completion = panel_services.panel_withdraw(participant=participant)
+        return stopped_page(request, participant, completion)
     policy = services.consent_withdraw(study=study, user=request.user)
     outcome = "deleted" if policy == "delete" else "kept but excluded from the analysis"
     messages.success(request, f"You have withdrawn from “{study.title}”. Your ratings were {outcome}.")
@@ -201,6 +209,7 @@ def _item_context(study, user, status):
             response = assignment.response
             item = {"public_id": response.public_id, "messages": response.prompt.messages, "text": response.text}
         item.update(history=item["messages"][:-1], question=item["messages"][-1]["content"])
+    comparing = item is None and PairwisePhase.objects.filter(study=study, status="open").exists()
     return {
         "study": study,
         "status": status,
@@ -210,7 +219,10 @@ def _item_context(study, user, status):
         "criteria": rubric_for_display(study),
         "categories": UnsafeCategory.choices,
         "form": RatingForm(),
-        "comparing": item is None and PairwisePhase.objects.filter(study=study, status="open").exists(),
+        "comparing": comparing,
+        # The 1-10 queue done is not all done while comparisons are open: counted as the code page counts them.
+        "pairs_left": (PairAssignment.objects.filter(study=study, rater=user, completed_at__isnull=True).count()
+                       if comparing else 0),
     }
 
 

@@ -79,9 +79,7 @@ def welfare_page(request, study_id: int):
 @login_required
 def support(request, study_id: int):
     study = get_study_for(request.user, study_id)
-    settings = services.welfare_settings(study)
-    return render(request, "raters/support.html", {"study": study, "crisis_text": settings.crisis_text,
-                                                   "links": settings.crisis_links})
+    return render(request, "raters/support.html", {"study": study})
 
 
 def _distress(request, study_id: int, public_id: str, pairwise: bool):

@@ -1,4 +1,6 @@
 """Participant pools: the entry link, completion codes, idle and returned participants, time and pay.
+Long because entering, finishing, stopping, timing out and the pool's file are one participant's states
+and move between each other: kept together, each change of status is seen beside the others.
 
 A participant's pool id lives only on their PanelParticipant row; the account they rate under has a
 generated username and no password, and their session is the only credential. Leaving (timed out,
@@ -65,6 +67,26 @@ def normalise_participant_id(preset: str, raw: str) -> str | None:
     return value if ID_PATTERNS[Preset(preset)].match(value) else None
 
 
+def study_not_open_reason(study: Study) -> str:
+    if study.status in (Study.Status.DRAFT, Study.Status.GENERATING):
+        return ("This study is not open yet: there is nothing to rate until the researcher opens it. Come back "
+                "from the pool's page later, or return the study there.")
+    return "This study is no longer taking ratings. Return the study on the pool's page; thank you for your time."
+
+
+def panel_link_warnings(study: Study) -> list[str]:
+    """What makes a link a dead end for now, for the researcher making or sharing it."""
+    warnings = []
+    if not study.prompts.exists() or not study.arms.exists():
+        warnings.append("This study has no items to rate yet (it needs prompts and arms with responses): a "
+                        "participant would have nothing to do and no way to a code.")
+    if study.status != Study.Status.RATING:
+        warnings.append(f"The study is {study.get_status_display().lower()}, not open for rating: a participant "
+                        "following a link is told it is not open and turned away before consent. Open it for "
+                        "rating on the raters page before you publish the link in the pool.")
+    return warnings
+
+
 def panel_link_for_slug(slug: str) -> PanelLink:
     link = PanelLink.objects.select_related("study").filter(slug=slug).first()
     if link is None:
@@ -104,8 +126,12 @@ def panel_enter(*, link: PanelLink, query: Mapping) -> PanelParticipant:
         # consent text has nothing to close.
         raise RatingError("This study is not taking participants yet.", status=409)
     participant = _existing(study, link, ids["participant_id"])
-    if participant is not None:
+    if participant is not None and (participant.status != ParticipantStatus.ACTIVE
+                                    or study.status == Study.Status.RATING):
         return participant
+    if study.status != Study.Status.RATING:
+        # Before consent: a participant let in now would consent to nothing to rate and get no code.
+        raise RatingError(study_not_open_reason(study), status=409)
     User = get_user_model()
     try:
         with transaction.atomic():
@@ -130,8 +156,8 @@ def _existing(study: Study, link: PanelLink, participant_id: str) -> PanelPartic
         return None
     if participant.link_id != link.id:
         raise RatingError("This participant id already entered the study through another link.", status=409)
-    if participant.status == ParticipantStatus.TIMED_OUT:
-        return participant  # not let back in: the page says what was kept and gives their code, if any
+    if participant.status in (ParticipantStatus.TIMED_OUT, ParticipantStatus.RETURNED):
+        return participant  # not let back in: the page says what happened and repeats their code, if any
     if participant.status in LEFT:
         raise RatingError(f"Your place in this study has ended ({participant.get_status_display().lower()}). "
                           "Thank you for your time.", status=410)
@@ -162,12 +188,14 @@ def _new_username() -> str:
     return "panel-" + secrets.token_hex(8)
 
 
-def participant_for(user, link: PanelLink | None = None) -> PanelParticipant | None:
+def participant_for(user, link: PanelLink | None = None, study: Study | None = None) -> PanelParticipant | None:
     if not getattr(user, "is_authenticated", False):
         return None
-    found = PanelParticipant.objects.select_related("link", "study").filter(user=user)
+    found = PanelParticipant.objects.select_related("link", "study", "user").filter(user=user)
     if link is not None:
         found = found.filter(link=link)
+    if study is not None:
+        found = found.filter(study=study)
     return found.first()
 
 
@@ -237,18 +265,31 @@ def panel_complete(*, participant: PanelParticipant) -> Completion | None:
 
 
 def panel_return(*, participant: PanelParticipant) -> Completion:
-    """A participant who stops early: withdrawn under the study's policy, given the link's returned code."""
-    link = participant.link
-    if not link.code_returned:
+    """A participant who stops early by the stop page: only offered where the link has a code for it."""
+    if not participant.link.code_returned:
         raise RatingError("This study gives no code for stopping early; return it on the pool's page.", status=409)
     if participant.status != ParticipantStatus.ACTIVE:
         raise RatingError("You have already finished this study.", status=409)
+    return panel_withdraw(participant=participant)
+
+
+def panel_withdraw(*, participant: PanelParticipant) -> Completion:
+    """Stopping early, by the stop page or by "Withdraw from the study" alike: withdrawn under the study's
+    policy, given the link's returned code (none where the link has none: withdrawing is never refused)."""
+    link = participant.link
     with transaction.atomic():
         _leave(participant, ParticipantStatus.RETURNED, withdraw=True, actor=participant.user)
         PanelParticipant.objects.filter(id=participant.id).update(outcome_code=link.code_returned,
                                                                   outcome_at=timezone.now())
-    return Completion(ParticipantStatus.RETURNED, link.code_returned,
-                      redirect_url(link, participant, ParticipantStatus.RETURNED, link.code_returned))
+    participant.status, participant.outcome_code = ParticipantStatus.RETURNED, link.code_returned
+    return panel_stopped(participant)
+
+
+def panel_stopped(participant: PanelParticipant) -> Completion:
+    """What a participant who stopped early is shown, then and every time they come back: their code."""
+    code = participant.outcome_code
+    return Completion(ParticipantStatus.RETURNED, code,
+                      redirect_url(participant.link, participant, ParticipantStatus.RETURNED, code))
 
 
 # ----------------------------------------------------------------------------- leaving

@@ -4,23 +4,39 @@ pay at an hourly rate, the effective rate over the whole session, gold accuracy 
 The seconds are those recorded at submit (raters.timing): the browser's measure, never more than the time
 the server saw since the rater's previous action, and that observed time when the browser sent none, so a
 participant can't inflate their pay and work done without JavaScript is paid. Only items recorded before
-that rule have no time at all; the sheet counts them."""
+that rule have no time at all; the sheet counts them. A skipped item (can't judge, or distressing) was
+read too: it counts as done and its time is paid, a distress skip never against the rater. A skip records
+no seconds of its own, so its time is the server's observed time, as for a rating sent without them: from
+the rater's previous action in the study to the skip."""
 
+from bisect import bisect_left
 from dataclasses import dataclass
 
 from evalapp.models import PairJudgment, Rating, Study
 from evalapp.rubric import answer_errors
 
-from ..models import GoldAnswer, PairGoldAnswer, Role, StudyMembership
+from ..models import (
+    Assignment,
+    CalibrationAnswer,
+    Consent,
+    GoldAnswer,
+    PairAssignment,
+    PairGoldAnswer,
+    Role,
+    StudyMembership,
+)
 from ..panel_models import PanelParticipant
 from ..selectors import rater_status
 from .panel import last_activity
+from .welfare import DISTRESS_SKIP
 
 # Said on every row of the sheet, so that a file passed on keeps what its seconds mean.
 TIME_BASIS = ("per item: the browser's seconds on screen, capped at the time the server saw since the rater's "
-              "previous action (that time when the browser sent none); items over break_over_seconds left out")
+              "previous action (that time when the browser sent none); items over break_over_seconds left out; a skipped item (items_skipped, items_skipped_distressing): the time the server saw "
+              "from the rater's previous action to the skip")
 NO_THRESHOLD, NO_MINIMUM = "n/a (no threshold set)", "n/a (no minimum set)"
-PAY_HEADER = ["pseudonym", "participant_id", "status", "outcome_code", "items_done", "active_seconds",
+PAY_HEADER = ["pseudonym", "participant_id", "status", "outcome_code", "items_done", "items_skipped",
+              "items_skipped_distressing", "active_seconds",
               "break_over_seconds", "items_left_out_as_breaks", "items_without_time", "session_seconds",
               "calibration", "gold_answered", "gold_right", "gold_accuracy", "hourly_rate", "pay",
               "effective_hourly", "below_minimum_wage", "bonus_threshold", "bonus_eligible", "time_basis"]
@@ -40,11 +56,50 @@ def active_seconds(seconds: list[float | None], gap_seconds: float) -> tuple[flo
     return total, gaps, untimed
 
 
+def _skip_seconds(study: Study, users: list[int]) -> dict[int, list[tuple[str, float]]]:
+    """user id -> (skip reason, seconds) of each item they skipped: from their previous action in the study
+    (the actions raters.timing bounds an item by) to the skip."""
+    actions: dict[int, list] = {u: [] for u in users}
+    skips: dict[int, list[tuple[str, object]]] = {u: [] for u in users}
+    queues = (Assignment.objects.filter(study=study, rater_id__in=users),
+              PairAssignment.objects.filter(study=study, rater_id__in=users))
+    for queue in queues:
+        for user_id, at, reason in queue.filter(completed_at__isnull=False).values_list(
+                "rater_id", "completed_at", "skip_reason"):
+            actions[user_id].append(at)
+            if reason:
+                skips[user_id].append((reason, at))
+    if not any(skips.values()):
+        return {u: [] for u in users}
+    for source in (
+        Rating.objects.filter(response__prompt__study=study, rater_id__in=users).values_list("rater_id", "updated_at"),
+        PairJudgment.objects.filter(pair__study=study, rater_id__in=users).values_list("rater_id", "updated_at"),
+        CalibrationAnswer.objects.filter(attempt__study=study, attempt__rater_id__in=users)
+        .values_list("attempt__rater_id", "answered_at"),
+        Consent.objects.filter(study=study, user_id__in=users).values_list("user_id", "accepted_at"),
+        StudyMembership.objects.filter(study=study, user_id__in=users, role=Role.RATER)
+        .values_list("user_id", "created_at"),
+        PanelParticipant.objects.filter(study=study, user_id__in=users).values_list("user_id", "created_at"),
+    ):
+        for user_id, at in source:
+            actions[user_id].append(at)
+    out: dict[int, list[tuple[str, float]]] = {}
+    for user_id in users:
+        times = sorted(actions[user_id])
+        out[user_id] = []
+        for reason, at in skips[user_id]:
+            earlier = bisect_left(times, at)  # actions strictly before the skip
+            out[user_id].append((reason, (at - times[earlier - 1]).total_seconds() if earlier else None))
+    return out
+
+
 @dataclass(frozen=True)
 class PayRow:
     participant: PanelParticipant
     pseudonym: str
-    items: int
+    items: int  # read: rated, judged, gold answered or skipped
+    skipped: int  # "can't judge"
+    skipped_distressing: int  # never against the rater: counted and paid as any item read
     active_seconds: float
     left_out: int
     untimed: int
@@ -82,6 +137,9 @@ def panel_pay_rows(*, study: Study, hourly_rate: float, minimum_wage: float | No
     ):
         for user_id, seconds in source:
             times[user_id].append(seconds)
+    skipped = _skip_seconds(study, users)
+    for user_id, skips in skipped.items():
+        times[user_id].extend(seconds for _, seconds in skips)
     gold = {u: [0, 0] for u in users}
     rubric, tolerance = study.rubric(), study.calibration_max_mae
     for user_id, values, references in GoldAnswer.objects.filter(
@@ -102,11 +160,15 @@ def panel_pay_rows(*, study: Study, hourly_rate: float, minimum_wage: float | No
     for p in participants:
         active, left_out, untimed = active_seconds(times[p.user_id], p.link.gap_minutes * 60)
         session = p.pool_seconds if p.pool_seconds is not None else (seen[p.user_id] - p.created_at).total_seconds()
-        pay = round(hourly_rate * active / 3600, 2)
-        effective = pay / (session / 3600) if session and session > 0 else None
+        exact_pay = hourly_rate * active / 3600
+        pay = round(exact_pay, 2)
+        # From the pay before rounding to cents: the rounding must not tip a row over or under the minimum.
+        effective = exact_pay / (session / 3600) if session and session > 0 else None
         answered, right = gold[p.user_id]
         rows.append(PayRow(
             participant=p, pseudonym=pseudonyms.get(p.user_id, ""), items=len(times[p.user_id]),
+            skipped=sum(reason != DISTRESS_SKIP for reason, _ in skipped[p.user_id]),
+            skipped_distressing=sum(reason == DISTRESS_SKIP for reason, _ in skipped[p.user_id]),
             active_seconds=active, left_out=left_out, untimed=untimed, session_seconds=session,
             calibration=rater_status(study=study, user=p.user).calibration, gold_answered=answered, gold_right=right,
             pay=pay, effective_hourly=None if effective is None else round(effective, 2),
@@ -137,7 +199,7 @@ def pay_sheet(rows: list[PayRow], *, hourly_rate: float, minimum_wage: float | N
               bonus_accuracy: float | None = None) -> list[list]:
     """The payment sheet's cells, in PAY_HEADER's order."""
     return [[r.pseudonym, r.participant.participant_id, r.participant.status, r.participant.outcome_code, r.items,
-             round(r.active_seconds, 1), r.participant.link.gap_minutes * 60, r.left_out, r.untimed,
+             r.skipped, r.skipped_distressing, round(r.active_seconds, 1), r.participant.link.gap_minutes * 60, r.left_out, r.untimed,
              None if r.session_seconds is None else round(r.session_seconds), r.calibration, r.gold_answered,
              r.gold_right, None if r.gold_accuracy is None else round(r.gold_accuracy, 3), hourly_rate,
              f"{r.pay:.2f}", r.effective_hourly, _minimum_cell(r, minimum_wage),

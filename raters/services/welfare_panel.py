@@ -11,13 +11,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from evalapp.audit import audit
-from evalapp.models import Study
+from evalapp.models import AuditEvent, Study
 
 from ..models import Assignment, Consent, PairAssignment
 from ..panel_models import PanelParticipant, ParticipantStatus
 from .common import RatingError
 from .design import design_rebalance
-from .panel import Completion, panel_complete
+from .panel import Completion, panel_complete, panel_outcome
 from .welfare import rater_state
 
 
@@ -54,3 +54,24 @@ def panel_cap_finish(*, study: Study, rater) -> Completion:
     if completion is None:  # panel_complete knows the participant completed; kept for a later change of it
         raise RatingError("Your completion code could not be recorded; ask the researcher.", status=409)
     return completion
+
+
+def panel_finish_at_cap(*, participant: PanelParticipant) -> Completion | None:
+    """The code page of an active participant at a cap: finished with the completion code, as the cap box
+    finishes them (they could not go on rating); None when no cap stops them, or when they have another
+    outcome (screened out)."""
+    if participant.status != ParticipantStatus.ACTIVE or panel_outcome(participant)[0] is not None:
+        return None
+    if rater_state(participant.study, participant.user).cap is None:
+        return None
+    return panel_cap_finish(study=participant.study, rater=participant.user)
+
+
+def panel_cap_reached(participant: PanelParticipant) -> dict | None:
+    """{"cap": "session" | "day", "limit": items} when the participant finished at a cap (so their page
+    says so, not that they finished every item), from the record panel_cap_finish made; else None."""
+    if participant.status != ParticipantStatus.COMPLETED:
+        return None
+    event = AuditEvent.objects.filter(study_id=participant.study_id, action="panel.cap_reached",
+                                      object_type=PanelParticipant.__name__, object_id=str(participant.id)).first()
+    return event.after if event is not None else None

@@ -1,4 +1,4 @@
-"""Welfare on the rater's pages: the content notice (consent), breaks and caps (rate, compare)."""
+"""Welfare on the rater's pages: the content notice (consent), breaks and caps (rate, compare), crisis resources."""
 
 from django import template
 
@@ -11,6 +11,12 @@ register = template.Library()
 def welfare_notice(study):
     settings = welfare_settings(study)
     return {"topics": notice_topics(settings), "notice": settings.notice}
+
+
+@register.inclusion_tag("raters/_crisis_resources.html")
+def crisis_resources(study, heading=True):
+    settings = welfare_settings(study)
+    return {"crisis_text": settings.crisis_text, "links": settings.crisis_links, "heading": heading}
 
 
 @register.simple_tag

@@ -1,5 +1,6 @@
 """A pool participant's whole path in a real browser, for each pool: in by the link, consent,
-calibration where the study has it, rate everything, the completion code and the way back."""
+calibration where the study has it, rate everything, the completion code and the way back; a cap reached
+by an in-place submit, and withdrawing from the rate page."""
 
 import pytest
 from django.urls import reverse
@@ -110,3 +111,48 @@ def test_stopping_early_is_confirmed_on_a_page_of_its_own_without_javascript(liv
         assert PanelParticipant.objects.get(study=study).status == "returned"
     finally:
         context.close()
+
+
+def test_at_a_cap_reached_by_a_submit_there_is_one_way_to_the_code(live_server, page, researcher):
+    study = pool_study(researcher, "prolific", calibration=False)
+    services.welfare_save(study=study, actor=researcher, cap_per_session=2, break_every_items=0, break_every_minutes=0)
+    link = services.panel_link_save(study=study, actor=researcher, values={
+        "preset": "prolific", "code_completed": "PROCODE", "code_screened_out": "OUT", "code_returned": "RETCODE"})
+    params = "&".join(f"{k}={v}" for k, v in POOLS["prolific"][0].items())
+    page.goto(f"{live_server.url}{reverse('panel_enter', args=[link.slug])}?{params}")
+    page.check("#agree")
+    page.click("#consent-accept")
+    page.wait_for_selector("html[data-rating-ready=true] #rating-form")
+    assert page.is_visible("#panel-done-link") and page.is_visible("#panel-stop-link")
+    for step in range(2):  # submitted in place (rate.js): the page around the item is not reloaded
+        page.keyboard.press("7")
+        page.keyboard.press("Tab")
+        page.keyboard.press("6")
+        page.keyboard.press("Enter")
+        if step == 0:
+            wait_until(page, "document.querySelector('#progress-text').innerText === '2 of 4'")
+    page.wait_for_selector("#welfare-cap-finish")
+    assert not page.is_visible("#panel-done-link") and not page.is_visible("#panel-stop-link")
+    page.click("#welfare-cap-finish")
+    page.wait_for_selector("#panel-code")
+    assert page.inner_text("#panel-code") == "PROCODE" and "in one sitting" in page.inner_text("#panel-outcome")
+    assert page.is_visible("#crisis-text")
+    assert page.js_errors == []
+
+
+def test_withdrawing_on_the_rate_page_gives_the_stopped_early_code(live_server, page, researcher):
+    study = pool_study(researcher, "prolific", calibration=False)
+    link = services.panel_link_save(study=study, actor=researcher, values={
+        "preset": "prolific", "code_completed": "PROCODE", "code_screened_out": "OUT", "code_returned": "RETCODE"})
+    params = "&".join(f"{k}={v}" for k, v in POOLS["prolific"][0].items())
+    page.goto(f"{live_server.url}{reverse('panel_enter', args=[link.slug])}?{params}")
+    page.check("#agree")
+    page.click("#consent-accept")
+    page.wait_for_selector("html[data-rating-ready=true] #rating-form")
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.click("text=Withdraw from the study")
+    page.wait_for_selector("#panel-code")
+    assert page.inner_text("#panel-code") == "RETCODE"
+    assert PanelParticipant.objects.get(study=study).status == "returned"
+    page.goto(f"{live_server.url}{reverse('panel_enter', args=[link.slug])}?{params}")
+    assert page.inner_text("#panel-code") == "RETCODE"

@@ -223,7 +223,10 @@ def test_the_rate_page_leads_on_to_the_comparisons_once_the_queue_is_done(client
     assert "go-comparing" not in client.get(rate).content.decode()  # no pairwise phase open yet
     _open(rating_study, k=2)
     body = client.get(rate).content.decode()
-    assert "All done" in body and f'href="{reverse("compare", args=[rating_study.id])}" id="go-comparing"' in body
+    # Not "all done" while comparisons remain: how many, and the way to them.
+    left = PairAssignment.objects.filter(rater=rater, completed_at__isnull=True).count()
+    assert "All done" not in body and f"{left} comparisons (which of two responses is better) are left" in body
+    assert f'href="{reverse("compare", args=[rating_study.id])}" id="go-comparing"' in body
 
 
 @pytest.mark.django_db

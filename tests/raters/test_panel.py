@@ -149,6 +149,7 @@ def test_unknown_disabled_and_other_link_ids(client, link, open_study, researche
 def test_an_id_never_reaches_another_study(client, link, open_study, researcher):
     other_study = StudyFactory(owner=researcher, title="Other")
     services.consent_publish(study=other_study, text="Consent.", withdrawal_policy="exclude")
+    Study.objects.filter(id=other_study.id).update(status=Study.Status.RATING)  # a link lets in only while open
     other_link = make_link(other_study, researcher)
     enter(client, link, **prolific())
     first = PanelParticipant.objects.get(study=open_study).user
@@ -178,6 +179,7 @@ def test_a_study_without_consent_text_takes_no_one(client, study, researcher):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_double_request_makes_one_participant(rating_study, researcher):
+    services.study_open_for_rating(study=rating_study)  # a link lets in only while the study is open
     link = make_link(rating_study, researcher)
     barrier, results = threading.Barrier(2), []
 
