@@ -41,6 +41,8 @@ def test_a_pool_participant_who_withdraws_has_stopped_early_with_the_code(client
     assert "stopped the study before the end" in text
     if code:
         assert "CRET" in text and "https://app.prolific.com/submissions/return?cc=CRET" in text
+        # Not sent away by itself: they may have stopped because of what they read (the crisis resources).
+        assert 'http-equiv="refresh"' not in text and "in 10 seconds" not in text
     else:
         assert 'id="panel-contact"' in text
     # The researcher's pages say so.
