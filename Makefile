@@ -36,8 +36,9 @@ $(CHROMIUM):
 # `make demo PRESET=epitome` (or empatheticdialogues, mentalchat16k, counselbench) uses that rubric.
 # `make demo QUICK=1` trains the demo adapter for 2 steps only and skips the LLM judge: a look around in a
 # minute or two (`QUICK=1 JUDGE=1` keeps the judge).
+# `make demo PORT=8001` serves on another port when 8000 is taken.
 DEMO_FLAGS := $(if $(SIMULATE),--simulate,) $(if $(PRESET),--preset $(PRESET),) $(if $(QUICK),--quick,) \
-	$(if $(JUDGE),--judge,)
+	$(if $(JUDGE),--judge,) $(if $(PORT),--addrport 127.0.0.1:$(PORT),)
 
 demo-prepare: install
 	$(PY) manage.py migrate --noinput -v0
