@@ -33,7 +33,7 @@ class WelfareForm(forms.Form):
     cap_per_session = forms.IntegerField(min_value=0, max_value=100000,
                                          label="Items per session at most (0: no cap)")
     crisis_text = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), label="Crisis resources text")
-    crisis_links = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False,
+    crisis_links = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "wrap": "off"}), required=False,
                                    label="Crisis links, one a line: label | https://… or tel:…")
     flag_min_reports = forms.IntegerField(min_value=0, max_value=10000,
                                           label="Flag an item when at least this many raters found it distressing "
@@ -71,6 +71,7 @@ def welfare_page(request, study_id: int):
                 return redirect("welfare_page", study_id=study.id)
     return render(request, "raters/welfare.html", {
         "study": study, "form": form, "summary": services.distress_summary(study),
+        "report": services.welfare_report(study),
         "session_gap": int(rules.SESSION_GAP.total_seconds() // 60), "rest": int(rules.REST.total_seconds() // 60),
         "time_zone": timezone.get_current_timezone_name(),
     }, status=400 if form.errors else 200)

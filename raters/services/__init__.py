@@ -60,6 +60,7 @@ from .welfare import (
     notice_topics,
     rater_state,
     welfare_limits,
+    welfare_report,
     welfare_save,
     welfare_settings,
 )
@@ -83,5 +84,5 @@ __all__ = [
     "panel_complete", "panel_enter", "panel_link_save", "panel_pay_rows", "panel_release_idle",
     "panel_submissions_import",
     "DISTRESS_SKIP", "break_taken", "cap_message", "distress_report", "distress_summary", "notice_record", "consent_accept_noticed",
-    "notice_topics", "rater_state", "welfare_limits", "welfare_save", "welfare_settings",
+    "notice_topics", "rater_state", "welfare_limits", "welfare_report", "welfare_save", "welfare_settings",
 ]

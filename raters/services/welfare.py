@@ -5,11 +5,11 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import BooleanField, Exists, OuterRef, Q, Value
+from django.db.models import BooleanField, Count, Exists, OuterRef, Q, Subquery, Value
 from django.utils import timezone
 
 from evalapp.audit import audit
-from evalapp.models import PairJudgment, Rating, Response, ResponsePair, Study
+from evalapp.models import AuditEvent, PairJudgment, Rating, Response, ResponsePair, Study
 
 from .. import welfare as rules
 from ..models import (
@@ -19,8 +19,10 @@ from ..models import (
     Role,
     StudyMembership,
     WelfareBreak,
+    WelfareNoticeSeen,
     WelfareSettings,
 )
+from ..panel_models import PanelParticipant, ParticipantStatus
 from ..compiled import STAND_IN_ID, STAND_IN_TIME, Compiled
 from .common import RatingError
 
@@ -211,3 +213,46 @@ def distress_summary(study: Study) -> dict:
     return {"total": len(reports), "by_topic": by_topic.most_common(), "items": items,
             "flagged": sum(item["flagged"] for item in items),
             "rule": rules.flag_rule(settings.flag_min_reports, settings.flag_min_percent)}
+
+
+def _limit_words(every: int, word: str) -> str:
+    return rules.plural(every, word) if every else ""
+
+
+def welfare_report(study: Study) -> dict:
+    """What the study does for its raters and how often each measure came into play, for an ethics board:
+    aggregate counts only (a fixed number of queries however many raters), nothing naming a rater."""
+    settings = welfare_settings(study)
+    withdrawn = StudyMembership.objects.filter(study=study, role=Role.RATER, withdrawn_at__isnull=False)
+    # A pool participant who withdraws is also "returned"; counted once, as withdrawn, so that the three
+    # ways of leaving add up to the raters who left.
+    left_panel = PanelParticipant.objects.filter(study=study).exclude(user__in=withdrawn.values("user"))
+    panel = Counter(dict(left_panel.filter(status__in=[ParticipantStatus.RETURNED, ParticipantStatus.TIMED_OUT])
+                         .values_list("status").annotate(n=Count("id")).order_by()))
+    # "Later": the rater left after their first report (a report on the way out is not a reason to have left).
+    first_report = DistressReport.objects.filter(study=study, rater=OuterRef("user")).order_by("at").values("at")[:1]
+    reporters = DistressReport.objects.filter(study=study).values("rater").distinct().count()
+    left_after_report = (
+        withdrawn.filter(withdrawn_at__gt=Subquery(first_report)).values("user")
+        .union(left_panel.filter(status__in=[ParticipantStatus.RETURNED, ParticipantStatus.TIMED_OUT],
+                                 outcome_at__gt=Subquery(first_report)).values("user")))
+    breaks = WelfareBreak.objects.filter(study=study).aggregate(
+        n=Count("id"), raters=Count("rater", distinct=True))
+    every = " or ".join(words for words in (_limit_words(settings.break_every_items, "item"),
+                                            _limit_words(settings.break_every_minutes, "minute")) if words)
+    caps = ", ".join(words for words in (
+        f"{rules.plural(settings.cap_per_day, 'item')} a day" if settings.cap_per_day else "",
+        f"{rules.plural(settings.cap_per_session, 'item')} a session" if settings.cap_per_session else "") if words)
+    return {
+        "topics": notice_topics(settings),
+        "notice": settings.notice,
+        "notice_seen": WelfareNoticeSeen.objects.filter(study=study).values("user").distinct().count(),
+        "break_rule": f"a break after {every} of rating" if every else "no breaks prompted",
+        "breaks": breaks["n"], "break_raters": breaks["raters"],
+        "cap_rule": caps or "no cap",
+        "caps_reached": AuditEvent.objects.filter(study=study, action="panel.cap_reached").count(),
+        "crisis_text": settings.crisis_text, "crisis_links": settings.crisis_links,
+        "withdrew": withdrawn.values("user").distinct().count(),
+        "stopped_early": panel[ParticipantStatus.RETURNED], "timed_out": panel[ParticipantStatus.TIMED_OUT],
+        "reporters": reporters, "left_after_report": left_after_report.count(),
+    }

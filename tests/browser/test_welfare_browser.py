@@ -93,3 +93,27 @@ def test_notice_distress_break_cap_and_crisis_link(live_server, page, welfare_st
     assert "local emergency services" in page.inner_text("#crisis-text")
     assert page.get_attribute("#crisis-links a", "href") == "tel:+15550100"
     assert page.js_errors == []
+
+
+def test_the_researchers_welfare_page_prints_with_labels_above_and_no_address_broken(
+        live_server, page, welfare_study, researcher):
+    long_url = "https://example.org/support/for-raters/of-this-study/crisis-lines-and-counselling-services"
+    services.welfare_save(study=welfare_study, actor=researcher,
+                          crisis_links=[{"label": "Counselling", "url": long_url}])
+    log_in(page, live_server, researcher.username)
+    page.set_viewport_size({"width": 640, "height": 900})
+    page.goto(f"{live_server.url}{reverse('welfare_page', args=[welfare_study.id])}")
+    summary, form = page.locator("#welfare-measures"), page.locator("#welfare-form")
+    assert summary.bounding_box()["y"] < form.bounding_box()["y"]
+    for name in ("notice", "crisis_text", "crisis_links", "other_topics"):
+        label, field = page.locator(f"label[for=id_{name}]").bounding_box(), page.locator(f"#id_{name}").bounding_box()
+        assert label["y"] + label["height"] <= field["y"] + 1, name
+    # One line per link in the field (scrolls sideways rather than breaking the address), and in the summary.
+    links = page.locator("#id_crisis_links")
+    assert links.evaluate("el => el.scrollWidth > el.clientWidth")
+    card, address = summary.bounding_box(), page.locator("#measure-crisis a")
+    box = address.bounding_box()
+    assert box["x"] + box["width"] <= card["x"] + card["width"], "the address pushes the summary out of its card"
+    page.emulate_media(media="print")
+    assert not page.locator("#welfare-save").is_visible()
+    assert page.js_errors == []
