@@ -77,6 +77,7 @@ def test_notice_distress_break_cap_and_crisis_link(live_server, page, welfare_st
     rate_by_keys(page)  # the third item read: a break is due
     page.wait_for_selector("#welfare-break")
     assert page.locator("#rating-form").count() == 0
+    assert page.get_attribute("#welfare-break #break-support-link", "href") == reverse("support", args=[study.id])
     page.click("#break-continue")
     page.wait_for_selector("html[data-rating-ready=true] #rating-form")
     assert WelfareBreak.objects.filter(rater=rater).count() == 1

@@ -206,6 +206,10 @@ def test_a_break_prompt_replaces_the_item_until_continue(client, open_study):
         rate_one(study, rita)
     page = client.get(reverse("rate", args=[study.id])).content.decode()
     assert 'id="welfare-break"' in page and 'id="rating-form"' not in page
+    # Its own way to the crisis resources, as the cap box has: the rater may want help, not only a rest.
+    box = page[page.index('id="welfare-break"'):]
+    box = box[:box.index("</div>")]
+    assert f'href="{reverse("support", args=[study.id])}"' in box
     response = client.post(reverse("welfare_break", args=[study.id]), {"page": "rate"})
     assert response.status_code == 302 and WelfareBreak.objects.filter(rater=rita).count() == 1
     page = client.get(reverse("rate", args=[study.id])).content.decode()
