@@ -34,6 +34,7 @@ from .welfare import DISTRESS_SKIP
 TIME_BASIS = ("per item: the browser's seconds on screen, capped at the time the server saw since the rater's "
               "previous action (that time when the browser sent none); items over break_over_seconds left out; a skipped item (items_skipped, items_skipped_distressing): the time the server saw "
               "from the rater's previous action to the skip")
+SECONDS_DECIMALS = 2  # active_seconds and session_seconds on the sheet, and what pay and the rate use
 NO_THRESHOLD, NO_MINIMUM = "n/a (no threshold set)", "n/a (no minimum set)"
 PAY_HEADER = ["pseudonym", "participant_id", "status", "outcome_code", "items_done", "items_skipped",
               "items_skipped_distressing", "active_seconds",
@@ -160,6 +161,10 @@ def panel_pay_rows(*, study: Study, hourly_rate: float, minimum_wage: float | No
     for p in participants:
         active, left_out, untimed = active_seconds(times[p.user_id], p.link.gap_minutes * 60)
         session = p.pool_seconds if p.pool_seconds is not None else (seen[p.user_id] - p.created_at).total_seconds()
+        # Both times as the sheet prints them (SECONDS_DECIMALS), and pay and rate from those: anyone holding
+        # the sheet gets the same effective rate from hourly_rate x active_seconds / session_seconds, which
+        # whole seconds of a one-minute session did not allow.
+        active, session = round(active, SECONDS_DECIMALS), round(session, SECONDS_DECIMALS)
         exact_pay = hourly_rate * active / 3600
         pay = round(exact_pay, 2)
         # From the pay before rounding to cents: the rounding must not tip a row over or under the minimum.
@@ -199,8 +204,8 @@ def pay_sheet(rows: list[PayRow], *, hourly_rate: float, minimum_wage: float | N
               bonus_accuracy: float | None = None) -> list[list]:
     """The payment sheet's cells, in PAY_HEADER's order."""
     return [[r.pseudonym, r.participant.participant_id, r.participant.status, r.participant.outcome_code, r.items,
-             r.skipped, r.skipped_distressing, round(r.active_seconds, 1), r.participant.link.gap_minutes * 60, r.left_out, r.untimed,
-             None if r.session_seconds is None else round(r.session_seconds), r.calibration, r.gold_answered,
+             r.skipped, r.skipped_distressing, r.active_seconds, r.participant.link.gap_minutes * 60, r.left_out, r.untimed,
+             r.session_seconds, r.calibration, r.gold_answered,
              r.gold_right, None if r.gold_accuracy is None else round(r.gold_accuracy, 3), hourly_rate,
              f"{r.pay:.2f}", r.effective_hourly, _minimum_cell(r, minimum_wage),
              NO_THRESHOLD if bonus_accuracy is None else bonus_accuracy, _bonus_cell(r), TIME_BASIS] for r in rows]

@@ -225,3 +225,34 @@ def test_bonus_and_minimum_wage_columns_are_never_blank(client, open_study, rese
     [row] = sheet(client, open_study, rate="12", minimum="10", bonus="0")
     assert (row["below_minimum_wage"], row["bonus_eligible"]) == ("yes", "no (no gold answered)")
     assert all(value != "" for key, value in row.items() if key not in ("gold_accuracy", "outcome_code"))
+
+
+@pytest.mark.django_db
+def test_the_effective_rate_can_be_recomputed_from_the_sheet_for_a_short_session(client, open_study, researcher,
+                                                                                    clock):
+    link = make_link(open_study, researcher)
+    c = Client()
+    enter(c, link, **prolific())
+    consent(c, open_study)
+    user = PanelParticipant.objects.get().user
+    PanelParticipant.objects.update(created_at=clock.now)  # the model's default reads the real clock
+    clock.advance(7.777)
+    submit(open_study, user, None)
+    clock.advance(3.333)
+    submit(open_study, user, 1.111)
+    client.force_login(researcher)
+    [row] = sheet(client, open_study, rate="12")
+    # Whole seconds (11) gave 9.71 from the sheet against the 9.60 printed: the seconds as printed are the
+    # ones the rate is computed from.
+    assert (row["active_seconds"], row["session_seconds"]) == ("8.89", "11.11")
+    assert row["effective_hourly"] == str(round(12 * float(row["active_seconds"]) / float(row["session_seconds"]), 2))
+    assert row["pay"] == f"{12 * 8.89 / 3600:.2f}"
+
+
+@pytest.mark.django_db
+def test_the_panel_page_says_skipped_items_count_as_done_and_are_paid(client, open_study, researcher):
+    client.force_login(researcher)
+    page = client.get(reverse("panel_page", args=[open_study.id])).content.decode()
+    text = page[page.index("Time and payments"):]
+    assert "A skipped item (can&#x27;t judge, or distressing)" in text or "A skipped item (can't judge, or distressing)" in text
+    assert "counts as done and its time is paid" in text
