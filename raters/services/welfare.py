@@ -22,8 +22,8 @@ from ..models import (
     WelfareNoticeSeen,
     WelfareSettings,
 )
-from ..panel_models import PanelParticipant, ParticipantStatus
 from ..compiled import STAND_IN_ID, STAND_IN_TIME, Compiled
+from ..panel_models import PanelParticipant, ParticipantStatus
 from .common import RatingError
 
 # A skip for distress: `skip_reason` holds this, the DistressReport row says the rest. Anything that
@@ -229,7 +229,8 @@ def welfare_report(study: Study) -> dict:
     left_panel = PanelParticipant.objects.filter(study=study).exclude(user__in=withdrawn.values("user"))
     panel = Counter(dict(left_panel.filter(status__in=[ParticipantStatus.RETURNED, ParticipantStatus.TIMED_OUT])
                          .values_list("status").annotate(n=Count("id")).order_by()))
-    # "Later": the rater left after their first report (a report on the way out is not a reason to have left).
+    # "Later": left after their first report, so the report came while they were still rating; a rater who had
+    # left before a report was recorded (a page still open) did not leave after one.
     first_report = DistressReport.objects.filter(study=study, rater=OuterRef("user")).order_by("at").values("at")[:1]
     reporters = DistressReport.objects.filter(study=study).values("rater").distinct().count()
     left_after_report = (
