@@ -30,3 +30,10 @@ def panel_of(identities: dict, user_id):
 def participant_status(value: str) -> str:
     """{{ "timed_out"|participant_status }}: the status as the researcher's pages name it ("Timed out")."""
     return ParticipantStatus(value).label if value in ParticipantStatus.values else value
+
+
+@register.simple_tag
+def withdrawal_policy(study) -> str:
+    """The policy withdrawing now falls under: the latest consent text's, as consent_withdraw applies it."""
+    version = study.consent_versions.order_by("-version").first()
+    return version.withdrawal_policy if version is not None else "exclude"
