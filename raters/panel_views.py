@@ -40,6 +40,15 @@ class PanelLinkForm(forms.ModelForm):
     class Meta:
         model = PanelLink
         fields = list(panel_services.LINK_FIELDS)
+        # The words the panel page and the participants' pages use (the model's names are the pool's).
+        labels = {
+            "code_completed": "Code for completing", "code_screened_out": "Code for being screened out",
+            "code_returned": "Code for stopping early", "code_timed_out": "Code for timing out",
+            "redirect_completed": "Redirect after completing",
+            "redirect_screened_out": "Redirect after being screened out",
+            "redirect_returned": "Redirect after stopping early",
+            "idle_minutes": "Idle minutes before timing out", "gap_minutes": "Break length (minutes)",
+        }
         help_texts = {
             "label": "Your own name for this link (e.g. \"Prolific pilot\"), shown in the list of links.",
             "id_param": "Custom links only: the query parameter that carries the participant id.",
@@ -114,6 +123,24 @@ def _parted_page(request, participant: PanelParticipant):
         return stopped_page(request, participant, panel_services.panel_stopped(participant), status=410)
     return render(request, "raters/panel_timed_out.html", {
         "study": participant.study, "timed_out": panel_services.panel_timed_out(participant)}, status=410)
+
+
+# What a pool participant has once their part is over: the code page is theirs from then on.
+OUTCOMES = (ParticipantStatus.COMPLETED, ParticipantStatus.SCREENED_OUT, ParticipantStatus.RETURNED,
+            ParticipantStatus.TIMED_OUT)
+
+
+def outcome_redirect(request, study, status):
+    """The way to their code page for a pool participant whose part is over (finished, at a cap included;
+    screened out, recorded or not yet; stopped; timed out), or None. The rater pages ask first: their consent
+    is closed by then, and the consent form would take an "I agree" and give back the same form."""
+    participant = panel_services.participant_for(request.user, study=study)
+    if participant is None:
+        return None
+    if (participant.status in OUTCOMES or status.excluded
+            or status.calibration in ("failed", "rejected")):
+        return redirect("panel_done", slug=participant.link.slug)
+    return None
 
 
 def stopped_page(request, participant: PanelParticipant, completion, *, status: int = 200):

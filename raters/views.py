@@ -25,7 +25,7 @@ from .access import get_study_for
 from .forms import CalibrationItemForm, ConsentPublishForm, InviteForm, RatingForm, answers_from
 from .models import CalibrationItem, PairAssignment, Role, StudyMembership
 from .panel_models import ParticipantStatus
-from .panel_views import stopped_page
+from .panel_views import outcome_redirect, stopped_page
 from .services import panel as panel_services
 
 RESEARCHERS = [Role.RESEARCHER]
@@ -91,6 +91,8 @@ def invitation_accept(request, token: str):
 def consent(request, study_id: int):
     study = get_study_for(request.user, study_id, roles=[Role.RATER])
     status = selectors.rater_status(study=study, user=request.user)
+    if (to_outcome := outcome_redirect(request, study, status)) is not None:
+        return to_outcome
     if status.withdrawn:
         raise Http404("No such study.")
     version = study.consent_versions.order_by("-version").first()
@@ -130,6 +132,8 @@ def withdraw(request, study_id: int):
 def calibration(request, study_id: int):
     study = get_study_for(request.user, study_id, roles=[Role.RATER])
     status = selectors.rater_status(study=study, user=request.user)
+    if request.method == "GET" and (to_outcome := outcome_redirect(request, study, status)) is not None:
+        return to_outcome  # a POST answers with its feedback first; "Continue" then leads there
     if not status.consented or status.withdrawn:
         return redirect("rate", study_id=study.id)
     feedback = None
@@ -177,6 +181,8 @@ def calibration(request, study_id: int):
 
 
 def gate(request, study, status):  # consent or calibration first; None: may rate; 404 once they left
+    if (to_outcome := outcome_redirect(request, study, status)) is not None:
+        return to_outcome
     if status.withdrawn or status.excluded:
         raise Http404("No such study.")
     if not status.consented:

@@ -279,8 +279,6 @@ def panel_withdraw(*, participant: PanelParticipant) -> Completion:
     link = participant.link
     with transaction.atomic():
         _leave(participant, ParticipantStatus.RETURNED, withdraw=True, actor=participant.user)
-        PanelParticipant.objects.filter(id=participant.id).update(outcome_code=link.code_returned,
-                                                                  outcome_at=timezone.now())
     participant.status, participant.outcome_code = ParticipantStatus.RETURNED, link.code_returned
     return panel_stopped(participant)
 
@@ -301,7 +299,11 @@ def _leave(participant: PanelParticipant, status: str, *, withdraw: bool, actor)
     Otherwise (timed out) what they rated stays and counts; their consent is closed so the design gives
     them nothing more, and their unfinished items go to the others."""
     study, user = participant.study, participant.user
-    PanelParticipant.objects.filter(id=participant.id).update(status=status)
+    changes = {"status": status}
+    if status == ParticipantStatus.RETURNED:
+        # Whoever returns them (the stop page, withdrawing, the pool's file), coming back shows this code.
+        changes.update(outcome_code=participant.link.code_returned, outcome_at=timezone.now())
+    PanelParticipant.objects.filter(id=participant.id).update(**changes)
     type(user).objects.filter(id=user.id).update(is_active=False)
     audit(study=study, actor=actor, action=f"panel.{status}", obj=participant,
           after={"status": status, "withdraw": withdraw})
@@ -401,15 +403,16 @@ def panel_release_idle_lazily(*, study: Study, now=None) -> list[PanelParticipan
 @dataclass
 class Reconciliation:
     errors: list[RowProblem]
-    applied: list[tuple[str, str]]  # (participant id, new status)
+    applied: list[tuple[str, str, str]]  # (participant id, status before, status after)
     only_in_file: list[tuple[str, str]]  # (participant id, pool status)
     only_here: list[PanelParticipant]
     both: list[tuple[PanelParticipant, str]]  # (ours, the pool's status)
 
 
 def panel_submissions_import(*, link: PanelLink, data: bytes, actor) -> Reconciliation:
-    """Read the pool's submissions file: every row good or nothing written. Returned, timed-out and rejected
-    submissions withdraw their participant under the study's policy; every status is recorded."""
+    """Read the pool's submissions file: every row good or nothing written. Returned and rejected submissions
+    withdraw their participant under the study's policy; a timed-out one times them out as idling here does,
+    keeping what they rated (their timed-out page says so); every status is recorded."""
     parsed: SubmissionsFile = parse_submissions(data, lambda raw: normalise_participant_id(link.preset, raw))
     ours = {p.participant_id: p for p in link.participants.select_related("user", "study")}
     in_file = {row.participant_id: row for row in parsed.rows}
@@ -427,11 +430,22 @@ def panel_submissions_import(*, link: PanelLink, data: bytes, actor) -> Reconcil
             PanelParticipant.objects.filter(id=participant.id).update(pool_status=pool_status,
                                                                       pool_seconds=row.seconds)
             new = POOL_STATUSES[pool_status]
-            already_withdrawn = StudyMembership.objects.filter(
-                study=link.study, user=participant.user, role=Role.RATER, withdrawn_at__isnull=False).exists()
-            if new and (participant.status != new or not already_withdrawn):
+            if not new:
+                continue
+            if new == ParticipantStatus.TIMED_OUT:
+                if participant.status == new:
+                    continue  # timed out here already: nothing changes, nothing to report
+                if participant.outcome_at is None:
+                    PanelParticipant.objects.filter(id=participant.id).update(
+                        outcome_code=link.code_timed_out, outcome_at=timezone.now())
+                _leave(participant, new, withdraw=False, actor=actor)
+            else:
+                already_withdrawn = StudyMembership.objects.filter(
+                    study=link.study, user=participant.user, role=Role.RATER, withdrawn_at__isnull=False).exists()
+                if participant.status == new and already_withdrawn:
+                    continue
                 _leave(participant, new, withdraw=True, actor=actor)
-                report.applied.append((participant.participant_id, new))
+            report.applied.append((participant.participant_id, participant.status, new))
         audit(study=link.study, actor=actor, action="panel.submissions_import", obj=link,
               after={"rows": len(parsed.rows), "applied": len(report.applied),
                      "only_in_file": len(report.only_in_file), "only_here": len(report.only_here)})

@@ -6,7 +6,7 @@ about pools (raters/views.py stays as it is).
 
 from django import template
 
-from ..panel_models import PanelParticipant
+from ..panel_models import PanelParticipant, ParticipantStatus
 
 register = template.Library()
 
@@ -24,3 +24,16 @@ def panel_participant(context, study):
 def panel_of(identities: dict, user_id):
     """{{ panel_ids|panel_of:user_id }}: that rater's pool participant row (panel_identities), or None."""
     return (identities or {}).get(user_id)
+
+
+@register.filter
+def participant_status(value: str) -> str:
+    """{{ "timed_out"|participant_status }}: the status as the researcher's pages name it ("Timed out")."""
+    return ParticipantStatus(value).label if value in ParticipantStatus.values else value
+
+
+@register.simple_tag
+def withdrawal_policy(study) -> str:
+    """The policy withdrawing now falls under: the latest consent text's, as consent_withdraw applies it."""
+    version = study.consent_versions.order_by("-version").first()
+    return version.withdrawal_policy if version is not None else "exclude"

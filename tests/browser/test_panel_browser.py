@@ -133,6 +133,8 @@ def test_at_a_cap_reached_by_a_submit_there_is_one_way_to_the_code(live_server, 
             wait_until(page, "document.querySelector('#progress-text').innerText === '2 of 4'")
     page.wait_for_selector("#welfare-cap-finish")
     assert not page.is_visible("#panel-done-link") and not page.is_visible("#panel-stop-link")
+    # The box says the part is complete: withdrawing is no longer offered beside it.
+    assert page.is_hidden("form.withdraw")
     page.click("#welfare-cap-finish")
     page.wait_for_selector("#panel-code")
     assert page.inner_text("#panel-code") == "PROCODE" and "in one sitting" in page.inner_text("#panel-outcome")
@@ -149,10 +151,13 @@ def test_withdrawing_on_the_rate_page_gives_the_stopped_early_code(live_server, 
     page.check("#agree")
     page.click("#consent-accept")
     page.wait_for_selector("html[data-rating-ready=true] #rating-form")
-    page.on("dialog", lambda dialog: dialog.accept())
+    asked = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
     page.click("text=Withdraw from the study")
     page.wait_for_selector("#panel-code")
     assert page.inner_text("#panel-code") == "RETCODE"
+    assert "the code for stopping early, not the completion code" in asked[0]
+    assert "kept but excluded from the analysis" in asked[0]
     assert PanelParticipant.objects.get(study=study).status == "returned"
     page.goto(f"{live_server.url}{reverse('panel_enter', args=[link.slug])}?{params}")
     assert page.inner_text("#panel-code") == "RETCODE"

@@ -248,8 +248,8 @@ def test_failing_calibration_gives_the_screened_out_code(client, open_study, res
         client.get(reverse("calibration", args=[open_study.id]))
         client.post(reverse("calibration", args=[open_study.id]),
                     {"item": item.public_id, "score-empathy": "1", "score-fluency": "1"})
-    page = client.get(reverse("calibration", args=[open_study.id])).content.decode()
-    assert reverse("panel_done", args=[link.slug]) in page
+    # Screened out: the calibration page leads straight to the code page (issue 17, third round).
+    assert client.get(reverse("calibration", args=[open_study.id])).url == reverse("panel_done", args=[link.slug])
     done = client.get(reverse("panel_done", args=[link.slug])).content.decode()
     assert "CSCREEN" in done and f"https://pool.example/back?c=CSCREEN&amp;p={PID}" in done
     assert PanelParticipant.objects.get().status == "screened_out"
