@@ -181,7 +181,10 @@ def calibration(request, study_id: int):
 
 
 def gate(request, study, status):  # consent or calibration first; None: may rate; 404 once they left
-    if (to_outcome := outcome_redirect(request, study, status)) is not None:
+    # Whoever may rate is let through without looking up a pool participant (the rating page's hot path):
+    # one whose part is over has had their consent closed or failed calibration; one who finished every
+    # item while consented sees "all done" with the way to their code.
+    if not status.can_rate and (to_outcome := outcome_redirect(request, study, status)) is not None:
         return to_outcome
     if status.withdrawn or status.excluded:
         raise Http404("No such study.")
