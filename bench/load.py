@@ -153,7 +153,9 @@ def gunicorn(*, workers: int = 3, env: dict | None = None, log_path: Path | None
             try:
                 if requests.get(f"{base}/healthz", timeout=2).status_code in (200, 503):
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # A worker's first request imports the URL conf's views (numpy, scipy and the rest): on a
+                # loaded machine that can take longer than the 2 s asked, and it is still starting.
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError("gunicorn did not answer within 60 s" + _tail(log_path))
