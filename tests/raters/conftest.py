@@ -24,6 +24,13 @@ def rating_study(study, researcher):
     return study
 
 
+@pytest.fixture
+def open_study(rating_study):
+    """rating_study open for rating (test_welfare.py's own open_study also adds raters)."""
+    services.study_open_for_rating(study=rating_study)
+    return rating_study
+
+
 def add_rater(study, name):
     """A rater joins the way a real one does: a membership, then consent to the current text."""
     user = MembershipFactory(study=study, user=UserFactory(username=name), role=Role.RATER).user

@@ -53,12 +53,6 @@ def prolific(pid=PID):
 
 
 @pytest.fixture
-def open_study(rating_study):
-    services.study_open_for_rating(study=rating_study)
-    return rating_study
-
-
-@pytest.fixture
 def link(open_study, researcher):
     return make_link(open_study, researcher)
 

@@ -34,12 +34,6 @@ def test_parse_seconds_keeps_only_finite_non_negative_numbers():
         assert parse_seconds(bad) is None, bad
 
 
-@pytest.fixture
-def open_study(rating_study):
-    services.study_open_for_rating(study=rating_study)
-    return rating_study
-
-
 def next_public(study, user):
     a = Assignment.objects.filter(study=study, rater=user, completed_at__isnull=True).order_by("position").first()
     return a.gold_item.public_id if a.gold_item_id else a.response.public_id

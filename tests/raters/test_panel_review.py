@@ -26,12 +26,6 @@ pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def open_study(rating_study):
-    services.study_open_for_rating(study=rating_study)
-    return rating_study
-
-
 def rate_some(study, user, n):
     for a in Assignment.objects.filter(study=study, rater=user, completed_at__isnull=True,
                                        response__isnull=False).order_by("position")[:n]:

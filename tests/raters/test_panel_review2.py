@@ -18,12 +18,6 @@ from .test_panel_review import rate_some
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def open_study(rating_study):
-    services.study_open_for_rating(study=rating_study)
-    return rating_study
-
-
 # ----------------------------------------------------------------------------- 1. withdrawing
 
 

@@ -16,12 +16,6 @@ from .test_panel_review import rate_some, time_out
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def open_study(rating_study):
-    services.study_open_for_rating(study=rating_study)
-    return rating_study
-
-
 # ----------------------------------------------------------------------------- 1. the pool's TIMED-OUT
 
 

@@ -23,12 +23,6 @@ from .test_panel_review import time_out
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def open_study(rating_study):
-    services.study_open_for_rating(study=rating_study)
-    return rating_study
-
-
 def test_the_timed_out_pages_title_holds_no_crisis_resources_and_its_body_still_does(client, open_study, researcher):
     services.welfare_save(study=open_study, actor=researcher, crisis_text="Call the helpline any time.")
     link = make_link(open_study, researcher, code_timed_out="CTIME")
