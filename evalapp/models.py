@@ -119,6 +119,12 @@ class Study(models.Model):
             self._criterion_rows = list(self.criteria.all())
         return self._criterion_rows
 
+    def keep_criterion_rows(self, rows: list["Criterion"]) -> None:
+        """criterion_rows()'s answer where the caller read it already, with other reads in one round trip
+        (raters.selectors.rater_study)."""
+        self._criterion_rows = list(rows)
+        self.__dict__.pop("_rubric", None)
+
     def rubric_source(self) -> dict | None:
         """{"key", "name", "citation", "note", "edited"} of the preset the rubric started from, or None."""
         from .rubric_presets import PRESETS

@@ -2,12 +2,15 @@
 
 from dataclasses import dataclass
 
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import Count, Exists, F, OuterRef, Q, Subquery, Window
+from django.http import Http404
 
-from evalapp.models import Prompt, Response, Study
+from evalapp.models import Criterion, Prompt, Response, Study
 
-from .compiled import STAND_IN_ID, Compiled, columns, instance
+from .access import get_study_for, studies_for
+from .compiled import STAND_IN_ID, Compiled, Query, RawRead, columns, instance, run_together
 from .models import (
     Assignment,
     CalibrationAttempt,
@@ -59,18 +62,56 @@ LIMIT 1
 """
 
 
+_RATER_STATUS = RawRead(_RATER_STATUS_SQL, "study_id", "user_id", "role")
+
+
 def rater_status(*, study: Study, user) -> RaterStatus:
     """Where a rater stands, in one query."""
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(_RATER_STATUS_SQL, [study.id, user.id, Role.RATER])
-            found = cursor.fetchone()
-            row = dict(zip([c[0] for c in cursor.description], found)) if found else None
-    else:  # SQLite (the demo) has no LATERAL; the ORM spelling of the same question.
-        row = _with_status(study, StudyMembership.objects.filter(user=user)).values(*_STATUS_FIELDS).first()
+        return _status_from(_RATER_STATUS.rows(study_id=study.id, user_id=user.id, role=Role.RATER))
+    # SQLite (the demo) has no LATERAL; the ORM spelling of the same question.
+    row = _with_status(study, StudyMembership.objects.filter(user=user)).values(*_STATUS_FIELDS).first()
     if row is None:
         return RaterStatus(False, False, False, None, False, "none")
     return _status_of(row)
+
+
+def _status_from(rows: list[tuple]) -> RaterStatus:
+    if not rows:
+        return RaterStatus(False, False, False, None, False, "none")
+    return _status_of(dict(zip(_STATUS_FIELDS, rows[0], strict=True)))
+
+
+def _rater_study_query(study_id: int, user_id: int):
+    # get_study_for's rule, for a rater: an unsaved user with that id filters as the user would.
+    return studies_for(get_user_model()(id=user_id), [Role.RATER]).filter(id=study_id).values_list(*columns(Study))
+
+
+_RATER_STUDY = Compiled(_rater_study_query, study_id=STAND_IN_ID, user_id=STAND_IN_ID - 1)
+_CRITERIA = Compiled(lambda study_id: Criterion.objects.filter(study_id=study_id).values_list(*columns(Criterion)),
+                     study_id=STAND_IN_ID)
+
+
+def rater_study(*, user, study_id: int, also: tuple[Query, ...] = ()) -> tuple[Study, RaterStatus, list]:
+    """get_study_for(user, study_id, roles=[RATER]) (404 where they have no such role) and rater_status,
+    with the study's criteria (Study.rubric()), and the answers of the `also` queries: on PostgreSQL all
+    in one round trip, for the rating page and its submit, which make these reads on every request.
+    An `also` query must stand on its own (it runs whether or not the user is the study's rater)."""
+    if connection.vendor != "postgresql":
+        study = get_study_for(user, study_id, roles=[Role.RATER])
+        return study, rater_status(study=study, user=user), run_together(*also) if also else []
+    found = run_together(
+        Query(_RATER_STUDY, {"study_id": study_id, "user_id": user.id}, list),
+        Query(_RATER_STATUS, {"study_id": study_id, "user_id": user.id, "role": Role.RATER}, _status_from),
+        Query(_CRITERIA, {"study_id": study_id}, list),
+        *also,
+    )
+    (study_rows, status, criteria_rows), answers = found[:3], found[3:]
+    if not study_rows:
+        raise Http404("No such study.")
+    study = instance(Study, study_rows[0])
+    study.keep_criterion_rows([instance(Criterion, row) for row in criteria_rows])
+    return study, status, answers
 
 
 def eligible_raters(study: Study) -> list:
@@ -163,7 +204,15 @@ _QUEUE_HEAD = Compiled(_queue_head, study_id=STAND_IN_ID, rater_id=STAND_IN_ID -
 def next_item(*, study: Study, rater) -> NextItem:
     """The first unfinished slot of the rater's queue and the progress counts: one query, whatever the size.
     The assignment comes with its response and prompt, or its gold item, as select_related would give them."""
-    rows = _QUEUE_HEAD.rows(study_id=study.id, rater_id=rater.id)
+    return run_together(next_item_query(study=study, rater=rater))[0]
+
+
+def next_item_query(*, study: Study, rater) -> Query:
+    """next_item's read, to run with others (raters.compiled.run_together)."""
+    return Query(_QUEUE_HEAD, {"study_id": study.id, "rater_id": rater.id}, _next_item_of)
+
+
+def _next_item_of(rows: list[tuple]) -> NextItem:
     if not rows:
         return NextItem(assignment=None, done=0, total=0)
     *values, total, done = rows[0]

@@ -22,6 +22,7 @@ from evalapp.rubric import NOT_SURE_LETTER, answer_text, key_hints, option_lette
 
 from . import selectors, services
 from .access import get_study_for
+from .compiled import run_together
 from .forms import CalibrationItemForm, ConsentPublishForm, InviteForm, RatingForm, answers_from
 from .models import CalibrationItem, PairAssignment, Role, StudyMembership
 from .panel_models import ParticipantStatus
@@ -197,8 +198,7 @@ def gate(request, study, status):  # consent or calibration first; None: may rat
 
 @login_required
 def rate(request, study_id: int):
-    study = get_study_for(request.user, study_id, roles=[Role.RATER])
-    status = selectors.rater_status(study=study, user=request.user)
+    study, status, _ = selectors.rater_study(user=request.user, study_id=study_id)
     gate_to = gate(request, study, status)
     if gate_to is not None:
         return gate_to
@@ -207,7 +207,12 @@ def rate(request, study_id: int):
 
 
 def _item_context(study, user, status):
-    upcoming = selectors.next_item(study=study, rater=user)
+    # The next item and, where the study sets a break or a cap, the rater's welfare state: one round trip.
+    if services.welfare_limits(study).any:
+        upcoming, state = run_together(selectors.next_item_query(study=study, rater=user),
+                                       services.rater_state_query(study, user))
+    else:
+        upcoming, state = selectors.next_item(study=study, rater=user), None
     assignment = upcoming.assignment
     item = None
     if assignment is not None:
@@ -226,6 +231,7 @@ def _item_context(study, user, status):
         "done": upcoming.done, "total": upcoming.total,
         "position": upcoming.done + 1,
         "criteria": rubric_for_display(study),
+        "welfare": services.welfare_shown(study, state),
         "categories": UnsafeCategory.choices,
         "form": RatingForm(),
         "comparing": comparing,
@@ -238,20 +244,21 @@ def _item_context(study, user, status):
 @login_required
 @require_POST
 def rate_submit(request, study_id: int, public_id: str):
-    study = get_study_for(request.user, study_id, roles=[Role.RATER])
-    status = selectors.rater_status(study=study, user=request.user)
+    skipping = request.POST.get("action") == "skip"
+    # The item is read with the study (one round trip); a skip reads it in its own service.
+    item = () if skipping else (services.item_query(study_id=study_id, rater=request.user, item_public_id=public_id),)
+    study, status, item_rows = selectors.rater_study(user=request.user, study_id=study_id, also=item)
     is_fetch = request.headers.get("X-Requested-With") == "fetch"
     form = RatingForm(request.POST)
     try:
-        if request.POST.get("action") == "skip":
+        if skipping:
             services.assignment_skip(study=study, rater=request.user, item_public_id=public_id,
                                      reason=request.POST.get("skip_reason", ""))
         else:
             if not form.is_valid():
                 raise services.RatingError(" ".join(e for errs in form.errors.values() for e in errs))
-            services.rating_submit(
-                study=study, rater=request.user, item_public_id=public_id, submission=form.submission(), status=status
-            )
+            services.rating_submit(study=study, rater=request.user, item_public_id=public_id,
+                                   submission=form.submission(), status=status, item=item_rows[0])
     except services.RatingError as exc:
         if is_fetch:
             return HttpResponse(str(exc), status=exc.status, content_type="text/plain; charset=utf-8")

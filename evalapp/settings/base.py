@@ -85,6 +85,10 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         timeout=30, transaction_mode="IMMEDIATE", init_command="PRAGMA journal_mode=WAL;")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# The rating hot path's reads (raters.compiled) are prepared statements on PostgreSQL, planned once per
+# connection: planning them took longer than running them. Turn off behind a pooler that hands a session's
+# statements to other server connections (PgBouncer in transaction mode before 1.21).
+PREPARED_STATEMENTS = env_bool("PREPARED_STATEMENTS", True)
 
 # Login throttling (django-axes) in every environment, the demo too: a failed login counts against the
 # pair (username, client address), so one user's guesser is stopped without locking a whole lab that shares

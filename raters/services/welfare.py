@@ -22,7 +22,7 @@ from ..models import (
     WelfareNoticeSeen,
     WelfareSettings,
 )
-from ..compiled import STAND_IN_ID, STAND_IN_TIME, Compiled
+from ..compiled import STAND_IN_ID, STAND_IN_TIME, Compiled, Query, run_together
 from ..panel_models import PanelParticipant, ParticipantStatus
 from .common import RatingError
 
@@ -114,14 +114,30 @@ _RECENT = Compiled(_recent, study_id=STAND_IN_ID, rater_id=STAND_IN_ID - 1, sinc
 def rater_state(study: Study, rater, now: datetime | None = None) -> rules.State:
     """Where the rater stands on breaks and caps, from the items they finished in this study (1-10 and
     pairwise together) and the breaks they took; the day is the server's (settings.TIME_ZONE)."""
+    return run_together(rater_state_query(study, rater, now))[0]
+
+
+def rater_state_query(study: Study, rater, now: datetime | None = None) -> Query:
+    """rater_state's read, to run with others (raters.compiled.run_together)."""
     now = now or timezone.now()
     limits = welfare_limits(study)
     since = now - timedelta(days=1, hours=1)  # the day so far, DST included; a session rarely runs longer
-    done, breaks = [], []
-    for at, taken in _RECENT.rows(study_id=study.id, rater_id=rater.id, since=since):
-        (breaks if taken else done).append(at)
-    day_start = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
-    return rules.welfare_state(limits, done, breaks, now=now, day_start=day_start)
+
+    def finish(rows):
+        done, breaks = [], []
+        for at, taken in rows:
+            (breaks if taken else done).append(at)
+        day_start = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+        return rules.welfare_state(limits, done, breaks, now=now, day_start=day_start)
+
+    return Query(_RECENT, {"study_id": study.id, "rater_id": rater.id, "since": since}, finish)
+
+
+def welfare_shown(study: Study, state: rules.State | None) -> dict:
+    """What the rating pages show of welfare (raters.templatetags.welfare.welfare_state): `state` is
+    rater_state's, or None where the study sets no break and no cap (none can be due)."""
+    return {"state": state, "cap_message": cap_message(state) if state and state.cap else "",
+            "topics": notice_topics(welfare_settings(study))}
 
 
 def when_words(moment: datetime) -> str:

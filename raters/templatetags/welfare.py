@@ -2,7 +2,7 @@
 
 from django import template
 
-from ..services import cap_message, notice_topics, rater_state, welfare_limits, welfare_settings
+from ..services import notice_topics, rater_state, welfare_limits, welfare_settings, welfare_shown
 
 register = template.Library()
 
@@ -25,6 +25,4 @@ def welfare_state(study, user):
 
     state is None when the study sets no break and no cap: none can be due then, so the rater's items
     are not read (a query on every rating page and submit)."""
-    state = rater_state(study, user) if welfare_limits(study).any else None
-    return {"state": state, "cap_message": cap_message(state) if state and state.cap else "",
-            "topics": notice_topics(welfare_settings(study))}
+    return welfare_shown(study, rater_state(study, user) if welfare_limits(study).any else None)

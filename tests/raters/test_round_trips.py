@@ -1,0 +1,163 @@
+"""The rating hot path's fewer round trips (issue 18): prepared statements, reads sent together, the
+rating written in one statement. Each must answer exactly as the plain path it replaced."""
+
+import pytest
+from django.db import DatabaseError, connection, transaction
+from django.http import Http404
+from django.template.loader import render_to_string
+from django.test.utils import CaptureQueriesContext
+
+from evalapp.models import Rating, Score
+from raters import selectors, services
+from raters.access import get_study_for
+from raters.compiled import RawRead, prepared_cursor, rows_together, run_together
+from raters.models import Assignment, Role
+from raters.services import Submission
+from raters.services import ratings as rating_services
+from raters.templatetags.scales import scales
+from raters.views import rubric_for_display
+
+from .conftest import add_rater
+
+pytestmark = pytest.mark.django_db
+postgresql = pytest.mark.skipif("connection.vendor != 'postgresql'")  # SQLite (the demo) keeps the plain path
+
+
+def _prepared_names() -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _rated(study, rater, answers, **extra):
+    item = selectors.next_item(study=study, rater=rater).assignment
+    outcome = services.rating_submit(study=study, rater=rater, item_public_id=item.response.public_id,
+                                     submission=Submission(answers, **extra))
+    rating = Rating.objects.get(response=item.response, rater=rater)
+    scores = sorted(Score.objects.filter(rating=rating).values_list(
+        "criterion__key", "value", "not_sure", "min_value", "max_value", "rationale"))
+    done = Assignment.objects.get(id=item.id).completed_at is not None
+    return outcome, (rating.unsafe, rating.unsafe_category, rating.comment, rating.seconds_on_item), scores, done
+
+
+@postgresql
+def test_a_first_rating_is_one_statement_and_writes_what_the_transaction_wrote(open_study, settings, monkeypatch):
+    fast, slow = add_rater(open_study, "fast"), add_rater(open_study, "slow")
+    answers = {"empathy": 7, "fluency": 2}
+    extra = {"unsafe": True, "unsafe_category": "self_harm", "comment": "  worrying  "}
+    with CaptureQueriesContext(connection) as queries:
+        by_statement = _rated(open_study, fast, answers, **extra)
+    assert sum("WITH new_rating AS" in q["sql"] for q in queries.captured_queries) == 1
+    assert not any(q["sql"].startswith("INSERT INTO \"evalapp_score\"") for q in queries.captured_queries)
+    monkeypatch.setattr(rating_services, "_written_in_one_statement", lambda *args: False)
+    by_transaction = _rated(open_study, slow, answers, **extra)
+    assert by_statement[0] == by_transaction[0] == "created"
+    assert by_statement[1][:3] == by_transaction[1][:3] == (True, "self_harm", "worrying")
+    assert by_statement[2] == by_transaction[2] and by_statement[3] and by_transaction[3]
+    assert [s[1:3] for s in by_statement[2]] == [(7, False), (2, False)]
+
+
+@postgresql
+def test_not_sure_answers_go_through_the_statement_as_nulls(open_study):
+    rater = add_rater(open_study, "r1")
+    item = selectors.next_item(study=open_study, rater=rater).assignment
+    # Every value NULL: the arrays carry no element to infer a type from, the statement's casts do.
+    answers = {"empathy": (None, True, "can't tell"), "fluency": (None, True, "")}
+    assert rating_services._written_in_one_statement(open_study, item, rater, Submission({}), answers)
+    assert sorted(Score.objects.filter(rating__rater=rater).values_list("value", "not_sure", "rationale")) == [
+        (None, True, ""), (None, True, "can't tell")]
+
+
+@postgresql
+def test_a_resubmit_and_a_study_with_a_cap_take_the_transaction(open_study):
+    rater = add_rater(open_study, "r1")
+    item = selectors.next_item(study=open_study, rater=rater).assignment.response.public_id
+    first = services.rating_submit(study=open_study, rater=rater, item_public_id=item,
+                                   submission=Submission({"empathy": 3, "fluency": 4}))
+    again = services.rating_submit(study=open_study, rater=rater, item_public_id=item,
+                                   submission=Submission({"empathy": 5, "fluency": 4}))
+    assert (first, again) == ("created", "revised")
+    assert sorted(Score.objects.filter(rating__rater=rater).values_list("value", flat=True)) == [4, 5]
+    services.welfare_save(study=open_study, actor=open_study.owner, cap_per_day=1)
+    open_study.refresh_from_db()
+    nxt = selectors.next_item(study=open_study, rater=rater).assignment.response.public_id
+    with pytest.raises(services.RatingError, match="limit"):  # the cap is counted, under its lock
+        services.rating_submit(study=open_study, rater=rater, item_public_id=nxt,
+                               submission=Submission({"empathy": 3, "fluency": 4}))
+    assert Rating.objects.filter(rater=rater).count() == 1
+
+
+@postgresql
+def test_a_failed_statement_writes_nothing(open_study):
+    rater = add_rater(open_study, "r1")
+    study = open_study
+    item = selectors.next_item(study=study, rater=rater).assignment
+    # 11 on a 1-10 scale: parse_answers would refuse it; past it, the database's constraint does.
+    answers = {"empathy": (11, False, ""), "fluency": (5, False, "")}
+    with pytest.raises(DatabaseError), transaction.atomic():
+        rating_services._written_in_one_statement(study, item, rater, Submission({}), answers)
+    assert not Rating.objects.filter(rater=rater).exists() and not Score.objects.filter(rating__rater=rater).exists()
+    assert Assignment.objects.get(id=item.id).completed_at is None
+
+
+@postgresql
+def test_reads_together_answer_as_one_by_one_and_are_prepared(open_study, settings):
+    rater = add_rater(open_study, "r1")
+    queries = [selectors.next_item_query(study=open_study, rater=rater),
+               services.rater_state_query(open_study, rater),
+               services.item_query(study_id=open_study.id, rater=rater, item_public_id="nope")]
+    with CaptureQueriesContext(connection) as captured:
+        together = run_together(*queries)
+    # Each statement is logged with its values in its text, as Django logs its own.
+    assert len(captured) == 3 and all(q["sql"] and "%s" not in q["sql"] for q in captured.captured_queries)
+    assert str(rater.id) in captured.captured_queries[0]["sql"]
+    one_by_one = [run_together(q)[0] for q in queries]
+    settings.PREPARED_STATEMENTS = False
+    plain = [run_together(q)[0] for q in queries]
+    assert together[0].assignment == one_by_one[0].assignment == plain[0].assignment is not None
+    assert (together[0].done, together[0].total) == (plain[0].done, plain[0].total) == (0, 12)
+    assert together[1] == one_by_one[1] == plain[1] and together[2] is one_by_one[2] is plain[2] is None
+    prepared = _prepared_names()
+    assert any(s.startswith('SELECT "raters_assignment"."id"') for s in prepared)
+
+
+@postgresql
+def test_an_error_in_reads_together_is_djangos_and_leaves_the_connection_usable(study):
+    bad = RawRead("SELECT 1 / %s", "zero")
+    with pytest.raises(DatabaseError), transaction.atomic():
+        rows_together((RawRead("SELECT %s::int", "n"), {"n": 1}), (bad, {"zero": 0}))
+    assert rows_together((RawRead("SELECT %s::int + 1", "n"), {"n": 1}))[0] == [(2,)]
+
+
+def test_prepared_cursor_answers_as_a_plain_one(study, settings):
+    with prepared_cursor() as cursor:
+        cursor.execute("SELECT title FROM evalapp_study WHERE id = %s", [study.id])
+        prepared = cursor.fetchall()
+    settings.PREPARED_STATEMENTS = False
+    with prepared_cursor() as cursor:
+        cursor.execute("SELECT title FROM evalapp_study WHERE id = %s", [study.id])
+        assert cursor.fetchall() == prepared == [(study.title,)]
+
+
+def test_the_raters_study_read_is_get_study_for_and_rater_status(open_study):
+    rater = add_rater(open_study, "r1")
+    item = selectors.next_item(study=open_study, rater=rater).assignment.response.public_id
+    also = (services.item_query(study_id=open_study.id, rater=rater, item_public_id=item),)
+    study, status, (assignment,) = selectors.rater_study(user=rater, study_id=open_study.id, also=also)
+    assert study == get_study_for(rater, open_study.id, roles=[Role.RATER])
+    assert status == selectors.rater_status(study=open_study, user=rater) and status.can_rate
+    assert study.rubric() == open_study.rubric() and [c.key for c in study.criterion_rows()] == ["empathy", "fluency"]
+    assert assignment.response.public_id == item and assignment.last_activity is not None
+    with pytest.raises(Http404):  # the owner is no rater of it; a stranger is nothing
+        selectors.rater_study(user=open_study.owner, study_id=open_study.id)
+    with pytest.raises(Http404):
+        selectors.rater_study(user=rater, study_id=open_study.id + 1000)
+
+
+def test_the_scales_are_drawn_once_per_rubric_and_as_the_template_draws_them(open_study):
+    criteria = rubric_for_display(open_study)
+    for reference in (False, True):
+        assert scales(criteria, reference) == render_to_string(
+            "raters/_scales.html", {"criteria": criteria, "reference": reference})
+    edited = [dict(criteria[0], question="How warm is it?"), criteria[1]]
+    assert "How warm is it?" in scales(edited) and "How warm is it?" not in scales(criteria)
