@@ -145,11 +145,27 @@ class RawRead:
         raise NotImplementedError("A RawRead is PostgreSQL's; it has no ORM spelling to build.")
 
 
+class Sql:
+    """A statement written in SQL with its parameters in order (`values` unused), for rows_together: a
+    write whose RETURNING rows are its answer, sent with the reads that must see it. PostgreSQL only."""
+
+    def __init__(self, sql: str, params: list):
+        self.sql, self.params = sql, params
+
+    def statement(self, connection, values: dict) -> tuple[str, list, list]:
+        return self.sql, self.params, []
+
+    def built_rows(self, values: dict) -> list[tuple]:
+        raise NotImplementedError("Sql is PostgreSQL's; it has no ORM spelling to build.")
+
+
 def rows_together(*reads: tuple) -> list[list[tuple]]:
     """The rows of each (read, values), a Compiled or a RawRead: on PostgreSQL sent together and
     answered in one round trip (psycopg's pipeline mode), each a prepared statement; elsewhere, or
     with PREPARED_STATEMENTS off, one after another. A round trip cost more than most of these reads
-    took to run (PostgreSQL waking for each, bench/rating.py)."""
+    took to run (PostgreSQL waking for each, bench/rating.py). They run in order, so a read sees a
+    write sent before it; an error in one raises and its followers are not run (in autocommit the
+    statements up to the pipeline's sync are one implicit transaction)."""
     connection = connections[DEFAULT_DB_ALIAS]
     statements = [read.statement(connection, values) for read, values in reads]
     pipelined = (len(reads) > 1 and connection.vendor == "postgresql" and settings.PREPARED_STATEMENTS

@@ -18,7 +18,7 @@ from .quality import study_rater_quality
 from .services.panel import panel_release_idle_lazily
 from .services.panel_progress import panel_identities
 from .services.researchers import RESEARCHERS_GROUP
-from .views import rubric_for_display
+from .templatetags.scales import rubric_for_display
 
 
 @login_required

@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from evalapp.models import PairwisePhase, UnsafeCategory
-from evalapp.rubric import NOT_SURE_LETTER, answer_text, key_hints, option_letters, point_key, points
+from evalapp.rubric import answer_text
 
 from . import selectors, services
 from .access import get_study_for
@@ -28,27 +28,9 @@ from .models import CalibrationItem, PairAssignment, Role, StudyMembership
 from .panel_models import ParticipantStatus
 from .panel_views import outcome_redirect, stopped_page
 from .services import panel as panel_services
+from .templatetags.scales import rubric_for_display
 
 RESEARCHERS = [Role.RESEARCHER]
-
-
-def rubric_for_display(study) -> list[dict]:
-    """The study's criteria with what the rating form draws: points or lettered options, key hints."""
-    out = []
-    for criterion in study.rubric():
-        shown = dict(criterion)
-        if criterion["kind"] == "likert":
-            shown["choices"] = [{"value": str(v), "text": str(v), "key": point_key(criterion, v),
-                                 "label": criterion["labels"].get(str(v), "")} for v in points(criterion)]
-        else:
-            shown["choices"] = [{"value": o["key"], "text": o["label"], "key": letter, "label": ""}
-                                for letter, o in zip(option_letters(criterion), criterion["options"], strict=True)]
-        if criterion["not_sure"]:
-            shown["choices"].append({"value": "not_sure", "text": criterion["not_sure"], "key": NOT_SURE_LETTER,
-                                     "label": "", "not_sure": True})
-        shown["hint"] = key_hints(criterion)
-        out.append(shown)
-    return out
 
 
 # ----------------------------------------------------------------------------- invitations
@@ -206,13 +188,17 @@ def rate(request, study_id: int):
     return render(request, "raters/rate.html", context)
 
 
-def _item_context(study, user, status):
-    # The next item and, where the study sets a break or a cap, the rater's welfare state: one round trip.
+def _item_reads(study, user) -> tuple:
+    """The next item and, where the study sets a break or a cap, the rater's welfare state: one round trip."""
     if services.welfare_limits(study).any:
-        upcoming, state = run_together(selectors.next_item_query(study=study, rater=user),
-                                       services.rater_state_query(study, user))
-    else:
-        upcoming, state = selectors.next_item(study=study, rater=user), None
+        return selectors.next_item_query(study=study, rater=user), services.rater_state_query(study, user)
+    return (selectors.next_item_query(study=study, rater=user),)
+
+
+def _item_context(study, user, status, read=None):
+    """The item fragment's context; `read`: _item_reads' answers where the caller has them."""
+    answers = read or run_together(*_item_reads(study, user))
+    upcoming, state = answers[0], (answers[1] if len(answers) > 1 else None)
     assignment = upcoming.assignment
     item = None
     if assignment is not None:
@@ -233,7 +219,6 @@ def _item_context(study, user, status):
         "criteria": rubric_for_display(study),
         "welfare": services.welfare_shown(study, state),
         "categories": UnsafeCategory.choices,
-        "form": RatingForm(),
         "comparing": comparing,
         # The 1-10 queue done is not all done while comparisons are open: counted as the code page counts them.
         "pairs_left": (PairAssignment.objects.filter(study=study, rater=user, completed_at__isnull=True).count()
@@ -250,6 +235,7 @@ def rate_submit(request, study_id: int, public_id: str):
     study, status, item_rows = selectors.rater_study(user=request.user, study_id=study_id, also=item)
     is_fetch = request.headers.get("X-Requested-With") == "fetch"
     form = RatingForm(request.POST)
+    read = None
     try:
         if skipping:
             services.assignment_skip(study=study, rater=request.user, item_public_id=public_id,
@@ -257,8 +243,10 @@ def rate_submit(request, study_id: int, public_id: str):
         else:
             if not form.is_valid():
                 raise services.RatingError(" ".join(e for errs in form.errors.values() for e in errs))
-            services.rating_submit(study=study, rater=request.user, item_public_id=public_id,
-                                   submission=form.submission(), status=status, item=item_rows[0])
+            # The next item is read in the write's round trip (where it is one statement).
+            _, read = services.rating_submit_then(
+                study=study, rater=request.user, item_public_id=public_id, submission=form.submission(),
+                status=status, item=item_rows[0], then=lambda: _item_reads(study, request.user) if is_fetch else ())
     except services.RatingError as exc:
         if is_fetch:
             return HttpResponse(str(exc), status=exc.status, content_type="text/plain; charset=utf-8")
@@ -267,7 +255,7 @@ def rate_submit(request, study_id: int, public_id: str):
         messages.error(request, str(exc))
         return redirect("rate", study_id=study.id)
     if is_fetch:
-        return render(request, "raters/rate_item.html", _item_context(study, request.user, status))
+        return render(request, "raters/rate_item.html", _item_context(study, request.user, status, read))
     return redirect("rate", study_id=study.id)
 
 

@@ -39,7 +39,7 @@ from .panel import (
     panel_submissions_import,
 )
 from .panel_pay import panel_pay_rows
-from .ratings import Submission, assignment_skip, item_query, rating_submit
+from .ratings import Submission, assignment_skip, item_query, rating_submit, rating_submit_then
 from .pairwise import (
     PairSubmission,
     gold_pair_add,
@@ -80,7 +80,7 @@ __all__ = [
     "calibration_answer", "calibration_item_remove", "calibration_pool", "coresearcher_add", "coresearcher_remove", "calibration_attempt_start", "calibration_decide", "parse_answers", "consent_accept",
     "consent_publish", "consent_withdraw", "design_rebalance", "design_targets", "eligible_raters",
     "invitation_accept", "invitation_create", "invitation_for_token", "invitations_create_from_list", "is_researcher",
-    "new_pseudonym", "rater_accounts_bulk_create", "rater_exclude", "rater_groups_set", "rating_submit", "item_query", "researcher_add", "researcher_grant",
+    "new_pseudonym", "rater_accounts_bulk_create", "rater_exclude", "rater_groups_set", "rating_submit", "rating_submit_then", "item_query", "researcher_add", "researcher_grant",
     "researcher_revoke", "study_open_for_rating", "PairSubmission", "gold_pair_add", "pair_design_rebalance",
     "pair_judgment_submit", "pair_phase_close", "pair_phase_open", "pair_phase_save", "pair_skip",
     "panel_complete", "panel_enter", "panel_link_save", "panel_pay_rows", "panel_release_idle",

@@ -1,5 +1,6 @@
 """A rater's ratings: submit (idempotent, revisions audited) or skip an assigned item."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -10,7 +11,7 @@ from django.utils import timezone
 from evalapp.audit import audit
 from evalapp.models import Rating, Score, Study, UnsafeCategory
 
-from ..compiled import STAND_IN_ID, Compiled, Query, columns, instance, prepared_cursor, run_together
+from ..compiled import STAND_IN_ID, Compiled, Query, Sql, columns, instance, run_together
 from ..models import Assignment, GoldAnswer, RatingRevision, WelfareSettings
 from ..selectors import rater_status
 from ..timing import item_seconds, last_activity_query
@@ -41,6 +42,16 @@ def rating_submit(*, study: Study, rater, item_public_id: str, submission: Submi
     `status` (rater_status's) and `item` (item_query's answer) where the caller read them already, with
     its own reads. Returns "created", "unchanged" or "revised".
     """
+    return rating_submit_then(study=study, rater=rater, item_public_id=item_public_id, submission=submission,
+                              status=status, item=item)[0]
+
+
+def rating_submit_then(*, study: Study, rater, item_public_id: str, submission: Submission, status=None,
+                       item=_UNREAD, then: Callable[[], tuple[Query, ...]] = tuple) -> tuple[str, list]:
+    """rating_submit, and the answers of the queries `then()` makes (called once the item is read, so
+    that they may use what came with it: the study's welfare settings), read after the rating is
+    written: with the write in one round trip where it is one statement (a first rating), else after
+    its transaction."""
     answers = parse_answers(study, submission.answers, submission.rationales)
     if submission.unsafe and submission.unsafe_category not in UnsafeCategory.values:
         raise RatingError("Choose what makes the response unsafe.")
@@ -54,8 +65,10 @@ def rating_submit(*, study: Study, rater, item_public_id: str, submission: Submi
     # Taken before this item's completion is written, which is the next item's start.
     submission.seconds_on_item = item_seconds(study=study, rater=rater, client=submission.seconds_on_item,
                                               since=assignment.last_activity)
-    if _written_in_one_statement(study, assignment, rater, submission, answers):
-        return "created"
+    then = then()
+    written, read = _written_in_one_statement(study, assignment, rater, submission, answers, then)
+    if written:
+        return "created", read
     with transaction.atomic():
         check_cap(study, rater, assignment)  # in the write's transaction: it locks until the item is done
         if assignment.gold_item_id:
@@ -68,7 +81,7 @@ def rating_submit(*, study: Study, rater, item_public_id: str, submission: Submi
         else:
             outcome = _save_rating(study, assignment, rater, submission, answers)
         Assignment.objects.filter(id=assignment.id, completed_at__isnull=True).update(completed_at=timezone.now())
-    return outcome
+    return outcome, run_together(*then) if then else []
 
 
 def _scores_of(rating: Rating) -> dict:
@@ -159,15 +172,16 @@ def _one_statement_sql() -> str:
 
 
 def _written_in_one_statement(study: Study, assignment: Assignment, rater, submission: Submission,
-                              answers: dict) -> bool:
-    """A first rating of an item written by _one_statement_sql(); False where nothing was written (the
-    rating exists) or where the statement does not apply: SQLite (no data-modifying CTEs), a gold item,
-    a finished item (a resubmit), or a study with a cap, whose check must lock and count first."""
+                              answers: dict, then: tuple[Query, ...] = ()) -> tuple[bool, list]:
+    """(True, the `then` answers): a first rating of an item written by _one_statement_sql(), the `then`
+    reads sent after it in the same round trip. (False, []) where nothing was written (the rating
+    exists) or where the statement does not apply: SQLite (no data-modifying CTEs), a gold item, a
+    finished item (a resubmit), or a study with a cap, whose check must lock and count first."""
     if connection.vendor != "postgresql" or assignment.gold_item_id or assignment.completed_at is not None:
-        return False
+        return False, []
     settings = welfare_settings(study)
     if settings.cap_per_day or settings.cap_per_session:
-        return False
+        return False, []
     rating = Rating(response_id=assignment.response_id, rater=rater, seconds_on_item=submission.seconds_on_item,
                     unsafe=submission.unsafe, unsafe_category=submission.unsafe_category,
                     comment=submission.comment.strip())
@@ -178,9 +192,12 @@ def _written_in_one_statement(study: Study, assignment: Assignment, rater, submi
                     min_value=criteria[key].min_value, max_value=criteria[key].max_value)
               for key, (value, not_sure, rationale) in answers.items()]
     arrays = [[f.get_db_prep_save(getattr(score, f.attname), connection) for score in scores] for f in score_fields]
-    with prepared_cursor() as cursor:  # its text is the same for every submit: planned once per connection
-        cursor.execute(_one_statement_sql(), [*rating_params, *arrays, timezone.now(), assignment.id])
-        return cursor.fetchone() is not None
+    # Its text is the same for every submit: prepared, planned once per connection, as the reads are.
+    write = Query(Sql(_one_statement_sql(), [*rating_params, *arrays, timezone.now(), assignment.id]), {}, bool)
+    written, *read = run_together(write, *then)
+    # Where the rating was there (a concurrent duplicate's insert committed first), nothing was written
+    # and the reads are the caller's to make again, after the transaction that compares.
+    return (True, read) if written else (False, [])
 
 
 def _write_scores(rating: Rating, study: Study, answers: dict) -> None:

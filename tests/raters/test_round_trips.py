@@ -14,8 +14,7 @@ from raters.compiled import RawRead, prepared_cursor, rows_together, run_togethe
 from raters.models import Assignment, Role
 from raters.services import Submission
 from raters.services import ratings as rating_services
-from raters.templatetags.scales import scales
-from raters.views import rubric_for_display
+from raters.templatetags.scales import rubric_for_display, scales
 
 from .conftest import add_rater
 
@@ -49,7 +48,7 @@ def test_a_first_rating_is_one_statement_and_writes_what_the_transaction_wrote(o
         by_statement = _rated(open_study, fast, answers, **extra)
     assert sum("WITH new_rating AS" in q["sql"] for q in queries.captured_queries) == 1
     assert not any(q["sql"].startswith("INSERT INTO \"evalapp_score\"") for q in queries.captured_queries)
-    monkeypatch.setattr(rating_services, "_written_in_one_statement", lambda *args: False)
+    monkeypatch.setattr(rating_services, "_written_in_one_statement", lambda *args: (False, []))
     by_transaction = _rated(open_study, slow, answers, **extra)
     assert by_statement[0] == by_transaction[0] == "created"
     assert by_statement[1][:3] == by_transaction[1][:3] == (True, "self_harm", "worrying")
@@ -63,7 +62,7 @@ def test_not_sure_answers_go_through_the_statement_as_nulls(open_study):
     item = selectors.next_item(study=open_study, rater=rater).assignment
     # Every value NULL: the arrays carry no element to infer a type from, the statement's casts do.
     answers = {"empathy": (None, True, "can't tell"), "fluency": (None, True, "")}
-    assert rating_services._written_in_one_statement(open_study, item, rater, Submission({}), answers)
+    assert rating_services._written_in_one_statement(open_study, item, rater, Submission({}), answers) == (True, [])
     assert sorted(Score.objects.filter(rating__rater=rater).values_list("value", "not_sure", "rationale")) == [
         (None, True, ""), (None, True, "can't tell")]
 
@@ -161,3 +160,18 @@ def test_the_scales_are_drawn_once_per_rubric_and_as_the_template_draws_them(ope
             "raters/_scales.html", {"criteria": criteria, "reference": reference})
     edited = [dict(criteria[0], question="How warm is it?"), criteria[1]]
     assert "How warm is it?" in scales(edited) and "How warm is it?" not in scales(criteria)
+
+
+@pytest.mark.parametrize("cap", [None, 50], ids=["one statement", "transaction (a cap)"])
+def test_the_reads_after_a_submit_see_it(open_study, cap):
+    rater = add_rater(open_study, "r1")
+    if cap:
+        services.welfare_save(study=open_study, actor=open_study.owner, cap_per_day=cap)
+        open_study.refresh_from_db()
+    first = selectors.next_item(study=open_study, rater=rater).assignment
+    outcome, (upcoming,) = services.rating_submit_then(
+        study=open_study, rater=rater, item_public_id=first.response.public_id,
+        submission=Submission({"empathy": 6, "fluency": 6}),
+        then=lambda: (selectors.next_item_query(study=open_study, rater=rater),))
+    assert outcome == "created" and upcoming.done == 1 and upcoming.assignment.id != first.id
+    assert upcoming.assignment == selectors.next_item(study=open_study, rater=rater).assignment
