@@ -64,8 +64,9 @@ def generation_study(study, model_dirs):
 
 @pytest.mark.django_db(transaction=True)
 def test_one_rating_posted_twice_at_once_from_two_connections_is_one_row():
-    """Both requests find no rating and both insert: a table lock held here lets each one's SELECT ...
-    FOR UPDATE through and stops both at the INSERT, so they race on the unique constraint every time."""
+    """Both requests find no rating and both insert: a table lock held here lets each one's reads through
+    and stops both at the INSERT (a first rating's one statement), so they race on the unique constraint
+    every time; the loser's ON CONFLICT finds the winner's row and compares with it."""
     site = build_site(n_raters=3, n_responses=6, tag="twice")
     rater = site.rater_ids[0]
     study = Study.objects.get(id=site.study_id)
@@ -111,8 +112,9 @@ def _inserts_waiting() -> int:
     with connection.cursor() as cursor:
         # pg_stat_activity is read once per transaction unless the snapshot is dropped (this one holds the lock).
         cursor.execute("SELECT pg_stat_clear_snapshot()")
+        # A first rating is one statement (raters.services.ratings._one_statement_sql), its insert in a WITH.
         cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                       "AND datname = current_database() AND query LIKE 'INSERT INTO \"evalapp_rating\"%%'")
+                       "AND datname = current_database() AND query LIKE '%%INSERT INTO \"evalapp_rating\"%%'")
         return cursor.fetchone()[0]
 
 
