@@ -4,7 +4,8 @@ from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import Count, Exists, F, OuterRef, Q, Subquery, Window
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.http import Http404
 
 from evalapp.models import Criterion, Prompt, Response, Study
@@ -182,15 +183,23 @@ class NextItem:
 
 
 def _queue_head(study_id: int, rater_id: int):
-    # The whole queue ordered unfinished first, by position, with the counts as window aggregates over it
-    # (COUNT(completed_at) counts the finished): its first row is the next item, or a finished one when
-    # nothing is left, and carries the counts either way. The columns are those of the assignment, its
-    # response and prompt, and its gold item (select_related's, by name).
+    # The first unfinished slot of the queue by position (the index assignment_next_item answers it), or
+    # the first finished one when nothing is left, so that a row carries the counts either way; the
+    # counts are subqueries over the rater's queue, evaluated for that one row. The columns are those of
+    # the assignment, its response and prompt, and its gold item (select_related's, by name), joined for
+    # the one row only (a window over the whole queue joined every slot's response and prompt first).
+    mine = Assignment.objects.filter(study_id=study_id, rater_id=rater_id).order_by()
+    first_open = mine.filter(completed_at__isnull=True).order_by("position").values("id")[:1]
+    first_done = mine.order_by("completed_at", "position").values("id")[:1]
+
+    def count(field):
+        return Subquery(mine.values("rater_id").annotate(n=Count(field)).values("n"), output_field=IntegerField())
+
     return (
-        Assignment.objects.filter(study_id=study_id, rater_id=rater_id)
-        .annotate(queue_total=Window(Count("id")), queue_done=Window(Count("completed_at")))
-        .order_by(F("completed_at").asc(nulls_first=True), "position")
-        .values_list(*_HEAD_COLUMNS, "queue_total", "queue_done")[:1]
+        Assignment.objects.filter(id=Coalesce(Subquery(first_open), Subquery(first_done)))
+        .annotate(queue_total=count("id"), queue_done=count("completed_at"))
+        .order_by()
+        .values_list(*_HEAD_COLUMNS, "queue_total", "queue_done")
     )
 
 

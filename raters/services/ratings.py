@@ -9,10 +9,10 @@ from django.db.models import Q, Subquery
 from django.utils import timezone
 
 from evalapp.audit import audit
-from evalapp.models import Rating, Score, Study, UnsafeCategory
+from evalapp.models import Rating, Response, Score, Study, UnsafeCategory
 
 from ..compiled import STAND_IN_ID, Compiled, Query, Sql, columns, instance, run_together
-from ..models import Assignment, GoldAnswer, RatingRevision, WelfareSettings
+from ..models import Assignment, CalibrationItem, GoldAnswer, RatingRevision, WelfareSettings
 from ..selectors import rater_status
 from ..timing import item_seconds, last_activity_query
 from .common import RatingError, parse_answers, stored_values
@@ -225,9 +225,13 @@ def assignment_skip(*, study: Study, rater, item_public_id: str, reason: str) ->
 def _item_query(study_id: int, rater_id: int, public_id: str):
     # The item with the rater's last activity (raters.timing) and the study's welfare settings (the cap
     # check's, the next item's breaks): one round trip for what a submit reads before it writes.
+    # The item by its public id through each table's unique index (an OR across the joined tables read
+    # every slot of the queue with its response); one assignment per rater and item, so no ordering.
     return (Assignment.objects.filter(study_id=study_id, rater_id=rater_id)
-            .filter(Q(response__public_id=public_id) | Q(gold_item__public_id=public_id))
+            .filter(Q(response_id__in=Response.objects.filter(public_id=public_id).values("id"))
+                    | Q(gold_item_id__in=CalibrationItem.objects.filter(public_id=public_id).values("id")))
             .annotate(last_activity=Subquery(last_activity_query(study_id, rater_id)))
+            .order_by()
             .values_list(*columns(Assignment), *columns(WelfareSettings, "study__welfare__"), "last_activity")[:1])
 
 
