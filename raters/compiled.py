@@ -14,17 +14,18 @@ database's values by the converters the first compilation chose, as the queryset
 (JSON decoded, SQLite's datetimes parsed). `instance` makes model rows of such values, so that a read
 whose callers want models (the next item with its response and prompt) is compiled once too.
 
-On PostgreSQL the statements are also planned once per connection (prepared_cursor): the ORM's SQL is
-the same text at every call, and planning the item's read with its subqueries took PostgreSQL longer
-than running it.
+On PostgreSQL the statements are also prepared once per connection and several sent in one round trip
+(rows_together): the ORM's SQL is the same text at every call, and planning the item's read with its
+subqueries took PostgreSQL longer than running it.
 """
 
-from collections.abc import Callable, Iterator
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-from contextlib import ExitStack, contextmanager
-from functools import cache
 from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+from weakref import WeakKeyDictionary
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
@@ -78,56 +79,6 @@ class Compiled:
         return sql, slots, list(compiler.get_converters([col for col, _, _ in compiler.select[:compiler.col_count]]).items())
 
 
-@contextmanager
-def prepared_cursor(connection=None) -> Iterator:
-    """A cursor of `connection` (the default one) whose statements PostgreSQL plans once per connection
-    and then only runs; a plain cursor elsewhere, or where settings.PREPARED_STATEMENTS is off.
-
-    Django's cursors bind values into the SQL text on the client (psycopg's ClientCursor), so that each
-    statement is parsed and planned anew. This one binds them on the server and asks psycopg to prepare
-    (prepare=True: Django turns psycopg's automatic preparing off, for poolers); it is wrapped as Django
-    wraps its own, so the statements are logged, counted by the tests and seen by execute wrappers.
-    Only for SQL that is the same text at every call, as a Compiled read's is: psycopg keeps a bounded
-    number of prepared statements per connection."""
-    connection = connection or connections[DEFAULT_DB_ALIAS]
-    if connection.vendor != "postgresql" or not settings.PREPARED_STATEMENTS:
-        with connection.cursor() as cursor:
-            yield cursor
-        return
-    connection.ensure_connection()
-    if connection.connection.prepare_threshold is None:
-        # Django sets None, which turns preparing off even where asked. A threshold no count reaches
-        # keeps psycopg from preparing anything unasked; Django's own cursors never prepare (client binding).
-        connection.connection.prepare_threshold = 2**62
-    preparing_cursor, debug_wrapper = _cursor_classes()
-    with connection.wrap_database_errors:
-        raw = preparing_cursor(connection.connection)
-    connection.validate_thread_sharing()
-    cursor = debug_wrapper(raw, connection) if connection.queries_logged else connection.make_cursor(raw)
-    with cursor:
-        yield cursor
-
-
-@cache
-def _cursor_classes():
-    # Imported here: psycopg and the postgresql backend are there only where PostgreSQL is configured.
-    from django.db.backends.postgresql.base import CursorDebugWrapper, ServerBindingCursor
-    from django.db.backends.utils import CursorWrapper
-
-    class PreparingCursor(ServerBindingCursor):
-        def execute(self, query, params=None, *, prepare=None, binary=None):
-            return super().execute(query, params, prepare=True, binary=binary)
-
-    class DebugWrapper(CursorDebugWrapper):
-        def execute(self, sql, params=None):
-            # Logged as Django logs its own statements, the SQL with its values in it: Django reads the
-            # text psycopg sent, which for a server-bound statement has none (or is None once prepared).
-            with self.debug_sql(self.db.ops.compose_sql(sql, params), params):
-                return CursorWrapper.execute(self, sql, params)
-
-    return PreparingCursor, DebugWrapper
-
-
 class RawRead:
     """A read written in SQL (one the ORM can't spell, PostgreSQL's LATERAL say), to run with
     rows_together; `names` are its values in the order of its placeholders. PostgreSQL only."""
@@ -160,34 +111,102 @@ class Sql:
 
 
 def rows_together(*reads: tuple) -> list[list[tuple]]:
-    """The rows of each (read, values), a Compiled or a RawRead: on PostgreSQL sent together and
-    answered in one round trip (psycopg's pipeline mode), each a prepared statement; elsewhere, or
-    with PREPARED_STATEMENTS off, one after another. A round trip cost more than most of these reads
-    took to run (PostgreSQL waking for each, bench/rating.py). They run in order, so a read sees a
-    write sent before it; an error in one raises and its followers are not run (in autocommit the
-    statements up to the pipeline's sync are one implicit transaction)."""
+    """The rows of each (read, values), a Compiled, RawRead or Sql. On PostgreSQL (PREPARED_STATEMENTS
+    on) they go in one round trip as one query of EXECUTEs of statements prepared once per connection
+    (the PREPAREs go first in the same query where the connection lacks them); elsewhere one after
+    another, each planned anew.
+
+    Why: a round trip cost more than most of these reads took to run (PostgreSQL waking for each,
+    bench/rating.py), and planning the item's read with its subqueries cost more than running it.
+    Django binds values on the client, so its SQL changes with every call and cannot be prepared by
+    psycopg; EXECUTE name(values) can, and a query of several statements is one round trip (psycopg's
+    pipeline mode did the same in twice the time). The statements run in order in one implicit
+    transaction: a read sees a write before it, and an error leaves nothing done. The query goes
+    through Django's cursor, so it is logged, counted by the tests and seen by execute wrappers."""
     connection = connections[DEFAULT_DB_ALIAS]
     statements = [read.statement(connection, values) for read, values in reads]
-    pipelined = (len(reads) > 1 and connection.vendor == "postgresql" and settings.PREPARED_STATEMENTS
-                 and None not in statements)
-    if not pipelined:
+    if connection.vendor != "postgresql" or not settings.PREPARED_STATEMENTS or None in statements:
         out = []
         for (read, values), statement in zip(reads, statements, strict=True):
             if statement is None:
                 out.append(read.built_rows(values))
                 continue
-            with prepared_cursor(connection) as cursor:
+            with connection.cursor() as cursor:
                 cursor.execute(statement[0], statement[1])
                 out.append(_converted(cursor.fetchall(), statement[2], connection))
         return out
     connection.ensure_connection()
-    with connection.wrap_database_errors, ExitStack() as stack:
-        stack.enter_context(connection.connection.pipeline())
-        cursors = [stack.enter_context(prepared_cursor(connection)) for _ in reads]
-        for cursor, (sql, params, _) in zip(cursors, statements, strict=True):
-            cursor.execute(sql, params)
-        results = [cursor.fetchall() for cursor in cursors]
+    raw = connection.connection
+    prepared = _PREPARED.get(raw, set())
+    # None: an error left unknown which PREPAREs ran (they outlive a rolled-back transaction); start
+    # again from none, in the same query, so that a call is one query whatever came before.
+    parts, params, fresh = ([("DEALLOCATE ALL", False)] if prepared is None else []), [], {}
+    prepared = prepared or set()
+    for sql, values, _ in statements:
+        name = statement_name(sql)
+        if name not in prepared and name not in fresh:
+            types = ", ".join(_parameter_type(v) for v in values)
+            fresh[name] = f"PREPARE {name}{f' ({types})' if values else ''} AS {_numbered(sql)}"
+            parts.append((fresh[name], False))
+        parts.append((f"EXECUTE {name}({', '.join(['%s'] * len(values))})" if values else f"EXECUTE {name}", True))
+        params.extend(values)
+    results = []
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(";\n".join(text for text, _ in parts), params)
+            for i, (_, has_rows) in enumerate(parts):
+                if i:
+                    cursor.nextset()
+                if has_rows:
+                    results.append(cursor.fetchall())
+    except Exception:
+        _PREPARED[raw] = None
+        raise
+    _PREPARED[raw] = prepared | set(fresh)
     return [_converted(rows, statement[2], connection) for rows, statement in zip(results, statements, strict=True)]
+
+
+# Per psycopg connection, the names this module prepared on it (a new connection, after a reconnect,
+# is a new session, which has none); None: unknown, after an error.
+_PREPARED: "WeakKeyDictionary[object, set[str] | None]" = WeakKeyDictionary()
+
+
+@lru_cache(maxsize=512)
+def statement_name(sql: str) -> str:
+    """The name a statement is prepared under on every connection (what watches for it may look for it)."""
+    return "ee_" + hashlib.sha1(sql.encode(), usedforsecurity=False).hexdigest()[:20]
+
+
+@lru_cache(maxsize=512)
+def _numbered(sql: str) -> str:
+    """Django's %s placeholders as PREPARE's $1, $2, ...; a literal %, written %%, stays %% (the whole
+    query is still bound by the client cursor)."""
+    pieces = sql.split("%%")
+    n = 0
+    out = []
+    for piece in pieces:
+        chunks = piece.split("%s")
+        numbered = [chunks[0]]
+        for chunk in chunks[1:]:
+            n += 1
+            numbered.append(f"${n}{chunk}")
+        out.append("".join(numbered))
+    return "%%".join(out)
+
+
+def _parameter_type(value) -> str:
+    """A parameter's type as PREPARE declares it: from the Python value where SQL could not infer it (a
+    value in the select list is text otherwise), else unknown (inferred from the statement: a column it
+    is compared with, a cast), as for a string, a list or None."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "bigint"
+    if isinstance(value, float):
+        return "double precision"
+    if isinstance(value, datetime):
+        return "timestamptz" if value.tzinfo else "timestamp"
+    return "unknown"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from django.utils import timezone
 from evalapp.audit import audit
 from evalapp.models import Rating, Response, Score, Study, UnsafeCategory
 
-from ..compiled import STAND_IN_ID, Compiled, Query, Sql, columns, instance, run_together
+from ..compiled import STAND_IN_ID, Compiled, Query, Sql, columns, instance, run_together, statement_name
 from ..models import Assignment, CalibrationItem, GoldAnswer, RatingRevision, WelfareSettings
 from ..selectors import rater_status
 from ..timing import item_seconds, last_activity_query
@@ -143,6 +143,11 @@ def _insert_rating(rating: Rating) -> Rating | None:
     rating.pk = row[0]
     rating._state.adding, rating._state.db = False, connection.alias
     return rating
+
+
+def _statement_name() -> str:
+    """The name the one statement is prepared under (raters.compiled), for what watches for it."""
+    return statement_name(_one_statement_sql())
 
 
 @cache  # PostgreSQL's spelling only: the text is the same for every call

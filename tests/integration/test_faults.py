@@ -29,6 +29,7 @@ from evalapp.models import Rating, Score, Study
 from modelserver.models import GenerationChunk, GenerationRun, RunStatus
 from modelserver.services import generation_run_create, generation_run_resume
 from raters.models import RatingRevision
+from raters.services.ratings import _statement_name
 from raters.selectors import next_item
 
 from ..factories import ArmFactory, PromptFactory
@@ -112,9 +113,11 @@ def _inserts_waiting() -> int:
     with connection.cursor() as cursor:
         # pg_stat_activity is read once per transaction unless the snapshot is dropped (this one holds the lock).
         cursor.execute("SELECT pg_stat_clear_snapshot()")
-        # A first rating is one statement (raters.services.ratings._one_statement_sql), its insert in a WITH.
+        # A first rating is one prepared statement (raters.services.ratings._one_statement_sql), sent as
+        # its PREPARE (a new connection) or its EXECUTE.
         cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                       "AND datname = current_database() AND query LIKE '%%INSERT INTO \"evalapp_rating\"%%'")
+                       "AND datname = current_database() AND (query LIKE %s OR query LIKE %s)",
+                       [f"%EXECUTE {_statement_name()}(%", '%INSERT INTO "evalapp_rating"%'])
         return cursor.fetchone()[0]
 
 

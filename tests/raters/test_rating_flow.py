@@ -307,11 +307,11 @@ def test_researcher_sees_quality_and_can_exclude(client, rating_study, researche
     assert not Assignment.objects.filter(rater=raters[0], completed_at__isnull=True).exists()
 
 
-SUBMIT_QUERIES = 9  # session, user, study, status, criteria, the item with the last activity and the
-# welfare settings (these four in one round trip on PostgreSQL), the rating with its scores and the item
-# done (one statement), the next item with the counts and the welfare state (one round trip); 23 before
-# issue 18, then 13
-RESUBMIT_QUERIES = 14  # a resubmit: the transaction that reads the rating and its scores to compare
+SUBMIT_QUERIES = 4  # session, user; the study, status, criteria and the item with the last activity and
+# the welfare settings (one query of four prepared statements); the rating with its scores and the item
+# done (one statement) with the next item, its counts and the welfare state (one query of three). 23
+# before issue 18, then 13, then 9 (one statement each)
+RESUBMIT_QUERIES = 10  # a resubmit: the transaction that reads the rating and its scores to compare
 
 
 def test_submit_query_count_is_constant(client, rating_study, django_assert_num_queries):

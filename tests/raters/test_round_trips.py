@@ -6,11 +6,12 @@ from django.db import DatabaseError, connection, transaction
 from django.http import Http404
 from django.template.loader import render_to_string
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from evalapp.models import Rating, Score
 from raters import selectors, services
 from raters.access import get_study_for
-from raters.compiled import RawRead, prepared_cursor, rows_together, run_together
+from raters.compiled import RawRead, _numbered, _parameter_type, rows_together, run_together
 from raters.models import Assignment, Role
 from raters.services import Submission
 from raters.services import ratings as rating_services
@@ -46,7 +47,9 @@ def test_a_first_rating_is_one_statement_and_writes_what_the_transaction_wrote(o
     extra = {"unsafe": True, "unsafe_category": "self_harm", "comment": "  worrying  "}
     with CaptureQueriesContext(connection) as queries:
         by_statement = _rated(open_study, fast, answers, **extra)
-    assert sum("WITH new_rating AS" in q["sql"] for q in queries.captured_queries) == 1
+    # One query: the rating, its scores and the item done in one statement (prepared, or EXECUTEd once it is).
+    sql = " ".join(q["sql"] for q in queries.captured_queries)
+    assert sql.count("EXECUTE " + rating_services._statement_name()) == 1
     assert not any(q["sql"].startswith("INSERT INTO \"evalapp_score\"") for q in queries.captured_queries)
     monkeypatch.setattr(rating_services, "_written_in_one_statement", lambda *args: (False, []))
     by_transaction = _rated(open_study, slow, answers, **extra)
@@ -107,35 +110,39 @@ def test_reads_together_answer_as_one_by_one_and_are_prepared(open_study, settin
                services.item_query(study_id=open_study.id, rater=rater, item_public_id="nope")]
     with CaptureQueriesContext(connection) as captured:
         together = run_together(*queries)
-    # Each statement is logged with its values in its text, as Django logs its own.
-    assert len(captured) == 3 and all(q["sql"] and "%s" not in q["sql"] for q in captured.captured_queries)
-    assert str(rater.id) in captured.captured_queries[0]["sql"]
-    one_by_one = [run_together(q)[0] for q in queries]
+    # One query, logged with its values in it as Django logs its own: three EXECUTEs.
+    assert len(captured) == 1 and captured.captured_queries[0]["sql"].count("EXECUTE ee_") == 3
+    assert "'nope'" in captured.captured_queries[0]["sql"]
+    with CaptureQueriesContext(connection) as again:
+        one_by_one = [run_together(q)[0] for q in queries]
+    assert "PREPARE" not in " ".join(q["sql"] for q in again.captured_queries)  # prepared once per connection
     settings.PREPARED_STATEMENTS = False
-    plain = [run_together(q)[0] for q in queries]
+    with CaptureQueriesContext(connection) as unprepared:
+        plain = [run_together(q)[0] for q in queries]
+    assert len(unprepared) == 3 and "EXECUTE" not in " ".join(q["sql"] for q in unprepared.captured_queries)
     assert together[0].assignment == one_by_one[0].assignment == plain[0].assignment is not None
     assert (together[0].done, together[0].total) == (plain[0].done, plain[0].total) == (0, 12)
     assert together[1] == one_by_one[1] == plain[1] and together[2] is one_by_one[2] is plain[2] is None
-    prepared = _prepared_names()
-    assert any(s.startswith('SELECT "raters_assignment"."id"') for s in prepared)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'ee%%'")
+        assert cursor.fetchone()[0] >= 3
 
 
 @postgresql
-def test_an_error_in_reads_together_is_djangos_and_leaves_the_connection_usable(study):
+def test_an_error_in_reads_together_is_djangos_and_the_next_call_finds_what_was_prepared(study):
     bad = RawRead("SELECT 1 / %s", "zero")
     with pytest.raises(DatabaseError), transaction.atomic():
         rows_together((RawRead("SELECT %s::int", "n"), {"n": 1}), (bad, {"zero": 0}))
+    # The first PREPARE ran before the error and outlived it; the next call starts again from none.
+    assert rows_together((RawRead("SELECT %s::int", "n"), {"n": 4}), (bad, {"zero": 2})) == [[(4,)], [(0,)]]
     assert rows_together((RawRead("SELECT %s::int + 1", "n"), {"n": 1}))[0] == [(2,)]
 
 
-def test_prepared_cursor_answers_as_a_plain_one(study, settings):
-    with prepared_cursor() as cursor:
-        cursor.execute("SELECT title FROM evalapp_study WHERE id = %s", [study.id])
-        prepared = cursor.fetchall()
-    settings.PREPARED_STATEMENTS = False
-    with prepared_cursor() as cursor:
-        cursor.execute("SELECT title FROM evalapp_study WHERE id = %s", [study.id])
-        assert cursor.fetchall() == prepared == [(study.title,)]
+def test_placeholders_are_numbered_and_a_literal_percent_kept():
+    assert _numbered("SELECT %s, '50%%', %s::int[] WHERE x LIKE 'a%%b' AND y = %s") == (
+        "SELECT $1, '50%%', $2::int[] WHERE x LIKE 'a%%b' AND y = $3")
+    assert [_parameter_type(v) for v in (True, 3, 1.5, "x", None, [1], timezone.now())] == [
+        "boolean", "bigint", "double precision", "unknown", "unknown", "unknown", "timestamptz"]
 
 
 def test_the_raters_study_read_is_get_study_for_and_rater_status(open_study):
