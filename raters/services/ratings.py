@@ -65,7 +65,6 @@ def rating_submit_then(*, study: Study, rater, item_public_id: str, submission: 
     # Taken before this item's completion is written, which is the next item's start.
     submission.seconds_on_item = item_seconds(study=study, rater=rater, client=submission.seconds_on_item,
                                               since=assignment.last_activity)
-    then = then()
     written, read = _written_in_one_statement(study, assignment, rater, submission, answers, then)
     if written:
         return "created", read
@@ -81,7 +80,8 @@ def rating_submit_then(*, study: Study, rater, item_public_id: str, submission: 
         else:
             outcome = _save_rating(study, assignment, rater, submission, answers)
         Assignment.objects.filter(id=assignment.id, completed_at__isnull=True).update(completed_at=timezone.now())
-    return outcome, run_together(*then) if then else []
+    queries = then()  # made now: a welfare state's "now" must not be before the completion it counts
+    return outcome, run_together(*queries) if queries else []
 
 
 def _scores_of(rating: Rating) -> dict:
@@ -177,9 +177,9 @@ def _one_statement_sql() -> str:
 
 
 def _written_in_one_statement(study: Study, assignment: Assignment, rater, submission: Submission,
-                              answers: dict, then: tuple[Query, ...] = ()) -> tuple[bool, list]:
-    """(True, the `then` answers): a first rating of an item written by _one_statement_sql(), the `then`
-    reads sent after it in the same round trip. (False, []) where nothing was written (the rating
+                              answers: dict, then: Callable[[], tuple[Query, ...]] = tuple) -> tuple[bool, list]:
+    """(True, the answers of `then()`'s queries): a first rating of an item written by
+    _one_statement_sql(), those reads sent after it in the same round trip. (False, []) where nothing was written (the rating
     exists) or where the statement does not apply: SQLite (no data-modifying CTEs), a gold item, a
     finished item (a resubmit), or a study with a cap, whose check must lock and count first."""
     if connection.vendor != "postgresql" or assignment.gold_item_id or assignment.completed_at is not None:
@@ -199,7 +199,8 @@ def _written_in_one_statement(study: Study, assignment: Assignment, rater, submi
     arrays = [[f.get_db_prep_save(getattr(score, f.attname), connection) for score in scores] for f in score_fields]
     # Its text is the same for every submit: prepared, planned once per connection, as the reads are.
     write = Query(Sql(_one_statement_sql(), [*rating_params, *arrays, timezone.now(), assignment.id]), {}, bool)
-    written, *read = run_together(write, *then)
+    # The reads made after the completion's time is taken: a welfare state counts only what is done by its now.
+    written, *read = run_together(write, *then())
     # Where the rating was there (a concurrent duplicate's insert committed first), nothing was written
     # and the reads are the caller's to make again, after the transaction that compares.
     return (True, read) if written else (False, [])

@@ -6,6 +6,7 @@ from django.db import DatabaseError, connection, transaction
 from django.http import Http404
 from django.template.loader import render_to_string
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 from django.utils import timezone
 
 from evalapp.models import Rating, Score
@@ -182,3 +183,15 @@ def test_the_reads_after_a_submit_see_it(open_study, cap):
         then=lambda: (selectors.next_item_query(study=open_study, rater=rater),))
     assert outcome == "created" and upcoming.done == 1 and upcoming.assignment.id != first.id
     assert upcoming.assignment == selectors.next_item(study=open_study, rater=rater).assignment
+
+
+@pytest.mark.parametrize("cap", [0, 50], ids=["one statement", "transaction (a cap)"])
+def test_the_submit_that_makes_a_break_due_answers_with_the_break(client, open_study, cap):
+    # The welfare state read with the write must count the item the write finished (its "now" after it).
+    rater = add_rater(open_study, "r1")
+    services.welfare_save(study=open_study, actor=open_study.owner, break_every_items=1, cap_per_day=cap)
+    client.force_login(rater)
+    item = selectors.next_item(study=open_study, rater=rater).assignment.response.public_id
+    response = client.post(reverse("rate_submit", args=[open_study.id, item]),
+                           {"score-empathy": 4, "score-fluency": 6}, headers={"X-Requested-With": "fetch"})
+    assert response.status_code == 200 and 'id="welfare-break"' in response.content.decode()
