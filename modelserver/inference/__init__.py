@@ -29,7 +29,10 @@ but, for the same seed, draws different tokens than HF ``generate``.  Greedy dec
 
 Batching: prompts are sorted by token length and cut into batches of at most ``batch_size``; a
 much longer prompt starts its own batch when it would add more padded KV-cache cells than half the
-model's weights (``plan_batches`` / ``padding_budget``).  Each prompt is prefilled on its own (no
+model's weights (``plan_batches`` / ``padding_budget``).  Where the model's attention is SDPA over
+full-attention layers, such length groups then share one batch (``grouping``): the linear layers run
+every row together and each group's attention reads only its own columns, so the weights are read
+once a step for all of them and no row reads another group's padding.  Each prompt is prefilled on its own (no
 padding: exactly what a batch of one computes): its system turn (``prompts.system_prefix_length``, the
 longest common prefix with the system message rendered alone, a property of the prompt only) from a
 cache computed once per ``generate`` call, then the rest of the prompt in one forward on a copy of it

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
+from .grouping import spans
 from .kvcache import PrefixCaches, prefill_rows, trim_left_padding
 from .params import GenerationParams
 
@@ -81,11 +82,14 @@ def decode_batch(
     prefix_lengths: Sequence[int] | None = None,
     prefixes: PrefixCaches | None = None,
     timings: dict | None = None,
+    groups: Sequence[int] | None = None,
 ) -> list[tuple[list[int], str, float]]:
     """Generate for one batch; returns (token ids, finish reason, seconds) per prompt, in prompt order.
 
     ``prefix_lengths`` (default: none) are the rows' cached prefixes (``kvcache.prefill_rows``);
-    ``timings``, if given, receives ``prefill_seconds``."""
+    ``timings``, if given, receives ``prefill_seconds``; ``groups``: each row's length group, the rows
+    of a group contiguous, for a model in ``grouping.grouped_attention`` (each group's attention reads
+    its own columns only)."""
     import torch
 
     started = time.perf_counter()
@@ -116,6 +120,7 @@ def decode_batch(
     results: list[tuple[list[int], str, float] | None] = [None] * n
     generated: list[list[int]] = [[] for _ in range(n)]
     rows = list(range(n))  # original index of each row still in the batch
+    row_groups = list(groups) if groups is not None else [0] * n
     seen = None
     if params.repetition_penalty != 1.0:
         vocab = first_logits.shape[-1]
@@ -160,17 +165,20 @@ def decode_batch(
             if generators:
                 generators = [generators[j] for j in keep]
             rows = [rows[j] for j in keep]
+            row_groups = [row_groups[j] for j in keep]
             attention_mask = trim_left_padding(cache, attention_mask)
         attention_mask = torch.cat(
             [attention_mask, torch.ones((len(rows), 1), dtype=attention_mask.dtype, device=device)], dim=1
         )
         position_ids = attention_mask.sum(dim=-1, keepdim=True) - 1
+        attention_groups = spans(row_groups, attention_mask)
         out = model(
             input_ids=next_tokens[:, None],
             attention_mask=attention_mask,
             position_ids=position_ids,
             past_key_values=cache,
             use_cache=True,
+            **({"attention_groups": attention_groups} if attention_groups else {}),
         )
         logits = out.logits[:, -1, :].float()
     return results  # type: ignore[return-value]

@@ -15,12 +15,14 @@ recorded before the key existed is remade with the one-shot prefill it was made 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
+from . import grouping
 from .adapters import use_adapter
 from .batching import padding_budget, plan_batches
 from .decoding import decode_batch
-from .kvcache import PrefixCaches
+from .kvcache import PrefixCaches, check_supported
 from .errors import TransientGenerationError
 from .loading import LoadedModel
 from .params import GenerationOutput, GenerationParams, GenerationRequest, ProgressFn
@@ -73,7 +75,11 @@ def generate(
         prefix_lengths = [0] * len(encoded)
     # One store per call: one call is one arm, so no adapter's KV can reach the baseline or another call.
     prefixes = PrefixCaches(arm=adapter)
-    batches = plan_batches([len(ids) for _, ids in encoded], batch_size, padding_budget(loaded.model))
+    lengths = [len(ids) for _, ids in encoded]
+    groups = plan_batches(lengths, batch_size, padding_budget(loaded.model))
+    # Length groups share a batch where the model's attention can read each group's own columns.
+    together = grouping.supported(loaded.model, check_supported(getattr(loaded.model, "config", None)))
+    batches = grouping.pack(groups, lengths, batch_size, params.max_new_tokens) if together else [[g] for g in groups]
     common = run_provenance(loaded, params, adapter, batch_size)
     common["prefill"] = PREFILL_SYSTEM_PREFIX if prefix_cache else PREFILL_FULL
     outputs: list[GenerationOutput | None] = [None] * len(requests)
@@ -86,8 +92,10 @@ def generate(
         if progress is not None:
             progress(done, total)
 
-    with loaded.lock, use_adapter(loaded, adapter), torch.inference_mode():
-        for batch in batches:
+    grouped = grouping.grouped_attention(loaded.model) if together else nullcontext()
+    with loaded.lock, use_adapter(loaded, adapter), torch.inference_mode(), grouped:
+        for packed in batches:
+            batch = [i for group in packed for i in group]
             timings: dict = {}
             try:
                 results = decode_batch(
@@ -101,6 +109,7 @@ def generate(
                     prefix_lengths=[prefix_lengths[i] for i in batch],
                     prefixes=prefixes,
                     timings=timings,
+                    groups=[k for k, group in enumerate(packed) for _ in group],
                 )
             except torch.cuda.OutOfMemoryError as exc:
                 if torch.cuda.is_available():

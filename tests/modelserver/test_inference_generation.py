@@ -320,3 +320,47 @@ def test_plan_batches_groups_by_length_and_isolates_outliers():
     # 4 short rows + a 400-token prompt would add (400 - 50) * 6 padded cells: over budget
     assert plan_batches(lengths, 8, budget=1000) == [[7, 1, 3, 2, 5, 0], [4, 6]]
     assert plan_batches([], 4, 10) == []
+
+
+def test_pack_puts_length_groups_in_one_batch_within_its_rows_and_padding():
+    from modelserver.inference.grouping import pack
+
+    lengths = [10, 12, 11, 400, 13, 420, 9]
+    groups = [[6, 0, 2, 1, 4], [3, 5]]
+    # 7 rows x (420 + 20) padded cells against 875 + 7 x 20 needed: within 4x, one batch
+    assert pack(groups, lengths, batch_size=8, extra=20) == [groups]
+    assert pack(groups, lengths, batch_size=6, extra=20) == [[groups[0]], [groups[1]]]  # too many rows
+    # one 900-token prompt with six of one token: 7 x 900 padded cells against 906 needed
+    assert pack([[6, 0, 2, 1, 4, 5], [3]], [1, 1, 1, 900, 1, 1, 1], batch_size=8, extra=0) == [
+        [[6, 0, 2, 1, 4, 5]], [[3]]]
+    assert pack([], lengths, 8, 20) == []
+
+
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_length_groups_decoded_together_give_a_batch_of_ones_texts(tiny_loaded, monkeypatch, do_sample):
+    """Groups plan_batches keeps apart (a tiny padding budget) share one batch: each group's attention
+    reads its own columns (fewer than the batch's), and every row's text is its batch of one's."""
+    from transformers.integrations import sdpa_attention
+
+    from modelserver.inference import generation
+
+    monkeypatch.setattr(generation, "padding_budget", lambda model: 3)
+    params = GenerationParams(max_new_tokens=12, do_sample=do_sample)
+    texts = [*TEXTS[:3], "word " * 60, TEXTS[5], "Why " * 45]
+    reqs = _requests(texts)
+    alone = [generate(tiny_loaded, [r], params, batch_size=1)[0] for r in reqs]
+    seen = []
+    real = sdpa_attention.sdpa_attention_forward
+
+    def spy(module, query, key, value, mask, **kwargs):
+        seen.append((query.shape[0], query.shape[2], key.shape[2]))  # rows, new tokens, columns read
+        return real(module, query, key, value, mask, **kwargs)
+
+    monkeypatch.setattr(sdpa_attention, "sdpa_attention_forward", spy)
+    together = generate(tiny_loaded, reqs, params, batch_size=8)
+    monkeypatch.undo()
+    assert [(o.text, o.output_tokens) for o in together] == [(o.text, o.output_tokens) for o in alone]
+    assert {o.provenance["batch_rows"] for o in together} == {6}  # one batch, not one per group
+    # Decoding steps (one new token a row) ran per group, each reading its own number of columns.
+    steps = [(rows, width) for rows, new, width in seen if new == 1]
+    assert steps and all(rows < 6 for rows, _ in steps) and len({width for _, width in steps}) > 1
