@@ -249,10 +249,11 @@ def welfare_report(study: Study) -> dict:
     # left before a report was recorded (a page still open) did not leave after one.
     first_report = DistressReport.objects.filter(study=study, rater=OuterRef("user")).order_by("at").values("at")[:1]
     reporters = DistressReport.objects.filter(study=study).values("rater").distinct().count()
+    # order_by(): SQLite (the demo) refuses a union of ordered parts (the models' Meta ordering).
     left_after_report = (
-        withdrawn.filter(withdrawn_at__gt=Subquery(first_report)).values("user")
+        withdrawn.filter(withdrawn_at__gt=Subquery(first_report)).values("user").order_by()
         .union(left_panel.filter(status__in=[ParticipantStatus.RETURNED, ParticipantStatus.TIMED_OUT],
-                                 outcome_at__gt=Subquery(first_report)).values("user")))
+                                 outcome_at__gt=Subquery(first_report)).values("user").order_by()))
     breaks = WelfareBreak.objects.filter(study=study).aggregate(
         n=Count("id"), raters=Count("rater", distinct=True))
     every = " or ".join(words for words in (_limit_words(settings.break_every_items, "item"),

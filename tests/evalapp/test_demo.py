@@ -99,6 +99,39 @@ def test_demo_preparation_runs_twice_in_a_row_as_make_demo_runs_it(tmp_path):  #
     assert "Generating 40 missing responses" in first and "generate: 100%" in first  # the progress bar
     assert "Reusing the demo adapter" in second and "Reusing the demo's generated responses" in second
     assert "40 of 40 responses present" in first
+    # Every page the researcher can reach from the study, on the demo's own database (SQLite): a query
+    # PostgreSQL takes and SQLite refuses (the welfare summary's union of ordered parts) showed only here.
+    crawl = subprocess.run([sys.executable, "manage.py", "shell", "-c", CRAWL], cwd=django_settings.BASE_DIR, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert crawl.returncode == 0, (crawl.stdout + crawl.stderr)[-4000:]
+    assert "crawled" in crawl.stdout and "failed: []" in crawl.stdout, crawl.stdout[-4000:]
+
+
+# Follows the study's own links (GET only: every change is a POST form) as its owner, and as a rater.
+CRAWL = """
+import re
+from django.test import Client
+from evalapp.models import Study
+from raters.models import Role
+study = Study.objects.order_by("id").first()
+rater = study.memberships.filter(role=Role.RATER).first().user
+failed, seen = [], set()
+for user in (study.owner, rater):
+    client = Client(SERVER_NAME="localhost", raise_request_exception=False)
+    client.force_login(user)
+    todo = [f"/studies/{study.id}/"]
+    while todo and len(seen) < 400:
+        url = todo.pop()
+        if (user.id, url) in seen:
+            continue
+        seen.add((user.id, url))
+        response = client.get(url)
+        if response.status_code >= 500:
+            failed.append((user.username, url, response.status_code))
+        if response.get("Content-Type", "").startswith("text/html"):
+            todo += re.findall(r'href="(/studies/%d/[^"#?]*)"' % study.id, response.content.decode())
+print("crawled", len(seen), "failed:", failed)
+"""
 
 
 # Real commits, as above. One test for the four other presets so the demo adapter is trained once.
