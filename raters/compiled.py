@@ -121,7 +121,7 @@ def rows_together(*reads: tuple) -> list[list[tuple]]:
     Django binds values on the client, so its SQL changes with every call and cannot be prepared by
     psycopg; EXECUTE name(values) can, and a query of several statements is one round trip (psycopg's
     pipeline mode did the same in twice the time). The statements run in order in one implicit
-    transaction: a read sees a write before it, and an error leaves nothing done. The query goes
+    transaction: a read sees a write before it, and an error leaves no row written. The query goes
     through Django's cursor, so it is logged, counted by the tests and seen by execute wrappers."""
     connection = connections[DEFAULT_DB_ALIAS]
     statements = [read.statement(connection, values) for read, values in reads]
