@@ -67,6 +67,7 @@ class Compiled:
         return sql, [values[s.name] if isinstance(s, _Slot) else s for s in slots], converters
 
     def built_rows(self, values: dict) -> list[tuple]:
+        """The rows as the queryset gives them, where statement() is None (only a Compiled's can be)."""
         return [tuple(row) for row in self.build(**values)]
 
     def _plan(self, connection):
@@ -92,9 +93,6 @@ class RawRead:
     def statement(self, connection, values: dict) -> tuple[str, list, list]:
         return self.sql, [values[name] for name in self.names], []
 
-    def built_rows(self, values: dict) -> list[tuple]:
-        raise NotImplementedError("A RawRead is PostgreSQL's; it has no ORM spelling to build.")
-
 
 class Sql:
     """A statement written in SQL with its parameters in order (`values` unused), for rows_together: a
@@ -105,9 +103,6 @@ class Sql:
 
     def statement(self, connection, values: dict) -> tuple[str, list, list]:
         return self.sql, self.params, []
-
-    def built_rows(self, values: dict) -> list[tuple]:
-        raise NotImplementedError("Sql is PostgreSQL's; it has no ORM spelling to build.")
 
 
 def rows_together(*reads: tuple) -> list[list[tuple]]:
@@ -213,7 +208,7 @@ def _parameter_type(value) -> str:
 class Query:
     """A read with its values and what its rows mean (`finish(rows)`), to run with others: run_together."""
 
-    read: "Compiled | RawRead"
+    read: "Compiled | RawRead | Sql"
     values: dict
     finish: Callable[[list[tuple]], Any]
 
